@@ -1,0 +1,1 @@
+//! Daemon configuration (built-in defaults; UCI file later).

@@ -1,0 +1,156 @@
+//! Connection-tracking model shared by the netlink layer and the helpers: tuples,
+//! the parts of a conntrack a helper needs, and the expectations it asks for.
+
+use core::net::IpAddr;
+
+/// Direction of a packet relative to the connection's original tuple.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Original = 0,
+    Reply = 1,
+}
+
+impl Direction {
+    pub fn opposite(self) -> Direction {
+        match self {
+            Direction::Original => Direction::Reply,
+            Direction::Reply => Direction::Original,
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `enum ip_conntrack_info` as the queue reports it in NFQA_CT_INFO.
+pub mod ctinfo {
+    pub const ESTABLISHED: u32 = 0;
+    pub const RELATED: u32 = 1;
+    pub const NEW: u32 = 2;
+    pub const ESTABLISHED_REPLY: u32 = 3;
+    pub const RELATED_REPLY: u32 = 4;
+
+    /// Values from IP_CT_IS_REPLY (3) upwards are reply-direction states.
+    pub fn direction(info: u32) -> super::Direction {
+        if info >= ESTABLISHED_REPLY {
+            super::Direction::Reply
+        } else {
+            super::Direction::Original
+        }
+    }
+}
+
+/// Conntrack status bits (enum ip_conntrack_status) the helpers look at.
+pub mod status {
+    pub const EXPECTED: u32 = 1 << 0;
+    pub const SEEN_REPLY: u32 = 1 << 1;
+    pub const ASSURED: u32 = 1 << 2;
+    pub const CONFIRMED: u32 = 1 << 3;
+    pub const SRC_NAT: u32 = 1 << 4;
+    pub const DST_NAT: u32 = 1 << 5;
+    pub const NAT_MASK: u32 = SRC_NAT | DST_NAT;
+}
+
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+/// Address family as nfgenmsg and the helper tuple spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+impl Family {
+    pub const AF_INET: u8 = 2;
+    pub const AF_INET6: u8 = 10;
+
+    pub fn of(addr: &IpAddr) -> Family {
+        match addr {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
+        }
+    }
+
+    pub fn af(self) -> u8 {
+        match self {
+            Family::Ipv4 => Self::AF_INET,
+            Family::Ipv6 => Self::AF_INET6,
+        }
+    }
+
+    pub fn from_af(af: u8) -> Option<Family> {
+        match af {
+            Self::AF_INET => Some(Family::Ipv4),
+            Self::AF_INET6 => Some(Family::Ipv6),
+            _ => None,
+        }
+    }
+}
+
+/// A conntrack tuple: one direction of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+/// The parts of a conntrack entry (from NFQA_CT) that helpers and the daemon use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conntrack {
+    pub orig: Tuple,
+    pub reply: Tuple,
+    pub status: u32,
+    pub id: Option<u32>,
+    pub zone: Option<u16>,
+}
+
+impl Conntrack {
+    pub fn tuple(&self, dir: Direction) -> &Tuple {
+        match dir {
+            Direction::Original => &self.orig,
+            Direction::Reply => &self.reply,
+        }
+    }
+
+    pub fn is_nated(&self) -> bool {
+        self.status & status::NAT_MASK != 0
+    }
+}
+
+/// Expectation flags (NF_CT_EXPECT_*).
+pub mod expect_flags {
+    pub const PERMANENT: u32 = 1 << 0;
+    pub const INACTIVE: u32 = 1 << 1;
+}
+
+/// An expectation a helper asks for: a future connection from `src` (any source port
+/// when `src_port` is None) to `dst:dst_port`, related to the master connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    /// Index of the helper policy (expectation class) this counts against.
+    pub class: u32,
+    pub proto: u8,
+    pub src: IpAddr,
+    pub src_port: Option<u16>,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    pub flags: u32,
+}
+
+impl Expectation {
+    /// The tuple the kernel matches (a wildcard source port is 0 with a 0 mask).
+    pub fn tuple(&self) -> Tuple {
+        Tuple {
+            src: self.src,
+            dst: self.dst,
+            proto: self.proto,
+            src_port: self.src_port.unwrap_or(0),
+            dst_port: self.dst_port,
+        }
+    }
+}

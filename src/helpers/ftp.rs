@@ -1,0 +1,1 @@
+//! FTP helper (placeholder until the parser lands).

@@ -1,0 +1,11 @@
+//! cthelperd: a user-space netfilter connection-tracking helper daemon.
+//!
+//! The library holds everything that is not process plumbing, so that the daemon, the
+//! tests and the fuzz targets all run the same code.
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod config;
+pub mod conntrack;
+pub mod helpers;
+pub mod netlink;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Netlink: socket, message and attribute codecs, and the nfnetlink subsystems we speak.
