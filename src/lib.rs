@@ -4,8 +4,11 @@
 //! tests and the fuzz targets all run the same code.
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod check;
 pub mod config;
 pub mod conntrack;
+pub mod daemon;
 pub mod helpers;
+pub mod logging;
 pub mod netlink;
 pub mod wire;

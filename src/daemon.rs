@@ -1,0 +1,642 @@
+//! The daemon: registers the helpers, binds their queues and serves packets in a
+//! single-threaded poll loop. All kernel I/O lives here; deciding what to do with a
+//! packet (`examine`) is pure and shared with tests.
+
+use std::os::fd::AsFd;
+
+use log::{debug, error, info, warn};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::config::Config;
+use crate::conntrack::{Conntrack, Family, ctinfo, status};
+use crate::helpers::{Action, Helper, PRIVATE_DATA_MAX, Packet};
+use crate::netlink::attr::Writer;
+use crate::netlink::ctnetlink::{self, CtAttrs};
+use crate::netlink::msg::{Messages, NLMSG_ERROR};
+use crate::netlink::socket::{IoError, Socket};
+use crate::netlink::{cthelper, queue, subsys};
+use crate::wire;
+
+/// Receive buffer: a whole 64 KiB packet plus netlink and conntrack attributes.
+const RX_BUF: usize = 0x10000 + 4096;
+/// Verdicts of one batch, each with private data and possibly an expectation.
+const TX_BUF: usize = 32 * 1024;
+/// Requests and their answers on the control socket.
+const CTL_BUF: usize = 16 * 1024;
+/// Packets handled before verdicts are flushed and signals looked at again.
+const BATCH: usize = 64;
+/// Kernel socket buffer for the queue, so bursts wait in the kernel, not on the wire.
+const QUEUE_RCVBUF: usize = 4 << 20;
+
+/// Counters of one helper (fixed size; reported by `status` later).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets: u64,
+    pub expectations: u64,
+    pub expectation_errors: u64,
+    pub refused: u64,
+    pub parse_errors: u64,
+}
+
+/// One configured helper as the daemon runs it.
+pub struct Slot {
+    pub name: &'static str,
+    pub helper: &'static dyn Helper,
+    pub families: crate::config::Families,
+    pub proto: u8,
+    pub queue: u16,
+    pub expect_max: u32,
+    pub expect_timeout: u32,
+    pub stats: Stats,
+}
+
+/// The built-in helper implementation for a kernel helper name.
+pub fn builtin_helper(name: &str) -> Option<&'static dyn Helper> {
+    static FTP: crate::helpers::ftp::Ftp = crate::helpers::ftp::Ftp;
+    match name {
+        "ftp" => Some(&FTP),
+        _ => None,
+    }
+}
+
+/// Build the slots for the enabled helpers of a configuration.
+pub fn slots_from_config(
+    cfg: &Config,
+) -> Result<heapless::Vec<Slot, { crate::config::MAX_HELPERS }>, String> {
+    let mut slots = heapless::Vec::new();
+    for (index, h) in cfg.helpers.iter().enumerate().filter(|(_, h)| h.enabled) {
+        let helper = builtin_helper(h.name)
+            .ok_or_else(|| format!("no built-in helper named {:?}", h.name))?;
+        let slot = Slot {
+            name: h.name,
+            helper,
+            families: h.families,
+            proto: h.proto,
+            queue: cfg.queue_of(index),
+            expect_max: h.expect_max,
+            expect_timeout: h.expect_timeout,
+            stats: Stats::default(),
+        };
+        if slots.push(slot).is_err() {
+            return Err("too many helpers".into());
+        }
+    }
+    Ok(slots)
+}
+
+/// Why a packet was passed without being looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    NoConntrack,
+    BadConntrack(crate::netlink::Error),
+    UnknownHelper,
+    Truncated,
+    Undissectable(wire::Error),
+}
+
+/// The outcome of running a helper on one queued packet.
+pub struct Examined {
+    pub slot: usize,
+    pub conntrack: Conntrack,
+    pub action: Action,
+    pub private: [u8; PRIVATE_DATA_MAX],
+    pub private_len: usize,
+}
+
+/// Find the helper for a queued packet and run it. Pure: no I/O.
+pub fn examine(slots: &[Slot], pkt: &queue::QueuedPacket<'_>) -> Result<Examined, Skip> {
+    let ct_bytes = pkt.ct.ok_or(Skip::NoConntrack)?;
+    let CtAttrs {
+        conntrack,
+        helper_name,
+        help_info,
+    } = ctnetlink::parse_conntrack(ct_bytes).map_err(Skip::BadConntrack)?;
+    let name = helper_name.ok_or(Skip::UnknownHelper)?;
+    let slot = slots
+        .iter()
+        .position(|s| s.name == name && s.queue == pkt.queue && s.proto == conntrack.orig.proto)
+        .ok_or(Skip::UnknownHelper)?;
+    if pkt.is_truncated() {
+        return Err(Skip::Truncated);
+    }
+    let d = wire::dissect(pkt.payload).map_err(Skip::Undissectable)?;
+    let helper = slots[slot].helper;
+    let private_len = helper.private_len().min(PRIVATE_DATA_MAX);
+    let mut private = [0u8; PRIVATE_DATA_MAX];
+    if let Some(info) = help_info {
+        let n = info.len().min(private_len);
+        private[..n].copy_from_slice(&info[..n]);
+    }
+    let packet = Packet {
+        dir: ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW)),
+        src: d.src,
+        dst: d.dst,
+        src_port: d.src_port,
+        dst_port: d.dst_port,
+        transport: d.transport,
+        payload: d.payload,
+    };
+    let action = helper.process(&packet, &conntrack, &mut private[..private_len]);
+    Ok(Examined {
+        slot,
+        conntrack,
+        action,
+        private,
+        private_len,
+    })
+}
+
+/// Fixed buffers, allocated once at start.
+struct Buffers {
+    rx: Box<[u8]>,
+    tx: Box<[u8]>,
+    ctl: Box<[u8]>,
+    ctl_rx: Box<[u8]>,
+}
+
+pub struct Daemon {
+    queue_sock: Socket,
+    ctl_sock: Socket,
+    slots: heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
+    cfg: Config,
+    bufs: Buffers,
+    verdict_errors: u64,
+    unhandled: u64,
+}
+
+/// A startup failure, with the context a log line needs.
+#[derive(Debug)]
+pub struct StartError {
+    pub what: String,
+    pub cause: IoError,
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}: {}", self.what, self.cause)
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Ipv4 => "ipv4",
+        Family::Ipv6 => "ipv6",
+    }
+}
+
+impl Daemon {
+    /// Open sockets, bind the queues, register and enable the helpers.
+    pub fn start(cfg: Config) -> Result<Daemon, StartError> {
+        let slots = slots_from_config(&cfg).map_err(|what| StartError {
+            what,
+            cause: IoError::Sys(Errno::EINVAL),
+        })?;
+        let open = |what: &str| {
+            Socket::open().map_err(|cause| StartError {
+                what: format!("cannot open a netfilter netlink socket for {what}"),
+                cause,
+            })
+        };
+        let queue_sock = open("the queue")?;
+        queue_sock.tune_for_queue(QUEUE_RCVBUF);
+        let ctl_sock = open("control requests")?;
+        let mut d = Daemon {
+            queue_sock,
+            ctl_sock,
+            slots,
+            cfg,
+            bufs: Buffers {
+                rx: vec![0u8; RX_BUF].into_boxed_slice(),
+                tx: vec![0u8; TX_BUF].into_boxed_slice(),
+                ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
+                ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
+            },
+            verdict_errors: 0,
+            unhandled: 0,
+        };
+        // Bind first: once a helper is enabled its packets go to the queue, and a
+        // queue nobody listens on would stall its connections.
+        for i in 0..d.slots.len() {
+            let q = d.slots[i].queue;
+            if d.slots[..i].iter().any(|s| s.queue == q) {
+                continue;
+            }
+            d.bind_queue(q).map_err(|cause| StartError {
+                what: format!(
+                    "cannot bind netfilter queue {q} for helper {}{}",
+                    d.slots[i].name,
+                    match cause.errno() {
+                        Some(Errno::EPERM) | Some(Errno::EBUSY) =>
+                            " (another process, e.g. conntrackd, owns it, or CAP_NET_ADMIN is missing)",
+                        Some(Errno::EOPNOTSUPP) =>
+                            " (conntrack glue missing: CONFIG_NETFILTER_NETLINK_GLUE_CT / kmod-nf-conntrack-netlink)",
+                        _ => "",
+                    }
+                ),
+                cause,
+            })?;
+        }
+        for i in 0..d.slots.len() {
+            d.register(i)?;
+        }
+        let names: heapless::String<64> =
+            d.slots.iter().fold(heapless::String::new(), |mut acc, s| {
+                if !acc.is_empty() {
+                    let _ = acc.push_str(", ");
+                }
+                let _ = acc.push_str(s.name);
+                acc
+            });
+        info!("helpers registered: {names}");
+        Ok(d)
+    }
+
+    /// Send one ACKed request built by `build` on the control socket.
+    fn request(
+        &mut self,
+        build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
+    ) -> Result<(), IoError> {
+        let seq = self.ctl_sock.next_seq();
+        let mut w = Writer::new(&mut self.bufs.ctl);
+        build(&mut w, seq)?;
+        let len = w.len();
+        self.ctl_sock
+            .transact(&self.bufs.ctl[..len], seq, &mut self.bufs.ctl_rx, |_| {})
+    }
+
+    fn bind_queue(&mut self, q: u16) -> Result<(), IoError> {
+        let cfg = queue::QueueConfig {
+            queue: q,
+            max_len: self.cfg.queue_maxlen,
+            fail_open: self.cfg.fail_open,
+        };
+        // The queue belongs to the socket that binds it, so this goes on the queue
+        // socket. Asking for conntrack data may load a module and answer EAGAIN once.
+        let mut attempt = 0;
+        loop {
+            let seq = self.queue_sock.next_seq();
+            let mut w = Writer::new(&mut self.bufs.ctl);
+            queue::write_bind(&mut w, seq, &cfg)?;
+            let len = w.len();
+            match self
+                .queue_sock
+                .transact(&self.bufs.ctl[..len], seq, &mut self.bufs.rx, |_| {})
+            {
+                Err(e) if e.errno() == Some(Errno::EAGAIN) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    fn register(&mut self, i: usize) -> Result<(), StartError> {
+        let (name, proto, queue, families, private_len) = {
+            let s = &self.slots[i];
+            (
+                s.name,
+                s.proto,
+                s.queue,
+                s.families,
+                s.helper.private_len() as u32,
+            )
+        };
+        let policy = [cthelper::ExpectPolicy {
+            name,
+            max_expected: self.slots[i].expect_max,
+            timeout_secs: self.slots[i].expect_timeout,
+        }];
+        for family in families.iter() {
+            let reg = cthelper::Registration {
+                name,
+                family,
+                l4proto: proto,
+                queue,
+                policies: &policy,
+                private_len,
+                enabled: true,
+            };
+            let mut result = self.request(|w, seq| cthelper::write_new(w, seq, &reg));
+            if result.as_ref().err().and_then(|e| e.errno()) == Some(Errno::EBUSY) {
+                // A helper of this name exists with another private-data size or
+                // policy shape (an older version of us, or conntrackd). The kernel
+                // cannot update that in place: replace it. Connections it was
+                // helping lose their helper.
+                warn!(
+                    "helper {name} ({}) exists with an incompatible layout; replacing it",
+                    family_name(family)
+                );
+                let _ = self.request(|w, seq| cthelper::write_del(w, seq, name, family, proto));
+                result = self.request(|w, seq| cthelper::write_new(w, seq, &reg));
+            }
+            result.map_err(|cause| StartError {
+                what: format!(
+                    "cannot register helper {name} ({}){}",
+                    family_name(family),
+                    match cause.errno() {
+                        Some(Errno::EPERM) => " (needs CAP_NET_ADMIN)",
+                        Some(Errno::EINVAL) | Some(Errno::EOPNOTSUPP) | Some(Errno::ENOENT) =>
+                            " (is nfnetlink_cthelper available? CONFIG_NF_CT_NETLINK_HELPER / kmod-nfnetlink-cthelper; try `cthelperd check`)",
+                        _ => "",
+                    }
+                ),
+                cause,
+            })?;
+            debug!(
+                "registered helper {name} {} proto {proto} queue {queue} private {private_len} bytes",
+                family_name(family)
+            );
+        }
+        Ok(())
+    }
+
+    /// Switch every helper off (the kernel then passes their packets unqueued) and
+    /// report failures; used on stop.
+    fn disable_helpers(&mut self) {
+        for i in 0..self.slots.len() {
+            let (name, proto, families) = (
+                self.slots[i].name,
+                self.slots[i].proto,
+                self.slots[i].families,
+            );
+            for family in families.iter() {
+                if let Err(e) = self.request(|w, seq| {
+                    cthelper::write_set_status(w, seq, name, family, proto, false)
+                }) {
+                    error!(
+                        "cannot disable helper {name} ({}): {e}",
+                        family_name(family)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Serve until SIGTERM or SIGINT. Returns the process exit code.
+    pub fn run(mut self) -> i32 {
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+            Signal::SIGUSR1,
+        ] {
+            mask.add(s);
+        }
+        if let Err(e) = mask.thread_block() {
+            error!("cannot block signals: {e}");
+            return 1;
+        }
+        let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                error!("cannot create signalfd: {e}");
+                return 1;
+            }
+        };
+        loop {
+            let (queue_ready, signal_ready) = {
+                let mut fds = [
+                    PollFd::new(self.queue_sock.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                ];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => {
+                        error!("poll failed: {e}");
+                        self.stop();
+                        return 1;
+                    }
+                }
+                let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+                (ready(&fds[0]), ready(&fds[1]))
+            };
+            if queue_ready {
+                if let Err(e) = self.serve_batch() {
+                    error!("queue socket failed: {e}");
+                    self.stop();
+                    return 1;
+                }
+            }
+            if signal_ready {
+                while let Ok(Some(info)) = sfd.read_signal() {
+                    match Signal::try_from(info.ssi_signo as i32) {
+                        Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                            info!("stopping on signal {}", info.ssi_signo);
+                            self.stop();
+                            return 0;
+                        }
+                        Ok(Signal::SIGUSR1) => self.log_stats(),
+                        Ok(Signal::SIGHUP) => {
+                            info!(
+                                "SIGHUP: configuration reload is not supported yet; keeping the running configuration"
+                            )
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn log_stats(&self) {
+        for s in &self.slots {
+            info!(
+                "{}: packets {} expectations {} expectation errors {} refused {} parse errors {}",
+                s.name,
+                s.stats.packets,
+                s.stats.expectations,
+                s.stats.expectation_errors,
+                s.stats.refused,
+                s.stats.parse_errors
+            );
+        }
+        info!(
+            "verdict errors {} packets passed without a helper {}",
+            self.verdict_errors, self.unhandled
+        );
+    }
+
+    /// Clean stop: disable the helpers so the kernel stops queueing, answer what is
+    /// already queued, then let the queue go with the socket.
+    fn stop(&mut self) {
+        self.disable_helpers();
+        // Packets queued before the switch still wait for a verdict; a short grace
+        // period catches those in flight on other CPUs.
+        for _ in 0..5 {
+            match self.serve_batch() {
+                Ok(0) => {
+                    let mut fds = [PollFd::new(self.queue_sock.as_fd(), PollFlags::POLLIN)];
+                    if !matches!(poll(&mut fds, PollTimeout::from(20u8)), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("while draining the queue: {e}");
+                    break;
+                }
+            }
+        }
+        self.log_stats();
+        info!("helpers disabled, exiting");
+    }
+
+    /// Handle up to BATCH queued packets without blocking; verdicts go out in one
+    /// send. Returns how many packets were handled.
+    fn serve_batch(&mut self) -> Result<usize, IoError> {
+        let mut handled = 0;
+        let mut tx_len = 0;
+        while handled < BATCH {
+            let Some(datagram) = self.queue_sock.recv(&mut self.bufs.rx, true)? else {
+                break;
+            };
+            let datagram_len = datagram.len();
+            for msg in Messages::new(&self.bufs.rx[..datagram_len]) {
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!("undecodable message on the queue socket: {e}");
+                        break;
+                    }
+                };
+                if msg.header.kind == NLMSG_ERROR {
+                    if let Ok(Some(err)) = msg.error() {
+                        if err.errno != 0 {
+                            self.verdict_errors += 1;
+                            warn!("kernel refused a verdict: {:?}", Errno::from_raw(err.errno));
+                        }
+                    }
+                    continue;
+                }
+                if msg.header.subsys() != subsys::QUEUE {
+                    continue;
+                }
+                let pkt = match queue::parse_packet(&msg) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        warn!("undecodable queued packet: {e}");
+                        continue;
+                    }
+                };
+                handled += 1;
+                let outcome = examine(&self.slots, &pkt);
+                let mut help = None;
+                let mut attached = None;
+                match &outcome {
+                    Ok(ex) => {
+                        attached = Self::apply(
+                            &mut self.slots[ex.slot],
+                            ex,
+                            &mut self.ctl_sock,
+                            &mut self.bufs.ctl,
+                            &mut self.bufs.ctl_rx,
+                        );
+                        if ex.action.private_changed {
+                            help = Some(queue::HelpUpdate {
+                                helper_name: self.slots[ex.slot].name,
+                                info: &ex.private[..ex.private_len],
+                            });
+                        }
+                    }
+                    Err(skip) => {
+                        self.unhandled += 1;
+                        debug!("packet {} passed without help: {skip:?}", pkt.id);
+                    }
+                }
+                let verdict = queue::Verdict {
+                    queue: pkt.queue,
+                    id: pkt.id,
+                    verdict: queue::NF_ACCEPT,
+                    help,
+                    expectation: attached.as_ref(),
+                    payload: None,
+                };
+                let seq = self.queue_sock.next_seq();
+                let mut w = Writer::new(&mut self.bufs.tx[tx_len..]);
+                if queue::write_verdict(&mut w, seq, &verdict).is_err() {
+                    // Batch full: flush and write again at the start.
+                    self.queue_sock.send(&self.bufs.tx[..tx_len])?;
+                    let mut w = Writer::new(&mut self.bufs.tx[..]);
+                    queue::write_verdict(&mut w, seq, &verdict)?;
+                    tx_len = w.len();
+                } else {
+                    tx_len += w.len();
+                }
+            }
+        }
+        if tx_len > 0 {
+            self.queue_sock.send(&self.bufs.tx[..tx_len])?;
+        }
+        Ok(handled)
+    }
+
+    /// Count the outcome and create its expectations. Expectations of a confirmed
+    /// master go through ctnetlink with an ACK so failures are known; an unconfirmed
+    /// master (a first packet, such as a TFTP request) is not yet findable there, so
+    /// its first expectation rides on the verdict and is returned.
+    fn apply(
+        slot: &mut Slot,
+        ex: &Examined,
+        ctl: &mut Socket,
+        ctl_buf: &mut [u8],
+        ctl_rx: &mut [u8],
+    ) -> Option<crate::conntrack::Expectation> {
+        slot.stats.packets += 1;
+        if ex.action.parse_error {
+            slot.stats.parse_errors += 1;
+        }
+        for r in &ex.action.refusals {
+            slot.stats.refused += 1;
+            info!(
+                "{}: refused {} announcing {} port {} from {} ({:?})",
+                slot.name, r.what, r.announced, r.port, r.sender, r.reason
+            );
+        }
+        let confirmed = ex.conntrack.status & status::CONFIRMED != 0;
+        let mut attached = None;
+        for exp in &ex.action.expectations {
+            if !confirmed {
+                if attached.is_none() {
+                    attached = Some(*exp);
+                    slot.stats.expectations += 1;
+                } else {
+                    slot.stats.expectation_errors += 1;
+                    warn!(
+                        "{}: more than one expectation for an unconfirmed connection; dropped one",
+                        slot.name
+                    );
+                }
+                continue;
+            }
+            let seq = ctl.next_seq();
+            let mut w = Writer::new(ctl_buf);
+            let built =
+                ctnetlink::write_exp_new(&mut w, seq, exp, &ex.conntrack.orig, ex.conntrack.zone)
+                    .map(|()| w.len());
+            let result = built
+                .map_err(IoError::from)
+                .and_then(|len| ctl.transact(&ctl_buf[..len], seq, ctl_rx, |_| {}));
+            match result {
+                Ok(()) => {
+                    slot.stats.expectations += 1;
+                    debug!(
+                        "{}: expecting {} {} -> {}:{}",
+                        slot.name, exp.proto, exp.src, exp.dst, exp.dst_port
+                    );
+                }
+                Err(e) => {
+                    slot.stats.expectation_errors += 1;
+                    warn!(
+                        "{}: cannot create expectation {} -> {}:{}: {e}",
+                        slot.name, exp.src, exp.dst, exp.dst_port
+                    );
+                }
+            }
+        }
+        attached
+    }
+}

@@ -1,0 +1,101 @@
+//! Logging backends for the `log` facade: stderr (procd hands it to logd) or syslog.
+
+use std::io::Write;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct StderrLogger {
+    level: LevelFilter,
+}
+
+impl Log for StderrLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let tag = match record.level() {
+            Level::Error => "error",
+            Level::Warn => "warning",
+            Level::Info => "info",
+            Level::Debug => "debug",
+            Level::Trace => "trace",
+        };
+        // One write per line so concurrent writers never interleave mid-line.
+        let mut line = heapless::Vec::<u8, 512>::new();
+        if write!(
+            VecWriter(&mut line),
+            "cthelperd: {tag}: {}\n",
+            record.args()
+        )
+        .is_err()
+        {
+            // Longer than the line buffer: print it unbuffered, still in one call.
+            let _ = writeln!(std::io::stderr(), "cthelperd: {tag}: {}", record.args());
+            return;
+        }
+        let _ = std::io::stderr().write_all(&line);
+    }
+
+    fn flush(&self) {}
+}
+
+struct VecWriter<'a, const N: usize>(&'a mut heapless::Vec<u8, N>);
+
+impl<const N: usize> std::io::Write for VecWriter<'_, N> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .extend_from_slice(buf)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Parse a level name as used on the command line and in the configuration.
+pub fn parse_level(s: &str) -> Option<LevelFilter> {
+    match s.to_ascii_lowercase().as_str() {
+        "off" | "none" => Some(LevelFilter::Off),
+        "error" | "err" => Some(LevelFilter::Error),
+        "warn" | "warning" => Some(LevelFilter::Warn),
+        "info" | "notice" => Some(LevelFilter::Info),
+        "debug" => Some(LevelFilter::Debug),
+        "trace" => Some(LevelFilter::Trace),
+        _ => None,
+    }
+}
+
+/// Install the logger. Falls back to stderr (with a warning) when syslog is asked
+/// for but unreachable.
+pub fn init(level: LevelFilter, use_syslog: bool) {
+    if use_syslog {
+        let formatter = syslog::Formatter3164 {
+            facility: syslog::Facility::LOG_DAEMON,
+            hostname: None,
+            process: "cthelperd".into(),
+            pid: std::process::id(),
+        };
+        match syslog::unix(formatter) {
+            Ok(logger) => {
+                if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
+                    log::set_max_level(level);
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "cthelperd: warning: syslog unavailable ({e}); logging to stderr"
+                );
+            }
+        }
+    }
+    let _ = log::set_boxed_logger(Box::new(StderrLogger { level }));
+    log::set_max_level(level);
+}

@@ -1,0 +1,356 @@
+//! ctnetlink attributes: conntrack tuples, the conntrack the queue hands us (NFQA_CT),
+//! and expectations (for IPCTNL_MSG_EXP_NEW and for NFQA_EXP on a verdict).
+
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::attr::{Attr, Attrs, Writer};
+use super::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NfGenMsg};
+use super::{Error, Result, nfnl_type, subsys};
+use crate::conntrack::{Conntrack, Expectation, Family, Tuple};
+
+// enum ctattr_type
+pub const CTA_TUPLE_ORIG: u16 = 1;
+pub const CTA_TUPLE_REPLY: u16 = 2;
+pub const CTA_STATUS: u16 = 3;
+pub const CTA_HELP: u16 = 5;
+pub const CTA_ID: u16 = 12;
+pub const CTA_ZONE: u16 = 18;
+const CTA_TABLE: usize = 26;
+
+// enum ctattr_tuple / ctattr_ip / ctattr_l4proto
+pub const CTA_TUPLE_IP: u16 = 1;
+pub const CTA_TUPLE_PROTO: u16 = 2;
+pub const CTA_IP_V4_SRC: u16 = 1;
+pub const CTA_IP_V4_DST: u16 = 2;
+pub const CTA_IP_V6_SRC: u16 = 3;
+pub const CTA_IP_V6_DST: u16 = 4;
+pub const CTA_PROTO_NUM: u16 = 1;
+pub const CTA_PROTO_SRC_PORT: u16 = 2;
+pub const CTA_PROTO_DST_PORT: u16 = 3;
+
+// enum ctattr_help
+pub const CTA_HELP_NAME: u16 = 1;
+pub const CTA_HELP_INFO: u16 = 2;
+
+// enum ctattr_expect
+pub const CTA_EXPECT_MASTER: u16 = 1;
+pub const CTA_EXPECT_TUPLE: u16 = 2;
+pub const CTA_EXPECT_MASK: u16 = 3;
+pub const CTA_EXPECT_ZONE: u16 = 7;
+pub const CTA_EXPECT_FLAGS: u16 = 8;
+pub const CTA_EXPECT_CLASS: u16 = 9;
+
+// enum cntl_msg_types / ctnl_exp_msg_types
+pub const IPCTNL_MSG_EXP_NEW: u8 = 0;
+pub const IPCTNL_MSG_EXP_GET: u8 = 1;
+
+/// A conntrack as NFQA_CT describes it, plus the helper fields we need.
+#[derive(Clone, Copy, Debug)]
+pub struct CtAttrs<'a> {
+    pub conntrack: Conntrack,
+    pub helper_name: Option<&'a str>,
+    pub help_info: Option<&'a [u8]>,
+}
+
+fn parse_addr(attr: Attr<'_>) -> Result<IpAddr> {
+    match attr.payload.len() {
+        4 => {
+            let b: [u8; 4] = attr.payload.try_into().map_err(|_| Error::Truncated)?;
+            Ok(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        16 => {
+            let b: [u8; 16] = attr.payload.try_into().map_err(|_| Error::Truncated)?;
+            Ok(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => Err(Error::Malformed("address length")),
+    }
+}
+
+/// Parse a nested CTA_TUPLE_* attribute.
+pub fn parse_tuple(attr: Attr<'_>) -> Result<Tuple> {
+    let t: [Option<Attr>; 4] = attr.nested().table()?;
+    let ip: [Option<Attr>; 5] = t[usize::from(CTA_TUPLE_IP)]
+        .ok_or(Error::Missing("CTA_TUPLE_IP"))?
+        .nested()
+        .table()?;
+    let (src, dst) = match (
+        ip[usize::from(CTA_IP_V4_SRC)],
+        ip[usize::from(CTA_IP_V4_DST)],
+        ip[usize::from(CTA_IP_V6_SRC)],
+        ip[usize::from(CTA_IP_V6_DST)],
+    ) {
+        (Some(s), Some(d), _, _) | (_, _, Some(s), Some(d)) => (parse_addr(s)?, parse_addr(d)?),
+        _ => return Err(Error::Missing("tuple addresses")),
+    };
+    if Family::of(&src) != Family::of(&dst) {
+        return Err(Error::Malformed("tuple mixes address families"));
+    }
+    let proto: [Option<Attr>; 4] = t[usize::from(CTA_TUPLE_PROTO)]
+        .ok_or(Error::Missing("CTA_TUPLE_PROTO"))?
+        .nested()
+        .table()?;
+    let num = proto[usize::from(CTA_PROTO_NUM)]
+        .ok_or(Error::Missing("CTA_PROTO_NUM"))?
+        .u8()?;
+    let port = |kind: u16| -> Result<u16> {
+        match proto[usize::from(kind)] {
+            Some(a) => a.be16(),
+            None => Ok(0),
+        }
+    };
+    Ok(Tuple {
+        src,
+        dst,
+        proto: num,
+        src_port: port(CTA_PROTO_SRC_PORT)?,
+        dst_port: port(CTA_PROTO_DST_PORT)?,
+    })
+}
+
+/// Parse the attributes inside NFQA_CT.
+pub fn parse_conntrack(nested: &[u8]) -> Result<CtAttrs<'_>> {
+    let t: [Option<Attr>; CTA_TABLE] = Attrs::new(nested).table()?;
+    let get = |kind: u16| t[usize::from(kind)];
+    let orig = parse_tuple(get(CTA_TUPLE_ORIG).ok_or(Error::Missing("CTA_TUPLE_ORIG"))?)?;
+    let reply = parse_tuple(get(CTA_TUPLE_REPLY).ok_or(Error::Missing("CTA_TUPLE_REPLY"))?)?;
+    let status = get(CTA_STATUS).map(|a| a.be32()).transpose()?.unwrap_or(0);
+    let id = get(CTA_ID).map(|a| a.be32()).transpose()?;
+    let zone = get(CTA_ZONE).map(|a| a.be16()).transpose()?;
+    let (mut helper_name, mut help_info) = (None, None);
+    if let Some(help) = get(CTA_HELP) {
+        let h: [Option<Attr>; 3] = help.nested().table()?;
+        helper_name = h[usize::from(CTA_HELP_NAME)].map(|a| a.str()).transpose()?;
+        help_info = h[usize::from(CTA_HELP_INFO)].map(|a| a.payload);
+    }
+    Ok(CtAttrs {
+        conntrack: Conntrack {
+            orig,
+            reply,
+            status,
+            id,
+            zone,
+        },
+        helper_name,
+        help_info,
+    })
+}
+
+fn put_addr(w: &mut Writer<'_>, kind: u16, addr: &IpAddr) -> Result<()> {
+    match addr {
+        IpAddr::V4(a) => w.put(kind, &a.octets()),
+        IpAddr::V6(a) => w.put(kind, &a.octets()),
+    }
+}
+
+/// Write a nested tuple attribute of type `kind`.
+pub fn put_tuple(w: &mut Writer<'_>, kind: u16, t: &Tuple) -> Result<()> {
+    let outer = w.begin_nested(kind)?;
+    let ip = w.begin_nested(CTA_TUPLE_IP)?;
+    let (src_kind, dst_kind) = match t.src {
+        IpAddr::V4(_) => (CTA_IP_V4_SRC, CTA_IP_V4_DST),
+        IpAddr::V6(_) => (CTA_IP_V6_SRC, CTA_IP_V6_DST),
+    };
+    put_addr(w, src_kind, &t.src)?;
+    put_addr(w, dst_kind, &t.dst)?;
+    w.end_nested(ip)?;
+    let proto = w.begin_nested(CTA_TUPLE_PROTO)?;
+    w.put_u8(CTA_PROTO_NUM, t.proto)?;
+    w.put_be16(CTA_PROTO_SRC_PORT, t.src_port)?;
+    w.put_be16(CTA_PROTO_DST_PORT, t.dst_port)?;
+    w.end_nested(proto)?;
+    w.end_nested(outer)
+}
+
+fn all_ones_like(addr: &IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from([0xff; 4])),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from([0xff; 16])),
+    }
+}
+
+/// The mask the kernel applies when matching: only its source part counts. An exact
+/// source address, and an exact source port unless the expectation leaves it open.
+pub fn expectation_mask(exp: &Expectation) -> Tuple {
+    Tuple {
+        src: all_ones_like(&exp.src),
+        dst: all_ones_like(&exp.dst),
+        proto: exp.proto,
+        src_port: if exp.src_port.is_some() { 0xffff } else { 0 },
+        dst_port: 0xffff,
+    }
+}
+
+/// The attributes of an expectation. `master` is needed for IPCTNL_MSG_EXP_NEW (the
+/// kernel looks the master up by it); on a verdict the master is the queued packet's
+/// conntrack and must be omitted.
+pub fn put_expectation(
+    w: &mut Writer<'_>,
+    exp: &Expectation,
+    master: Option<&Tuple>,
+    zone: Option<u16>,
+) -> Result<()> {
+    if let Some(m) = master {
+        put_tuple(w, CTA_EXPECT_MASTER, m)?;
+    }
+    put_tuple(w, CTA_EXPECT_TUPLE, &exp.tuple())?;
+    put_tuple(w, CTA_EXPECT_MASK, &expectation_mask(exp))?;
+    if let Some(z) = zone {
+        w.put_be16(CTA_EXPECT_ZONE, z)?;
+    }
+    if exp.flags != 0 {
+        w.put_be32(CTA_EXPECT_FLAGS, exp.flags)?;
+    }
+    if exp.class != 0 {
+        w.put_be32(CTA_EXPECT_CLASS, exp.class)?;
+    }
+    Ok(())
+}
+
+/// IPCTNL_MSG_EXP_NEW with an ACK request, so the kernel reports whether the
+/// expectation was created. Without NLM_F_EXCL an identical pending expectation is
+/// refreshed rather than refused, as when a client repeats PASV.
+pub fn write_exp_new(
+    w: &mut Writer<'_>,
+    seq: u32,
+    exp: &Expectation,
+    master: &Tuple,
+    zone: Option<u16>,
+) -> Result<()> {
+    let family = Family::of(&master.src).af();
+    let m = w.begin_nfnl(
+        nfnl_type(subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_NEW),
+        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+        seq,
+        NfGenMsg {
+            family,
+            version: NFNETLINK_V0,
+            res_id: 0,
+        },
+    )?;
+    put_expectation(w, exp, Some(master), zone)?;
+    w.end_msg(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::IPPROTO_TCP;
+
+    fn v4(a: [u8; 4]) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(a))
+    }
+
+    #[test]
+    fn tuple_round_trips_v4_and_v6() {
+        let tuples = [
+            Tuple {
+                src: v4([192, 0, 2, 2]),
+                dst: v4([198, 51, 100, 2]),
+                proto: IPPROTO_TCP,
+                src_port: 40000,
+                dst_port: 21,
+            },
+            Tuple {
+                src: "2001:db8:1::2".parse().unwrap(),
+                dst: "2001:db8:2::2".parse().unwrap(),
+                proto: 17,
+                src_port: 1,
+                dst_port: 69,
+            },
+        ];
+        for t in tuples {
+            let mut buf = [0u8; 128];
+            let mut w = Writer::new(&mut buf);
+            put_tuple(&mut w, CTA_TUPLE_ORIG, &t).unwrap();
+            let attr = Attrs::new(w.as_slice()).next().unwrap().unwrap();
+            assert_eq!(attr.kind, CTA_TUPLE_ORIG);
+            assert_eq!(parse_tuple(attr).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn parses_conntrack_with_help() {
+        let orig = Tuple {
+            src: v4([192, 0, 2, 2]),
+            dst: v4([198, 51, 100, 2]),
+            proto: IPPROTO_TCP,
+            src_port: 40000,
+            dst_port: 21,
+        };
+        let reply = Tuple {
+            src: orig.dst,
+            dst: orig.src,
+            proto: IPPROTO_TCP,
+            src_port: 21,
+            dst_port: 40000,
+        };
+        let mut buf = [0u8; 256];
+        let mut w = Writer::new(&mut buf);
+        put_tuple(&mut w, CTA_TUPLE_ORIG, &orig).unwrap();
+        put_tuple(&mut w, CTA_TUPLE_REPLY, &reply).unwrap();
+        w.put_be32(CTA_STATUS, 0x18e).unwrap();
+        w.put_be32(CTA_ID, 1234).unwrap();
+        let h = w.begin_nested(CTA_HELP).unwrap();
+        w.put_str(CTA_HELP_NAME, "ftp").unwrap();
+        w.put(CTA_HELP_INFO, &[1, 2, 3]).unwrap();
+        w.end_nested(h).unwrap();
+        let ct = parse_conntrack(w.as_slice()).unwrap();
+        assert_eq!(ct.conntrack.orig, orig);
+        assert_eq!(ct.conntrack.reply, reply);
+        assert_eq!(ct.conntrack.status, 0x18e);
+        assert_eq!(ct.conntrack.id, Some(1234));
+        assert_eq!(ct.helper_name, Some("ftp"));
+        assert_eq!(ct.help_info, Some(&[1u8, 2, 3][..]));
+    }
+
+    #[test]
+    fn conntrack_without_tuples_is_an_error() {
+        let mut buf = [0u8; 16];
+        let mut w = Writer::new(&mut buf);
+        w.put_be32(CTA_STATUS, 1).unwrap();
+        assert_eq!(
+            parse_conntrack(w.as_slice()).unwrap_err(),
+            Error::Missing("CTA_TUPLE_ORIG")
+        );
+    }
+
+    #[test]
+    fn exp_new_message_carries_master_tuple_and_wildcard_mask() {
+        let master = Tuple {
+            src: v4([192, 0, 2, 2]),
+            dst: v4([198, 51, 100, 2]),
+            proto: IPPROTO_TCP,
+            src_port: 40000,
+            dst_port: 21,
+        };
+        let exp = Expectation {
+            class: 0,
+            proto: IPPROTO_TCP,
+            src: v4([192, 0, 2, 2]),
+            src_port: None,
+            dst: v4([198, 51, 100, 2]),
+            dst_port: 40011,
+            flags: 0,
+        };
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf);
+        write_exp_new(&mut w, 9, &exp, &master, None).unwrap();
+        let msg = super::super::msg::Messages::new(w.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.header.kind, 0x0200);
+        assert_eq!(msg.header.flags, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK);
+        let (g, attrs) = msg.nfnl().unwrap();
+        assert_eq!(g.family, 2);
+        let t: [Option<Attr>; 10] = attrs.table().unwrap();
+        assert_eq!(parse_tuple(t[1].unwrap()).unwrap(), master);
+        let tuple = parse_tuple(t[2].unwrap()).unwrap();
+        assert_eq!(tuple.dst_port, 40011);
+        assert_eq!(tuple.src_port, 0);
+        let mask = parse_tuple(t[3].unwrap()).unwrap();
+        assert_eq!(mask.src, v4([255; 4]));
+        assert_eq!(mask.src_port, 0);
+        assert!(t[8].is_none() && t[9].is_none());
+    }
+}
