@@ -32,6 +32,7 @@ pub const PORT: u16 = 21;
 /// layouts can grow without a registration change, which the kernel refuses with EBUSY
 /// while conntracks use the helper.
 pub const PRIVATE_LEN: usize = 32;
+const _: () = assert!(PRIVATE_LEN <= crate::helpers::PRIVATE_DATA_MAX);
 
 /// Layout version stored in byte 0. 0 means "never written" (a fresh conntrack).
 pub const LAYOUT_VERSION: u8 = 1;
@@ -597,7 +598,6 @@ mod tests {
     fn identity() {
         assert_eq!(Ftp.name(), "ftp");
         assert_eq!(Ftp.private_len(), PRIVATE_LEN);
-        assert!(PRIVATE_LEN <= crate::helpers::PRIVATE_DATA_MAX);
     }
 
     #[test]
