@@ -165,6 +165,41 @@ pub struct Daemon {
     bufs: Buffers,
     verdict_errors: u64,
     unhandled: u64,
+    recorder: Option<Recorder>,
+}
+
+/// Writes the first datagrams received from the queue to a file (each preceded by
+/// its length as a little-endian u32), to build decoder tests from real kernel
+/// output. Off unless asked for on the command line.
+pub struct Recorder {
+    file: std::fs::File,
+    left: usize,
+}
+
+impl Recorder {
+    pub fn create(path: &std::path::Path, limit: usize) -> std::io::Result<Recorder> {
+        Ok(Recorder {
+            file: std::fs::File::create(path)?,
+            left: limit,
+        })
+    }
+
+    fn record(&mut self, datagram: &[u8]) {
+        use std::io::Write;
+        if self.left == 0 {
+            return;
+        }
+        self.left -= 1;
+        let len = (datagram.len() as u32).to_le_bytes();
+        if self
+            .file
+            .write_all(&len)
+            .and_then(|()| self.file.write_all(datagram))
+            .is_err()
+        {
+            self.left = 0;
+        }
+    }
 }
 
 /// A startup failure, with the context a log line needs.
@@ -216,6 +251,7 @@ impl Daemon {
             },
             verdict_errors: 0,
             unhandled: 0,
+            recorder: None,
         };
         // Bind first: once a helper is enabled its packets go to the queue, and a
         // queue nobody listens on would stall its connections.
@@ -252,6 +288,10 @@ impl Daemon {
             });
         info!("helpers registered: {names}");
         Ok(d)
+    }
+
+    pub fn set_recorder(&mut self, recorder: Recorder) {
+        self.recorder = Some(recorder);
     }
 
     /// Send one ACKed request built by `build` on the control socket.
@@ -495,6 +535,9 @@ impl Daemon {
                 break;
             };
             let datagram_len = datagram.len();
+            if let Some(r) = self.recorder.as_mut() {
+                r.record(&self.bufs.rx[..datagram_len]);
+            }
             for msg in Messages::new(&self.bufs.rx[..datagram_len]) {
                 let msg = match msg {
                     Ok(m) => m,

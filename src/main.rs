@@ -3,7 +3,8 @@
 use argh::FromArgs;
 use log::{LevelFilter, error};
 
-use cthelperd::{check, config::Config, daemon::Daemon, logging};
+use cthelperd::daemon::{Daemon, Recorder};
+use cthelperd::{check, config::Config, logging};
 
 /// Exit codes (documented in README).
 const EXIT_OK: i32 = 0;
@@ -26,6 +27,9 @@ struct Cli {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
+    /// write the first 200 queue messages to FILE (for building decoder tests)
+    #[argh(option, hidden_help)]
+    record_queue: Option<std::path::PathBuf>,
     #[argh(subcommand)]
     command: Option<Command>,
 }
@@ -70,16 +74,27 @@ fn main() {
         Some(Command::Check(_)) => run_check(),
         Some(Command::Run(_)) | None => {
             logging::init(level, cli.syslog);
-            run_daemon()
+            run_daemon(cli.record_queue.as_deref())
         }
     };
     std::process::exit(code);
 }
 
-fn run_daemon() -> i32 {
+fn run_daemon(record: Option<&std::path::Path>) -> i32 {
     let cfg = Config::default();
     match Daemon::start(cfg) {
-        Ok(d) => d.run(),
+        Ok(mut d) => {
+            if let Some(path) = record {
+                match Recorder::create(path, 200) {
+                    Ok(r) => d.set_recorder(r),
+                    Err(e) => {
+                        error!("cannot create {}: {e}", path.display());
+                        return EXIT_USAGE;
+                    }
+                }
+            }
+            d.run()
+        }
         Err(e) => {
             error!("{e}");
             EXIT_RUNTIME
