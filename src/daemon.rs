@@ -206,7 +206,7 @@ impl Recorder {
 #[derive(Debug)]
 pub struct StartError {
     pub what: String,
-    pub cause: IoError,
+    pub cause: Box<IoError>,
 }
 
 impl core::fmt::Display for StartError {
@@ -227,12 +227,12 @@ impl Daemon {
     pub fn start(cfg: Config) -> Result<Daemon, StartError> {
         let slots = slots_from_config(&cfg).map_err(|what| StartError {
             what,
-            cause: IoError::Sys(Errno::EINVAL),
+            cause: Box::new(IoError::Sys(Errno::EINVAL)),
         })?;
         let open = |what: &str| {
             Socket::open().map_err(|cause| StartError {
                 what: format!("cannot open a netfilter netlink socket for {what}"),
-                cause,
+                cause: Box::new(cause),
             })
         };
         let queue_sock = open("the queue")?;
@@ -272,7 +272,7 @@ impl Daemon {
                         _ => "",
                     }
                 ),
-                cause,
+                cause: Box::new(cause),
             })?;
         }
         for i in 0..d.slots.len() {
@@ -381,7 +381,7 @@ impl Daemon {
                         _ => "",
                     }
                 ),
-                cause,
+                cause: Box::new(cause),
             })?;
             debug!(
                 "registered helper {name} {} proto {proto} queue {queue} private {private_len} bytes",
@@ -454,12 +454,10 @@ impl Daemon {
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
                 (ready(&fds[0]), ready(&fds[1]))
             };
-            if queue_ready {
-                if let Err(e) = self.serve_batch() {
-                    error!("queue socket failed: {e}");
-                    self.stop();
-                    return 1;
-                }
+            if queue_ready && let Err(e) = self.serve_batch() {
+                error!("queue socket failed: {e}");
+                self.stop();
+                return 1;
             }
             if signal_ready {
                 while let Ok(Some(info)) = sfd.read_signal() {
@@ -547,11 +545,11 @@ impl Daemon {
                     }
                 };
                 if msg.header.kind == NLMSG_ERROR {
-                    if let Ok(Some(err)) = msg.error() {
-                        if err.errno != 0 {
-                            self.verdict_errors += 1;
-                            warn!("kernel refused a verdict: {:?}", Errno::from_raw(err.errno));
-                        }
+                    if let Ok(Some(err)) = msg.error()
+                        && err.errno != 0
+                    {
+                        self.verdict_errors += 1;
+                        warn!("kernel refused a verdict: {:?}", Errno::from_raw(err.errno));
                     }
                     continue;
                 }

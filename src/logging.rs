@@ -26,13 +26,7 @@ impl Log for StderrLogger {
         };
         // One write per line so concurrent writers never interleave mid-line.
         let mut line = heapless::Vec::<u8, 512>::new();
-        if write!(
-            VecWriter(&mut line),
-            "cthelperd: {tag}: {}\n",
-            record.args()
-        )
-        .is_err()
-        {
+        if writeln!(VecWriter(&mut line), "cthelperd: {tag}: {}", record.args()).is_err() {
             // Longer than the line buffer: print it unbuffered, still in one call.
             let _ = writeln!(std::io::stderr(), "cthelperd: {tag}: {}", record.args());
             return;

@@ -190,7 +190,7 @@ impl Socket {
                     if err.errno == 0 {
                         return Ok(());
                     }
-                    let text = err.text.and_then(|t| {
+                    let text = err.text.map(|t| {
                         let mut s = heapless::String::new();
                         // Truncate long kernel messages rather than fail.
                         for ch in t.chars() {
@@ -198,7 +198,7 @@ impl Socket {
                                 break;
                             }
                         }
-                        Some(s)
+                        s
                     });
                     return Err(IoError::Kernel {
                         errno: Errno::from_raw(err.errno),
