@@ -188,12 +188,16 @@ pub fn write_verdict(w: &mut Writer<'_>, seq: u32, v: &Verdict<'_>) -> Result<()
     hdr[..4].copy_from_slice(&v.verdict.to_be_bytes());
     hdr[4..].copy_from_slice(&v.id.to_be_bytes());
     w.put(NFQA_VERDICT_HDR, &hdr)?;
-    if let Some(help) = v.help {
+    // The kernel looks at NFQA_EXP only after NFQA_CT parsed, so an expectation
+    // without a private-data update still needs an (empty) NFQA_CT.
+    if v.help.is_some() || v.expectation.is_some() {
         let ct = w.begin_nested(NFQA_CT)?;
-        let h = w.begin_nested(CTA_HELP)?;
-        w.put_str(CTA_HELP_NAME, help.helper_name)?;
-        w.put(CTA_HELP_INFO, help.info)?;
-        w.end_nested(h)?;
+        if let Some(help) = v.help {
+            let h = w.begin_nested(CTA_HELP)?;
+            w.put_str(CTA_HELP_NAME, help.helper_name)?;
+            w.put(CTA_HELP_INFO, help.info)?;
+            w.end_nested(h)?;
+        }
         w.end_nested(ct)?;
     }
     if let Some(exp) = v.expectation {
@@ -327,6 +331,50 @@ mod tests {
         let e: [Option<Attr>; 4] = t[usize::from(NFQA_EXP)].unwrap().nested().table().unwrap();
         assert!(e[1].is_none(), "no master tuple on a verdict");
         assert!(e[2].is_some() && e[3].is_some());
+    }
+
+    #[test]
+    fn expectation_alone_comes_with_an_empty_conntrack_attribute() {
+        let exp = Expectation {
+            class: 0,
+            proto: 17,
+            src: "198.51.100.2".parse().unwrap(),
+            src_port: None,
+            dst: "192.0.2.2".parse().unwrap(),
+            dst_port: 50000,
+            flags: 0,
+        };
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf);
+        let v = Verdict {
+            queue: 0,
+            id: 1,
+            verdict: NF_ACCEPT,
+            help: None,
+            expectation: Some(&exp),
+            payload: None,
+        };
+        write_verdict(&mut w, 1, &v).unwrap();
+        let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        let t: [Option<Attr>; NFQA_TABLE] = msg.nfnl().unwrap().1.table().unwrap();
+        assert_eq!(t[usize::from(NFQA_CT)].unwrap().payload, &[] as &[u8]);
+        assert!(t[usize::from(NFQA_EXP)].is_some());
+
+        // A plain accept carries neither.
+        let mut buf = [0u8; 128];
+        let mut w = Writer::new(&mut buf);
+        write_verdict(
+            &mut w,
+            2,
+            &Verdict {
+                expectation: None,
+                ..v
+            },
+        )
+        .unwrap();
+        let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        let t: [Option<Attr>; NFQA_TABLE] = msg.nfnl().unwrap().1.table().unwrap();
+        assert!(t[usize::from(NFQA_CT)].is_none() && t[usize::from(NFQA_EXP)].is_none());
     }
 
     #[test]
