@@ -94,7 +94,7 @@ fn pcapng(bytes: &[u8]) -> Result<Vec<Frame>, String> {
         }
         let btype = e.u32(bytes, off).ok_or("short block")?;
         let blen = e.u32(bytes, off + 4).ok_or("short block")? as usize;
-        if blen < 12 || blen % 4 != 0 || off + blen > bytes.len() {
+        if blen < 12 || !blen.is_multiple_of(4) || off + blen > bytes.len() {
             return Err(format!("bad block length {blen} at {off}"));
         }
         let body = &bytes[off + 8..off + blen - 4];
