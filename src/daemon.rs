@@ -31,6 +31,58 @@ const BATCH: usize = 64;
 /// Kernel socket buffer for the queue, so bursts wait in the kernel, not on the wire.
 const QUEUE_RCVBUF: usize = 4 << 20;
 
+/// Bounds how many lines a kind of per-packet event may log, so that a peer sending
+/// thousands of bad announcements cannot flood the router's log. Counters still
+/// count every event.
+#[derive(Debug)]
+pub struct LogLimit {
+    window_start: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_WINDOW: u32 = 20;
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub const fn new() -> Self {
+        LogLimit {
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this event; when a new window opens, first reports how many
+    /// lines the previous one suppressed.
+    pub fn allow(&mut self, now: std::time::Instant, what: &str) -> bool {
+        let expired = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW);
+        if expired {
+            if self.suppressed > 0 {
+                warn!("{what}: {} more log lines suppressed", self.suppressed);
+            }
+            self.window_start = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < Self::PER_WINDOW {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Counters of one helper (fixed size; reported by `status` later).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -51,13 +103,16 @@ pub struct Slot {
     pub expect_max: u32,
     pub expect_timeout: u32,
     pub stats: Stats,
+    pub log_limit: LogLimit,
 }
 
 /// The built-in helper implementation for a kernel helper name.
 pub fn builtin_helper(name: &str) -> Option<&'static dyn Helper> {
     static FTP: crate::helpers::ftp::Ftp = crate::helpers::ftp::Ftp;
+    static TFTP: crate::helpers::tftp::Tftp = crate::helpers::tftp::Tftp;
     match name {
         "ftp" => Some(&FTP),
+        "tftp" => Some(&TFTP),
         _ => None,
     }
 }
@@ -79,6 +134,7 @@ pub fn slots_from_config(
             expect_max: h.expect_max,
             expect_timeout: h.expect_timeout,
             stats: Stats::default(),
+            log_limit: LogLimit::new(),
         };
         if slots.push(slot).is_err() {
             return Err("too many helpers".into());
@@ -165,6 +221,7 @@ pub struct Daemon {
     bufs: Buffers,
     verdict_errors: u64,
     unhandled: u64,
+    overruns: u64,
     recorder: Option<Recorder>,
 }
 
@@ -251,6 +308,7 @@ impl Daemon {
             },
             verdict_errors: 0,
             unhandled: 0,
+            overruns: 0,
             recorder: None,
         };
         // Bind first: once a helper is enabled its packets go to the queue, and a
@@ -493,8 +551,8 @@ impl Daemon {
             );
         }
         info!(
-            "verdict errors {} packets passed without a helper {}",
-            self.verdict_errors, self.unhandled
+            "verdict errors {} packets passed without a helper {} queue overruns {}",
+            self.verdict_errors, self.unhandled, self.overruns
         );
     }
 
@@ -529,8 +587,18 @@ impl Daemon {
         let mut handled = 0;
         let mut tx_len = 0;
         while handled < BATCH {
-            let Some(datagram) = self.queue_sock.recv(&mut self.bufs.rx, true)? else {
-                break;
+            let datagram = match self.queue_sock.recv(&mut self.bufs.rx, true) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                // The kernel dropped messages for us (queue overrun despite
+                // NETLINK_NO_ENOBUFS on old kernels): those packets are gone or
+                // were accepted by fail-open; keep serving the rest.
+                Err(e) if e.errno() == Some(Errno::ENOBUFS) => {
+                    self.overruns += 1;
+                    warn!("queue socket overrun: the kernel dropped queued messages");
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             let datagram_len = datagram.len();
             if let Some(r) = self.recorder.as_mut() {
@@ -629,9 +697,18 @@ impl Daemon {
         slot.stats.packets += 1;
         if ex.action.parse_error {
             slot.stats.parse_errors += 1;
+            // Debug only: peers can send malformed payloads at will, and the count is
+            // in the stats.
+            debug!(
+                "{}: unparsable payload on {} -> {}:{}",
+                slot.name, ex.conntrack.orig.src, ex.conntrack.orig.dst, ex.conntrack.orig.dst_port
+            );
         }
         for r in &ex.action.refusals {
             slot.stats.refused += 1;
+            if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                continue;
+            }
             info!(
                 "{}: refused {} announcing {} port {} from {} ({:?})",
                 slot.name, r.what, r.announced, r.port, r.sender, r.reason
@@ -644,6 +721,12 @@ impl Daemon {
                 if attached.is_none() {
                     attached = Some(*exp);
                     slot.stats.expectations += 1;
+                    // The kernel does not report the outcome of an attached
+                    // expectation; this says only that it was asked for.
+                    debug!(
+                        "{}: expecting {} {} -> {}:{} (attached to the verdict)",
+                        slot.name, exp.proto, exp.src, exp.dst, exp.dst_port
+                    );
                 } else {
                     slot.stats.expectation_errors += 1;
                     warn!(
@@ -671,6 +754,9 @@ impl Daemon {
                 }
                 Err(e) => {
                     slot.stats.expectation_errors += 1;
+                    if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                        continue;
+                    }
                     warn!(
                         "{}: cannot create expectation {} -> {}:{}: {e}",
                         slot.name, exp.src, exp.dst, exp.dst_port
@@ -679,5 +765,164 @@ impl Daemon {
             }
         }
         attached
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::{IPPROTO_TCP, Tuple};
+    use crate::netlink::ctnetlink::{CTA_HELP_INFO, CTA_HELP_NAME, put_tuple};
+    use crate::netlink::msg::NfGenMsg;
+    use crate::netlink::{nfnl_type, queue::NFQNL_MSG_PACKET};
+
+    const CLIENT: [u8; 4] = [192, 0, 2, 2];
+    const SERVER: [u8; 4] = [198, 51, 100, 2];
+
+    fn tuples() -> (Tuple, Tuple) {
+        let orig = Tuple {
+            src: CLIENT.into(),
+            dst: SERVER.into(),
+            proto: IPPROTO_TCP,
+            src_port: 40000,
+            dst_port: 21,
+        };
+        let reply = Tuple {
+            src: orig.dst,
+            dst: orig.src,
+            proto: IPPROTO_TCP,
+            src_port: 21,
+            dst_port: 40000,
+        };
+        (orig, reply)
+    }
+
+    /// A PACKET message as the kernel builds it for a reply-direction segment of an
+    /// FTP control connection.
+    fn queued(
+        buf: &mut [u8],
+        helper: Option<&str>,
+        info: &[u8],
+        seq: u32,
+        text: &[u8],
+        with_ct: bool,
+    ) -> usize {
+        let (orig, reply) = tuples();
+        let ip = crate::wire::ipv4::tests::build(
+            SERVER,
+            CLIENT,
+            IPPROTO_TCP,
+            &crate::wire::tcp::tests::build(21, 40000, seq, 0x18, text),
+        );
+        let mut w = Writer::new(buf);
+        let m = w
+            .begin_nfnl(
+                nfnl_type(subsys::QUEUE, NFQNL_MSG_PACKET),
+                0,
+                0,
+                NfGenMsg {
+                    family: 2,
+                    version: 0,
+                    res_id: 0,
+                },
+            )
+            .unwrap();
+        w.put(1, &[0, 0, 0, 9, 8, 0, 4]).unwrap();
+        w.put(10, &ip).unwrap();
+        if with_ct {
+            let ct = w.begin_nested(11).unwrap();
+            put_tuple(&mut w, 1, &orig).unwrap();
+            put_tuple(&mut w, 2, &reply).unwrap();
+            w.put_be32(3, status::CONFIRMED | status::SEEN_REPLY)
+                .unwrap();
+            if let Some(name) = helper {
+                let h = w.begin_nested(5).unwrap();
+                w.put_str(CTA_HELP_NAME, name).unwrap();
+                w.put(CTA_HELP_INFO, info).unwrap();
+                w.end_nested(h).unwrap();
+            }
+            w.end_nested(ct).unwrap();
+            w.put_be32(12, ctinfo::ESTABLISHED_REPLY).unwrap();
+        }
+        w.end_msg(m).unwrap();
+        w.len()
+    }
+
+    fn run(slots: &[Slot], buf: &[u8]) -> Result<Examined, Skip> {
+        let msg = Messages::new(buf).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        examine(slots, &pkt)
+    }
+
+    #[test]
+    fn private_data_carries_line_state_from_one_packet_to_the_next() {
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut buf = [0u8; 1024];
+        let banner = b"220 welcome\r\n";
+        let n = queued(&mut buf, Some("ftp"), &[0; 32], 1000, banner, true);
+        let first = run(&slots, &buf[..n]).unwrap();
+        assert!(first.action.expectations.is_empty());
+        assert!(first.action.private_changed);
+
+        // The kernel hands the updated private data back with the next packet.
+        let info = first.private[..first.private_len].to_vec();
+        let reply = b"227 Entering Passive Mode (198,51,100,2,156,64)\r\n";
+        let n = queued(
+            &mut buf,
+            Some("ftp"),
+            &info,
+            1000 + banner.len() as u32,
+            reply,
+            true,
+        );
+        let second = run(&slots, &buf[..n]).unwrap();
+        let exp = second.action.expectations.first().expect("an expectation");
+        assert_eq!(exp.dst, core::net::IpAddr::from(SERVER));
+        assert_eq!(exp.dst_port, 156 * 256 + 64);
+        assert_eq!(exp.src, core::net::IpAddr::from(CLIENT));
+
+        // Without that state (a fresh private area) the same reply is not at a known
+        // line start, so nothing is expected.
+        let n = queued(
+            &mut buf,
+            Some("ftp"),
+            &[0; 32],
+            1000 + banner.len() as u32,
+            reply,
+            true,
+        );
+        assert!(
+            run(&slots, &buf[..n])
+                .unwrap()
+                .action
+                .expectations
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn packets_the_daemon_cannot_help_are_skipped_not_fatal() {
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = queued(&mut buf, Some("ftp"), &[0; 32], 1, b"x", false);
+        assert_eq!(run(&slots, &buf[..n]).err(), Some(Skip::NoConntrack));
+        let n = queued(&mut buf, None, &[], 1, b"x", true);
+        assert_eq!(run(&slots, &buf[..n]).err(), Some(Skip::UnknownHelper));
+        let n = queued(&mut buf, Some("irc"), &[0; 32], 1, b"x", true);
+        assert_eq!(run(&slots, &buf[..n]).err(), Some(Skip::UnknownHelper));
+        // A short private area from the kernel is zero-extended, not an error.
+        let n = queued(&mut buf, Some("ftp"), &[0; 3], 1, b"x", true);
+        assert!(run(&slots, &buf[..n]).is_ok());
+    }
+
+    #[test]
+    fn log_limit_caps_lines_per_window_and_reopens() {
+        let mut l = LogLimit::new();
+        let t0 = std::time::Instant::now();
+        let allowed = (0..100).filter(|_| l.allow(t0, "t")).count();
+        assert_eq!(allowed, LogLimit::PER_WINDOW as usize);
+        assert_eq!(l.suppressed, 100 - u64::from(LogLimit::PER_WINDOW));
+        assert!(l.allow(t0 + LogLimit::WINDOW, "t"));
+        assert_eq!(l.suppressed, 0);
     }
 }
