@@ -1,7 +1,7 @@
 //! Daemon configuration. Today: the built-in defaults (the UCI file format comes
 //! with the OpenWrt integration).
 
-use crate::conntrack::{Family, IPPROTO_TCP};
+use crate::conntrack::{Family, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Most helpers one daemon serves.
 pub const MAX_HELPERS: usize = 4;
@@ -64,6 +64,17 @@ impl Default for Config {
             expect_max: 1,
             expect_timeout: 300,
         });
+        let mut tftp_ports = heapless::Vec::new();
+        let _ = tftp_ports.push(69);
+        let _ = helpers.push(HelperConfig {
+            name: "tftp",
+            enabled: true,
+            families: Families::Any,
+            proto: IPPROTO_UDP,
+            ports: tftp_ports,
+            expect_max: 1,
+            expect_timeout: 300,
+        });
         Config {
             queue_base: 0,
             queue_maxlen: 1024,
@@ -85,9 +96,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_serves_ftp_on_both_families() {
+    fn default_serves_ftp_and_tftp_on_both_families() {
         let c = Config::default();
-        assert_eq!(c.helpers.len(), 1);
+        assert_eq!(c.helpers.len(), 2);
         let ftp = &c.helpers[0];
         assert_eq!(ftp.name, "ftp");
         assert_eq!(
@@ -96,5 +107,15 @@ mod tests {
         );
         assert_eq!((ftp.expect_max, ftp.expect_timeout), (1, 300));
         assert_eq!(c.queue_of(0), 0);
+        let tftp = &c.helpers[1];
+        assert_eq!(tftp.name, "tftp");
+        assert_eq!(tftp.proto, IPPROTO_UDP);
+        assert_eq!(tftp.ports.as_slice(), &[69]);
+        assert_eq!(
+            tftp.families.iter().collect::<Vec<_>>(),
+            vec![Family::Ipv4, Family::Ipv6]
+        );
+        assert_eq!((tftp.expect_max, tftp.expect_timeout), (1, 300));
+        assert_eq!(c.queue_of(1), 1);
     }
 }
