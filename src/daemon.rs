@@ -697,12 +697,19 @@ impl Daemon {
         slot.stats.packets += 1;
         if ex.action.parse_error {
             slot.stats.parse_errors += 1;
-            // Debug only: peers can send malformed payloads at will, and the count is
-            // in the stats.
-            debug!(
-                "{}: unparsable payload on {} -> {}:{}",
-                slot.name, ex.conntrack.orig.src, ex.conntrack.orig.dst, ex.conntrack.orig.dst_port
-            );
+            // Debug only, and rate-limited: peers can send malformed payloads at will,
+            // and the count is in the stats.
+            if log::log_enabled!(log::Level::Debug)
+                && slot.log_limit.allow(std::time::Instant::now(), slot.name)
+            {
+                debug!(
+                    "{}: unparsable payload on {} -> {}:{}",
+                    slot.name,
+                    ex.conntrack.orig.src,
+                    ex.conntrack.orig.dst,
+                    ex.conntrack.orig.dst_port
+                );
+            }
         }
         for r in &ex.action.refusals {
             slot.stats.refused += 1;
@@ -913,6 +920,79 @@ mod tests {
         // A short private area from the kernel is zero-extended, not an error.
         let n = queued(&mut buf, Some("ftp"), &[0; 3], 1, b"x", true);
         assert!(run(&slots, &buf[..n]).is_ok());
+    }
+
+    /// The first packet of a TFTP connection as the kernel queues it: an unconfirmed
+    /// conntrack, CT_INFO NEW, helper "tftp" with no private data, queue 1.
+    fn queued_tftp(buf: &mut [u8], payload: &[u8]) -> usize {
+        use crate::conntrack::IPPROTO_UDP;
+        let orig = Tuple {
+            src: CLIENT.into(),
+            dst: SERVER.into(),
+            proto: IPPROTO_UDP,
+            src_port: 40000,
+            dst_port: 69,
+        };
+        let reply = Tuple {
+            src: orig.dst,
+            dst: orig.src,
+            proto: IPPROTO_UDP,
+            src_port: 69,
+            dst_port: 40000,
+        };
+        let ip = crate::wire::ipv4::tests::build(
+            CLIENT,
+            SERVER,
+            IPPROTO_UDP,
+            &crate::wire::udp::tests::build(40000, 69, payload),
+        );
+        let mut w = Writer::new(buf);
+        let m = w
+            .begin_nfnl(
+                nfnl_type(subsys::QUEUE, NFQNL_MSG_PACKET),
+                0,
+                0,
+                NfGenMsg {
+                    family: 2,
+                    version: 0,
+                    res_id: 1,
+                },
+            )
+            .unwrap();
+        w.put(1, &[0, 0, 0, 9, 8, 0, 4]).unwrap();
+        w.put(10, &ip).unwrap();
+        let ct = w.begin_nested(11).unwrap();
+        put_tuple(&mut w, 1, &orig).unwrap();
+        put_tuple(&mut w, 2, &reply).unwrap();
+        w.put_be32(3, 0).unwrap();
+        let h = w.begin_nested(5).unwrap();
+        w.put_str(CTA_HELP_NAME, "tftp").unwrap();
+        w.end_nested(h).unwrap();
+        w.end_nested(ct).unwrap();
+        w.put_be32(12, ctinfo::NEW).unwrap();
+        w.end_msg(m).unwrap();
+        w.len()
+    }
+
+    #[test]
+    fn tftp_request_on_an_unconfirmed_conntrack_asks_for_one_expectation() {
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = queued_tftp(&mut buf, b"\x00\x01blob.bin\x00octet\x00");
+        let ex = run(&slots, &buf[..n]).unwrap();
+        assert_eq!(slots[ex.slot].name, "tftp");
+        assert_eq!(slots[ex.slot].queue, 1);
+        assert_eq!(ex.private_len, 0);
+        assert!(!ex.action.private_changed && !ex.action.parse_error);
+        let exp = ex.action.expectations.first().expect("an expectation");
+        assert_eq!(ex.action.expectations.len(), 1);
+        assert_eq!(exp.src, core::net::IpAddr::from(SERVER));
+        assert_eq!(exp.dst, core::net::IpAddr::from(CLIENT));
+        assert_eq!((exp.src_port, exp.dst_port), (None, 40000));
+
+        let n = queued_tftp(&mut buf, b"\x00\x01blob.bin\x00oct");
+        let ex = run(&slots, &buf[..n]).unwrap();
+        assert!(ex.action.parse_error && ex.action.expectations.is_empty());
     }
 
     #[test]
