@@ -517,3 +517,46 @@ fn capture_reader_formats() {
     assert!(pcap::read(b"nope").is_err());
     assert!(pcap::l3(pcap::LINKTYPE_ETHERNET, &[0; 13]).is_none());
 }
+
+/// Writes fuzz seeds (see fuzz/README.md); ignored unless asked for by fuzz/seed.sh.
+#[test]
+#[ignore]
+fn dump_fuzz_seeds() {
+    let Some(out) = std::env::var_os("FUZZ_SEED_DIR").map(PathBuf::from) else {
+        println!("FUZZ_SEED_DIR not set");
+        return;
+    };
+    let (wire_dir, ftp_dir) = (out.join("wire_dissect"), out.join("ftp_helper"));
+    std::fs::create_dir_all(&wire_dir).unwrap();
+    std::fs::create_dir_all(&ftp_dir).unwrap();
+    let mut dirs = vec![data_dir().join("ftp")];
+    dirs.push(PathBuf::from("/work/shared/corpus/ftp"));
+    let mut n = 0;
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let Ok(frames) = pcap::read(&std::fs::read(entry.path()).unwrap()) else {
+                continue;
+            };
+            for f in &frames {
+                let Some(l3) = pcap::l3(f.linktype, &f.data) else {
+                    continue;
+                };
+                std::fs::write(wire_dir.join(format!("s{n}")), l3).unwrap();
+                if let Ok(d) = wire::dissect(l3)
+                    && let Transport::Tcp { seq, .. } = d.transport
+                    && !d.payload.is_empty()
+                {
+                    let flags: u8 =
+                        8 | u8::from(d.src_port == ftp::PORT) << 1 | u8::from(d.src.is_ipv6());
+                    let mut seed = vec![flags];
+                    seed.extend_from_slice(&seq.to_be_bytes());
+                    seed.extend_from_slice(&[0; ftp::PRIVATE_LEN]);
+                    seed.extend_from_slice(d.payload);
+                    std::fs::write(ftp_dir.join(format!("s{n}")), seed).unwrap();
+                }
+                n += 1;
+            }
+        }
+    }
+    println!("wrote {n} seeds to {}", out.display());
+}
