@@ -1,0 +1,250 @@
+#!/bin/bash
+# tests/kernel/ftp.sh — FTP through a user-space conntrack helper, in a real
+# kernel. Runs INSIDE the run-in-kernel.sh guest (tests/kernel/run.sh boots it).
+#
+#   ftp.sh [--reference conntrackd]        (or REFERENCE=conntrackd)
+#
+# Default: tests $CTHELPERD. With --reference conntrackd, Debian's conntrackd
+# 1.4.7 in helper mode plays the daemon (its known bugs are expected failures
+# in that mode only) — the benchmark reuses this.
+#
+# Topology (lib.sh): client 192.0.2.2 / 2001:db8:1::2 -- router -- server
+# 198.51.100.2 / 2001:db8:2::2; router nftables forward policy drop except
+# established,related and new tcp/21 from the client; pyftpdlib on the server,
+# curl and ftp-session.py (ftplib) on the client; a 1 MiB random file whose
+# SHA-256 is verified on every download.
+#
+# Phases
+#   A      no daemon, no helper: control passes, PASV/PORT data connections fail
+#   C      daemon running + nft ct helper rules: PASV, EPSV, PORT, EPRT (IPv4),
+#          EPSV, EPRT (IPv6) pass; a pending expectation is listed (v4 + v6);
+#          the kernel's nf_conntrack_ftp is not loaded
+#   Stop   SIGTERM: exit status 0; a control session opened before still works
+#          (NOOP/PWD); new control connections still pass (helper disabled)
+#   Crash  SIGKILL: new control connections fail while the helper stays
+#          registered with nobody on its queue; restart, time until a PASV
+#          transfer works again; a session opened before the kill transfers
+# Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
+set -u
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reference) REFERENCE=$2; shift 2 ;;
+        --reference=*) REFERENCE=${1#*=}; shift ;;
+        *) echo "usage: $0 [--reference conntrackd]" >&2; exit 2 ;;
+    esac
+done
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+RESULTS=${RESULTS:-$REPO/tests/kernel/results/ftp${REFERENCE:+-$REFERENCE}}
+mkdir -p "$RESULTS" && find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name output.log -exec rm -rf {} +
+MODE=${REFERENCE:-cthelperd}
+say "ftp scenario, daemon: $MODE${REFERENCE:+ (reference)}${REFERENCE:-, $CTHELPERD}"
+
+kernel_setup || exit 2
+setup_topology || exit 2
+
+# ---------------------------------------------------------------- FTP servers
+mkdir -p /srv/ftp
+head -c 1048576 /dev/urandom >/srv/ftp/blob.bin
+SUM=$(sha256sum </srv/ftp/blob.bin | cut -d' ' -f1)
+sx $PY -m pyftpdlib -i $S4 -p 21 -d /srv/ftp -r 40000-40099 >"$RESULTS/pyftpdlib4.log" 2>&1 &
+sx $PY -m pyftpdlib -i $S6 -p 21 -d /srv/ftp -r 40100-40199 >"$RESULTS/pyftpdlib6.log" 2>&1 &
+load_firewall || exit 2
+for ((i = 0; i < 150; i++)); do
+    [ "$(sx ss -Hltn 'sport = :21' | wc -l)" -ge 2 ] && break
+    sleep 0.2
+done
+say "pyftpdlib listening on $S4:21 and [$S6]:21"
+
+# xfer NAME 4|6 curl-args... : download blob.bin with curl from the client, verify it.
+# XFER_FORBID=CMD: fail if curl sent CMD (curl falls back from a failed EPSV
+# data connection to PASV, which would hide a missing EPSV expectation).
+xfer() {
+    local name=$1 fam=$2 url rc log
+    shift 2
+    [ "$fam" = 6 ] && url="ftp://[$S6]/blob.bin" || url="ftp://$S4/blob.bin"
+    log=$RESULTS/curl-$name.log
+    rm -f /tmp/dl.bin
+    echo "=== $name: curl $* $url" >"$log"
+    cx curl -gsSv --max-time "${XFER_MAX:-8}" --connect-timeout "${XFER_CONNECT:-4}" "$@" \
+        -o /tmp/dl.bin "$url" >>"$log" 2>&1
+    rc=$?
+    if [ $rc = 0 ] && [ "$(sha256sum </tmp/dl.bin | cut -d' ' -f1)" != "$SUM" ]; then rc=99; fi
+    if [ -n "${XFER_FORBID:-}" ] && grep -q "^> $XFER_FORBID" "$log"; then
+        say "$name: curl fell back to $XFER_FORBID"; rc=98
+    fi
+    echo "$name rc=$rc" >>"$log"
+    grep -E '^(> |< [0-9]|curl: )' "$log" | sed "s/^/$name /" >>"$RESULTS/curl.log"
+    return $rc
+}
+# ctrl NAME 4|6 : a control connection only (login, PWD, QUIT)
+ctrl() {
+    local name=$1 url
+    [ "$2" = 6 ] && url="ftp://[$S6]/" || url="ftp://$S4/"
+    echo "=== $name: control only $url" >>"$RESULTS/curl.log"
+    cx curl -gsS --max-time 6 --connect-timeout 4 -Q PWD -I "$url" >>"$RESULTS/curl.log" 2>&1
+}
+
+# ---------------------------------------------------------------- sessions
+# sess_open NAME HOST: a long-lived ftplib session in the client namespace.
+declare -A SESS_FD SESS_N SESS_PID
+SESS_REPLY=
+sess_open() {
+    local name=$1 host=$2 fifo=/tmp/sess-$1.in fd
+    rm -f "$fifo"; mkfifo "$fifo"
+    ip netns exec client $PY "$HERE/ftp-session.py" "$host" blob.bin "$SUM" <"$fifo" \
+        >"$RESULTS/sess-$name.out" 2>"$RESULTS/sess-$name.err" &
+    SESS_PID[$name]=$!
+    exec {fd}>"$fifo"
+    SESS_FD[$name]=$fd
+    SESS_N[$name]=0
+    sess_wait "$name" 0
+}
+sess_wait() { # sess_wait NAME N: wait for reply N (at most 40 s)
+    local name=$1 n=$2 i
+    for ((i = 0; i < 400; i++)); do
+        SESS_REPLY=$(grep -m1 "^$n " "$RESULTS/sess-$name.out" 2>/dev/null)
+        [ -n "$SESS_REPLY" ] && break
+        kill -0 "${SESS_PID[$name]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$SESS_REPLY" >>"$RESULTS/sessions.log"
+    [ -n "$SESS_REPLY" ] || SESS_REPLY="$n err no reply"
+    [[ "$SESS_REPLY" == "$n ok "* ]]
+}
+sess_cmd() { # sess_cmd NAME CMD...: 0 iff the session answered ok
+    local name=$1
+    shift
+    SESS_N[$name]=$((SESS_N[$name] + 1))
+    echo "$name> $*" >>"$RESULTS/sessions.log"
+    echo "$*" >&"${SESS_FD[$name]}"
+    sess_wait "$name" "${SESS_N[$name]}"
+}
+sess_close() {
+    local name=$1
+    sess_cmd "$name" quit
+    exec {SESS_FD[$name]}>&-
+    wait "${SESS_PID[$name]}" 2>/dev/null
+}
+
+# pending_expect NAME 4|6 hold-cmd...: hold an expectation open on a fresh
+# session and list it with conntrack -L expect; passes iff an expectation for
+# proto 6 and the announced port is listed.
+pending_expect() {
+    local name=$1 fam=$2 host port rc=1 f
+    shift 2
+    [ "$fam" = 6 ] && host=$S6 || host=$S4
+    f=$RESULTS/expect-list-$name.txt
+    sess_open "$name" "$host" || { say "session $name: $SESS_REPLY"; return 1; }
+    if sess_cmd "$name" "$@"; then
+        port=$(sed -n 's/.* port=\([0-9]*\) .*/\1/p' <<<"$SESS_REPLY")
+        rx conntrack -L expect -f ipv$fam >"$f" 2>&1
+        if grep -E "proto=6 .*dport=$port( |$)" "$f" >/dev/null; then
+            rc=0
+            grep -q 'helper=ftp' "$f" || say "note: expectation listed without helper=ftp"
+        fi
+        say "$name: $SESS_REPLY"
+        indent <"$f"
+    else
+        say "$name: $SESS_REPLY"
+    fi
+    sess_close "$name"
+    return $rc
+}
+
+# ================================================================ phase A
+say "=== phase A: no daemon, no helper (forward allows only established,related + new tcp/21)"
+ctrl "A-ctrl4" 4; check "A control connection (IPv4)" pass $?
+ctrl "A-ctrl6" 6; check "A control connection (IPv6)" pass $?
+xfer "A-PASV" 4 --disable-epsv; check "A passive PASV (IPv4) blocked" fail $?
+xfer "A-PORT" 4 -P $C4 --disable-eprt; check "A active PORT (IPv4) blocked" fail $?
+rx conntrack -F >/dev/null 2>&1
+
+# ================================================================ phase C
+say "=== phase C: $MODE running"
+start_daemon "$RESULTS/daemon.log"; rc=$?
+check "C daemon starts and registers ftp (IPv4 + IPv6)" pass $rc
+if [ $rc != 0 ]; then
+    say "cannot continue without a daemon"; indent <"$RESULTS/daemon.log"
+    summary; exit
+fi
+nfct_helpers | indent
+if load_helper_rules; then
+    say "nft helper rules loaded (ct helper l3proto ${HELPER_RULES:-inet})"
+else
+    say "nft refused 'l3proto inet'; falling back to one ct helper object per family"
+    HELPER_RULES=split; load_helper_rules
+fi
+check "C nft ct helper rules accepted" pass $?
+rx nft list table inet helpers >"$RESULTS/nft-helpers.txt" 2>&1
+# the kernel lists the families it resolved: "l3proto inet" = IPv4 and IPv6 helper found
+if [ "${HELPER_RULES:-inet}" = inet ]; then
+    grep -q 'l3proto inet' "$RESULTS/nft-helpers.txt"; rc=$?
+    check "C nft ct helper object resolved both families (l3proto $(sed -n 's/^[[:space:]]*l3proto //p' "$RESULTS/nft-helpers.txt" | head -n1))" pass $rc
+fi
+ip netns exec router conntrack -E expect -o timestamp >"$RESULTS/expect-events4.txt" 2>&1 &
+EV_PID=$!
+ip netns exec router conntrack -E expect -f ipv6 -o timestamp >"$RESULTS/expect-events6.txt" 2>&1 &
+EV_PID="$EV_PID $!"
+sleep 0.3
+ctrl "C-ctrl4" 4; check "C control connection (IPv4)" pass $?
+xfer "C-PASV4" 4 --disable-epsv; check "C passive PASV (IPv4)" pass $?
+XFER_FORBID=PASV xfer "C-EPSV4" 4; rc=$?; check "C passive EPSV (IPv4)$(refnote 'conntrackd 1.4.7 bug')" "$(want pass fail)" $rc
+xfer "C-PORT4" 4 -P $C4 --disable-eprt; check "C active PORT (IPv4)" pass $?
+XFER_FORBID=PORT xfer "C-EPRT4" 4 -P $C4; check "C active EPRT (IPv4)" pass $?
+ctrl "C-ctrl6" 6; check "C control connection (IPv6)" pass $?
+xfer "C-EPSV6" 6; rc=$?; check "C passive EPSV (IPv6)$(refnote 'conntrackd 1.4.7 bug')" "$(want pass fail)" $rc
+xfer "C-EPRT6" 6 -P "[$C6]"; rc=$?; check "C active EPRT (IPv6)$(refnote 'conntrackd 1.4.7 drops the EPRT packet')" "$(want pass fail)" $rc
+pending_expect pend-pasv4 4 hold-passive; check "C pending PASV expectation listed (IPv4)" pass $?
+pending_expect pend-epsv6 6 hold-passive; rc=$?
+check "C pending EPSV expectation listed (IPv6)$(refnote 'conntrackd 1.4.7 bug')" "$(want pass fail)" $rc
+pending_expect pend-eprt6 6 hold-active $C6 50000; rc=$?
+check "C pending EPRT expectation listed (IPv6)$(refnote 'conntrackd 1.4.7 drops the EPRT packet')" "$(want pass fail)" $rc
+kill $EV_PID 2>/dev/null; wait $EV_PID 2>/dev/null
+say "expectation events: $(grep -c '\[NEW\]' "$RESULTS/expect-events4.txt") NEW IPv4, $(grep -c '\[NEW\]' "$RESULTS/expect-events6.txt") NEW IPv6 (expect-events*.txt)"
+! lsmod | grep -q '^nf_conntrack_ftp '; check "C kernel nf_conntrack_ftp not loaded" pass $?
+
+# ================================================================ phase Stop
+say "=== phase Stop: clean stop (SIGTERM) with a control session open"
+sess_open stop4 $S4; check "Stop session opened before the stop" pass $?
+sess_cmd stop4 retr; check "Stop transfer on that session while running" pass $?
+stop_daemon TERM; rc=$?
+check "Stop daemon exits with status 0 on SIGTERM" pass $rc
+say "helpers after stop: $(nfct_helpers | tr '\n' ';')"
+sess_cmd stop4 noop; check "Stop old session NOOP after the stop" pass $?
+sess_cmd stop4 pwd; check "Stop old session PWD after the stop" pass $?
+ctrl "Stop-ctrl4" 4; rc=$?
+check "Stop new control connection after the stop (IPv4)$(refnote 'conntrackd leaves its helpers enabled')" "$(want pass fail)" $rc
+ctrl "Stop-ctrl6" 6; rc=$?
+check "Stop new control connection after the stop (IPv6)$(refnote 'conntrackd leaves its helpers enabled')" "$(want pass fail)" $rc
+# no helper is running, so no expectation: the data connection is blocked
+sess_cmd stop4 retr; check "Stop old session transfer without a helper blocked" fail $?
+sess_close stop4
+rx conntrack -F >/dev/null 2>&1
+
+# ================================================================ phase Crash
+say "=== phase Crash: SIGKILL, then restart"
+start_daemon "$RESULTS/daemon-2.log"; check "Crash daemon (re)starts" pass $?
+sess_open crash4 $S4; check "Crash session opened before the kill" pass $?
+sess_cmd crash4 retr; check "Crash transfer on that session before the kill" pass $?
+stop_daemon KILL; say "daemon killed (rc=$?); helpers: $(nfct_helpers | tr '\n' ';')"
+ctrl "Crash-ctrl4" 4
+check "Crash new control connection while the daemon is dead (helper registered, no listener)" fail $?
+sess_cmd crash4 noop; check "Crash old session NOOP while the daemon is dead" pass $?
+t_start=${EPOCHREALTIME/./}
+start_daemon "$RESULTS/daemon-3.log"; check "Crash daemon restarts" pass $?
+ok=1
+for ((try = 1; try <= 8; try++)); do
+    if XFER_CONNECT=3 xfer "Crash-retry$try" 4 --disable-epsv; then ok=0; break; fi
+done
+d=$((${EPOCHREALTIME/./} - t_start))
+say "restart -> first working PASV transfer done: $(printf '%d.%02d' $((d / 1000000)) $(( (d / 10000) % 100 )))s (daemon ready after ${DAEMON_READY_S}s, $try attempt(s), one transfer takes ~1-3 s under TCG)"
+check "Crash new PASV transfer works after the restart" pass $ok
+sess_cmd crash4 retr; check "Crash session from before the kill transfers after the restart" pass $?
+sess_close crash4
+stop_daemon TERM; check "Crash restarted daemon exits with status 0 on SIGTERM" pass $?
+
+dmesg | grep -E 'cthd-fwd-drop|nf_conntrack|nfnetlink|cthelper' >"$RESULTS/dmesg.txt"
+say "forward drops logged: $(grep -c cthd-fwd-drop "$RESULTS/dmesg.txt")"
+summary
