@@ -153,6 +153,22 @@ pending_expect() {
     return $rc
 }
 
+# expect_seen NAME: the port announced in transfer NAME (curl-NAME.log; the
+# command is the name's middle part) shows up as a NEW expectation event
+expect_seen() {
+    local name=$1 log=$RESULTS/curl-$1.log port=
+    case $name in
+        *-PASV*) port=$(sed -n 's/^< 227 .*[(]*[0-9]*,[0-9]*,[0-9]*,[0-9]*,\([0-9]*\),\([0-9]*\).*/\1 \2/p' "$log" | head -n1)
+                 [ -n "$port" ] && port=$(( ${port% *} * 256 + ${port#* } )) ;;
+        *-EPSV*) port=$(sed -n 's/^< 229 .*|||\([0-9]*\)|.*/\1/p' "$log" | head -n1) ;;
+        *-PORT*) port=$(sed -n 's/^> PORT [0-9]*,[0-9]*,[0-9]*,[0-9]*,\([0-9]*\),\([0-9]*\).*/\1 \2/p' "$log" | head -n1)
+                 [ -n "$port" ] && port=$(( ${port% *} * 256 + ${port#* } )) ;;
+        *-EPRT*) port=$(sed -n 's/^> EPRT |[12]|[^|]*|\([0-9]*\)|.*/\1/p' "$log" | head -n1) ;;
+    esac
+    [ -n "$port" ] || { say "$name: no announced port in $log"; return 2; }
+    grep -q "\[NEW\] .*proto=6 .* dport=$port mask-src" "$RESULTS/expect-events.txt"
+}
+
 # ================================================================ phase A
 say "=== phase A: no daemon, no helper (forward allows only established,related + new tcp/21)"
 ctrl "A-ctrl4" 4; check "A control connection (IPv4)" pass $?
@@ -183,10 +199,9 @@ if [ "${HELPER_RULES:-inet}" = inet ]; then
     grep -q 'l3proto inet' "$RESULTS/nft-helpers.txt"; rc=$?
     check "C nft ct helper object resolved both families (l3proto $(sed -n 's/^[[:space:]]*l3proto //p' "$RESULTS/nft-helpers.txt" | head -n1))" pass $rc
 fi
-ip netns exec router conntrack -E expect -o timestamp >"$RESULTS/expect-events4.txt" 2>&1 &
+# expectation events of both families (conntrack -E expect takes no -f)
+ip netns exec router conntrack -E expect -o timestamp >"$RESULTS/expect-events.txt" 2>&1 &
 EV_PID=$!
-ip netns exec router conntrack -E expect -f ipv6 -o timestamp >"$RESULTS/expect-events6.txt" 2>&1 &
-EV_PID="$EV_PID $!"
 sleep 0.3
 ctrl "C-ctrl4" 4; check "C control connection (IPv4)" pass $?
 xfer "C-PASV4" 4 --disable-epsv; check "C passive PASV (IPv4)" pass $?
@@ -199,10 +214,19 @@ xfer "C-EPRT6" 6 -P "[$C6]"; rc=$?; check "C active EPRT (IPv6)$(refnote 'conntr
 pending_expect pend-pasv4 4 hold-passive; check "C pending PASV expectation listed (IPv4)" pass $?
 pending_expect pend-epsv6 6 hold-passive; rc=$?
 check "C pending EPSV expectation listed (IPv6)$(refnote 'conntrackd 1.4.7 bug')" "$(want pass fail)" $rc
-pending_expect pend-eprt6 6 hold-active $C6 50000; rc=$?
-check "C pending EPRT expectation listed (IPv6)$(refnote 'conntrackd 1.4.7 drops the EPRT packet')" "$(want pass fail)" $rc
+# (an active-mode expectation cannot be held pending: pyftpdlib connects at
+# once on PORT/EPRT; the event log below covers those.)
+sleep 0.5
 kill $EV_PID 2>/dev/null; wait $EV_PID 2>/dev/null
-say "expectation events: $(grep -c '\[NEW\]' "$RESULTS/expect-events4.txt") NEW IPv4, $(grep -c '\[NEW\]' "$RESULTS/expect-events6.txt") NEW IPv6 (expect-events*.txt)"
+say "expectation events: $(grep -c '\[NEW\]' "$RESULTS/expect-events.txt") NEW (expect-events.txt)"
+for n in C-PASV4 C-EPSV4 C-PORT4 C-EPRT4 C-EPSV6 C-EPRT6; do
+    expect_seen "$n"; rc=$?
+    case $n in
+        C-EPSV*) check "C expectation event for the $n port$(refnote 'conntrackd 1.4.7 bug')" "$(want pass fail)" $rc ;;
+        C-EPRT6) check "C expectation event for the $n port$(refnote 'conntrackd 1.4.7 drops the EPRT packet')" "$(want pass fail)" $rc ;;
+        *) check "C expectation event for the $n port" pass $rc ;;
+    esac
+done
 ! lsmod | grep -q '^nf_conntrack_ftp '; check "C kernel nf_conntrack_ftp not loaded" pass $?
 
 # ================================================================ phase Stop

@@ -9,7 +9,8 @@
 # Builds nothing: the daemon is $CTHELPERD (default target/debug/cthelperd,
 # relative to the repository root). --reference conntrackd (or
 # REFERENCE=conntrackd) runs the scenarios against Debian's conntrackd instead.
-# Installs the guest-side tools with apt-get if missing. Prints the guest's
+# Installs the guest-side tools with apt-get if missing (a scenario may name
+# extra Debian packages in a header line "# packages: a b c"). Prints the guest's
 # per-check lines and finally "N passed, M failed"; exits non-zero on any
 # failure (or if a VM could not run a scenario to its end).
 # Logs: tests/kernel/results/<scenario>[-<reference>]/
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --reference) REFERENCE=$2; shift 2 ;;
         --reference=*) REFERENCE=${1#*=}; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
         *) want+=("$1"); shift ;;
     esac
@@ -45,6 +46,10 @@ fi
 # ---------------------------------------------------------------- guest-side tools (idempotent)
 pkgs=(nftables conntrack nfct python3-pyftpdlib curl iproute2 tftpd-hpa)
 [ "$REFERENCE" = conntrackd ] && pkgs+=(conntrackd)
+for s in "${want[@]}"; do
+    # shellcheck disable=SC2207
+    pkgs+=($(sed -n 's/^# packages:[[:space:]]*//p' "$HERE/$s.sh"))
+done
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,0 +1,41 @@
+#!/bin/bash
+# tests/run-all.sh — every test of cthelperd, in the order a reviewer wants them:
+#   cargo fmt --check, cargo clippy --all-targets -D warnings, cargo test
+#   (unit + integration), cargo build, then the real-kernel VM scenarios
+#   (tests/kernel/run.sh, all scenarios, against target/debug/cthelperd).
+# Runs every step even if an earlier one failed (except that the VM scenarios
+# need a successful build), prints a summary, exits non-zero on any failure.
+# Needs root for the VM part (apt-get, qemu 9p passthrough); .ci/run installs
+# the system packages on a fresh machine. SKIP_KERNEL=1 skips the VM part.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+failed=()
+t_all=$SECONDS
+step() { # step NAME CMD...
+    local name=$1 t=$SECONDS rc
+    shift
+    echo "=== run-all: $name: $*" >&2
+    "$@"; rc=$?
+    echo "=== run-all: $name: $([ $rc = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t))s" >&2
+    [ $rc = 0 ] || failed+=("$name")
+    return $rc
+}
+step fmt cargo fmt --check
+step clippy cargo clippy --all-targets -- -D warnings
+step test cargo test
+if step build cargo build; then
+    export CTHELPERD=$PWD/target/debug/cthelperd
+    if [ "${SKIP_KERNEL:-0}" = 1 ]; then
+        echo "=== run-all: kernel: skipped (SKIP_KERNEL=1)" >&2
+    else
+        step kernel tests/kernel/run.sh
+    fi
+else
+    failed+=("kernel (not run: no build)")
+fi
+echo "=== run-all: total $((SECONDS - t_all))s" >&2
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "run-all: FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "run-all: all steps passed"
