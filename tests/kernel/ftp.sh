@@ -39,17 +39,17 @@ done
 RESULTS=${RESULTS:-$REPO/tests/kernel/results/ftp${REFERENCE:+-$REFERENCE}}
 mkdir -p "$RESULTS" && find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name output.log -exec rm -rf {} +
 MODE=${REFERENCE:-cthelperd}
-say "ftp scenario, daemon: $MODE${REFERENCE:+ (reference)}${REFERENCE:-, $CTHELPERD}"
+if [ -n "$REFERENCE" ]; then say "ftp scenario, daemon: $REFERENCE (reference)"; else say "ftp scenario, daemon: $CTHELPERD"; fi
 
 kernel_setup || exit 2
 setup_topology || exit 2
+say "topology up"
 
 # ---------------------------------------------------------------- FTP servers
 mkdir -p /srv/ftp
 head -c 1048576 /dev/urandom >/srv/ftp/blob.bin
 SUM=$(sha256sum </srv/ftp/blob.bin | cut -d' ' -f1)
-sx $PY -m pyftpdlib -i $S4 -p 21 -d /srv/ftp -r 40000-40099 >"$RESULTS/pyftpdlib4.log" 2>&1 &
-sx $PY -m pyftpdlib -i $S6 -p 21 -d /srv/ftp -r 40100-40199 >"$RESULTS/pyftpdlib6.log" 2>&1 &
+sx $PY "$HERE/ftp-server.py" /srv/ftp $S4 $S6 >"$RESULTS/pyftpdlib.log" 2>&1 &
 load_firewall || exit 2
 for ((i = 0; i < 150; i++)); do
     [ "$(sx ss -Hltn 'sport = :21' | wc -l)" -ge 2 ] && break

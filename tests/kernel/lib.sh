@@ -249,7 +249,7 @@ stop_daemon() {
     kill -"$sig" "$DAEMON_PID"
     ( sleep 15; kill -KILL "$DAEMON_PID" 2>/dev/null ) &
     wd=$!
-    wait "$DAEMON_PID"; rc=$?
+    wait "$DAEMON_PID" 2>/dev/null; rc=$?   # (no "Killed" job notice)
     kill "$wd" 2>/dev/null; wait "$wd" 2>/dev/null
     DAEMON_PID=
     say "daemon stopped with SIG$sig: exit status $rc; queues: '$(rx cat /proc/net/netfilter/nfnetlink_queue | tr '\n' ';')'"

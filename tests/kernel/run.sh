@@ -13,7 +13,8 @@
 # extra Debian packages in a header line "# packages: a b c"). Prints the guest's
 # per-check lines and finally "N passed, M failed"; exits non-zero on any
 # failure (or if a VM could not run a scenario to its end).
-# Logs: tests/kernel/results/<scenario>[-<reference>]/
+# Logs: tests/kernel/results/<scenario>[-<reference>]/ (a private
+# tests/kernel/results/<scenario>.XXXXXX/ if another run holds that one).
 # Environment: KERNEL_TEST_TIMEOUT (per VM, default 600 s), and run-in-kernel.sh's RIK_*.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -61,13 +62,23 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 "$HERE/run-in-kernel.sh" --setup-only || exit 2
 CACHE=${RIK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cthelperd-kernel}
-KCONFIG=$(ls "$CACHE"/linux-image-*/boot/config-* 2>/dev/null | head -n1)
+KCONFIG=$(ls "$CACHE/$(cat "$CACHE/kernel.pkg" 2>/dev/null)"/boot/config-* 2>/dev/null | head -n1)
 
 # ---------------------------------------------------------------- run
 cd "$REPO" || exit 2
 total_pass=0; total_fail=0; t_all=${EPOCHREALTIME/./}
 for s in "${want[@]}"; do
     results=$REPO/tests/kernel/results/$s${REFERENCE:+-$REFERENCE}
+    mkdir -p "$REPO/tests/kernel/results"
+    # Concurrent runs of the same scenario (several engineers, the demo, CI)
+    # must not share a results directory: the first one gets the usual
+    # directory, the others a private one.
+    exec {lock_fd}>"$results.lock"
+    if ! flock -n "$lock_fd"; then
+        exec {lock_fd}>&-; lock_fd=
+        results=$(mktemp -d "$results.XXXXXX")
+        echo "run.sh: $REPO/tests/kernel/results/$s${REFERENCE:+-$REFERENCE} is in use by another run; results in $results" >&2
+    fi
     mkdir -p "$results"
     echo "run.sh: === scenario $s (${REFERENCE:-cthelperd}) ===" >&2
     t0=${EPOCHREALTIME/./}
@@ -88,6 +99,7 @@ for s in "${want[@]}"; do
     # a scenario that reports no failures but exits non-zero still fails
     [ "$f" = 0 ] && [ "$rc" != 0 ] && f=1
     total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
+    [ -n "${lock_fd:-}" ] && { exec {lock_fd}>&-; lock_fd=; }
     echo "run.sh: scenario $s: $p passed, $f failed, exit $rc, $((d / 1000000)).$(( (d / 100000) % 10 ))s" >&2
 done
 d=$((${EPOCHREALTIME/./} - t_all))
