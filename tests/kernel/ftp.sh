@@ -260,10 +260,12 @@ t_start=${EPOCHREALTIME/./}
 start_daemon "$RESULTS/daemon-3.log"; check "Crash daemon restarts" pass $?
 ok=1
 for ((try = 1; try <= 8; try++)); do
+    t_try=${EPOCHREALTIME/./}
     if XFER_CONNECT=3 xfer "Crash-retry$try" 4 --disable-epsv; then ok=0; break; fi
 done
-d=$((${EPOCHREALTIME/./} - t_start))
-say "restart -> first working PASV transfer done: $(printf '%d.%02d' $((d / 1000000)) $(( (d / 10000) % 100 )))s (daemon ready after ${DAEMON_READY_S}s, $try attempt(s), one transfer takes ~1-3 s under TCG)"
+t_end=${EPOCHREALTIME/./}
+secs() { printf '%d.%02d' $(($1 / 1000000)) $(( ($1 / 10000) % 100 )); }
+say "recovery: restart -> daemon ready $DAEMON_READY_S s; restart -> start of the first working PASV transfer $(secs $((t_try - t_start))) s (attempt $try); that transfer took $(secs $((t_end - t_try))) s"
 check "Crash new PASV transfer works after the restart" pass $ok
 sess_cmd crash4 retr; check "Crash session from before the kill transfers after the restart" pass $?
 sess_close crash4
