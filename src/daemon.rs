@@ -31,6 +31,9 @@ const BATCH: usize = 64;
 /// Kernel socket buffer for the queue, so bursts wait in the kernel, not on the wire.
 const QUEUE_RCVBUF: usize = 4 << 20;
 
+/// When main() began, for reporting how long start-up took.
+pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
 /// Bounds how many lines a kind of per-packet event may log, so that a peer sending
 /// thousands of bad announcements cannot flood the router's log. Counters still
 /// count every event.
@@ -344,7 +347,13 @@ impl Daemon {
                 let _ = acc.push_str(s.name);
                 acc
             });
-        info!("helpers registered: {names}");
+        match PROCESS_START.get() {
+            Some(t0) => info!(
+                "helpers registered: {names} ({} ms after start)",
+                t0.elapsed().as_millis()
+            ),
+            None => info!("helpers registered: {names}"),
+        }
         Ok(d)
     }
 

@@ -52,6 +52,7 @@ struct RunCmd {}
 struct CheckCmd {}
 
 fn main() {
+    let _ = cthelperd::daemon::PROCESS_START.set(std::time::Instant::now());
     let cli: Cli = argh::from_env();
     if cli.version {
         println!("cthelperd {}", env!("CARGO_PKG_VERSION"));

@@ -29,7 +29,10 @@ fn socket_open_succeeds_or_fails_with_a_clean_error() {
                 "unexpected error opening a netlink socket: {e}"
             );
             let text = e.to_string();
-            assert!(text.contains(&format!("{errno:?}")), "{text:?} names the errno");
+            assert!(
+                text.contains(&format!("{errno:?}")),
+                "{text:?} names the errno"
+            );
             eprintln!("netlink socket refused here (qemu-user?): {text}");
         }
     }
