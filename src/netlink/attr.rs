@@ -229,8 +229,13 @@ mod tests {
         w.put_be32(3, 7).unwrap();
         let bytes = w.as_slice();
         assert_eq!(bytes.len(), 8 + (4 + 8 + 8) + 8);
-        // "ftp\0" is exactly 4 bytes: header len 8
-        assert_eq!(&bytes[..8], &[8, 0, 1, 0, b'f', b't', b'p', 0]);
+        // "ftp\0" is exactly 4 bytes: header len 8. The header is in host byte order
+        // (big-endian on MIPS routers).
+        let (len, kind) = (8u16.to_ne_bytes(), 1u16.to_ne_bytes());
+        assert_eq!(
+            &bytes[..8],
+            &[len[0], len[1], kind[0], kind[1], b'f', b't', b'p', 0]
+        );
 
         let t: [Option<Attr>; 4] = Attrs::new(bytes).table().unwrap();
         assert_eq!(t[1].unwrap().str().unwrap(), "ftp");
@@ -245,7 +250,11 @@ mod tests {
         let mut buf = [0xFFu8; 16];
         let mut w = Writer::new(&mut buf);
         w.put_u8(5, 9).unwrap();
-        assert_eq!(w.as_slice(), &[5, 0, 5, 0, 9, 0, 0, 0]);
+        let (len, kind) = (5u16.to_ne_bytes(), 5u16.to_ne_bytes());
+        assert_eq!(
+            w.as_slice(),
+            &[len[0], len[1], kind[0], kind[1], 9, 0, 0, 0]
+        );
     }
 
     #[test]
