@@ -182,23 +182,14 @@ pub fn examine(slots: &[Slot], pkt: &queue::QueuedPacket<'_>) -> Result<Examined
         return Err(Skip::Truncated);
     }
     let d = wire::dissect(pkt.payload).map_err(Skip::Undissectable)?;
-    let helper = slots[slot].helper;
-    let private_len = helper.private_len().min(PRIVATE_DATA_MAX);
-    let mut private = [0u8; PRIVATE_DATA_MAX];
-    if let Some(info) = help_info {
-        let n = info.len().min(private_len);
-        private[..n].copy_from_slice(&info[..n]);
-    }
-    let packet = Packet {
-        dir: ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW)),
-        src: d.src,
-        dst: d.dst,
-        src_port: d.src_port,
-        dst_port: d.dst_port,
-        transport: d.transport,
-        payload: d.payload,
-    };
-    let action = helper.process(&packet, &conntrack, &mut private[..private_len]);
+    let dir = ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW));
+    let packet = Packet::from_dissected(dir, &d);
+    // Shared with `replay`: the decoded-input half of examining a packet.
+    let crate::helpers::Run {
+        action,
+        private,
+        private_len,
+    } = crate::helpers::run(slots[slot].helper, &packet, &conntrack, help_info);
     Ok(Examined {
         slot,
         conntrack,

@@ -40,6 +40,21 @@ pub struct Packet<'a> {
     pub payload: &'a [u8],
 }
 
+impl<'a> Packet<'a> {
+    /// The helper's view of a dissected packet travelling in `dir` of its connection.
+    pub fn from_dissected(dir: Direction, d: &crate::wire::Dissected<'a>) -> Packet<'a> {
+        Packet {
+            dir,
+            src: d.src,
+            dst: d.dst,
+            src_port: d.src_port,
+            dst_port: d.dst_port,
+            transport: d.transport,
+            payload: d.payload,
+        }
+    }
+}
+
 /// Why an announcement did not become an expectation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RefusalReason {
@@ -84,4 +99,46 @@ pub trait Helper {
     /// Look at one packet. `private` is exactly `private_len()` bytes; all zero for a
     /// connection the helper has never seen.
     fn process(&self, pkt: &Packet<'_>, ct: &Conntrack, private: &mut [u8]) -> Action;
+}
+
+/// The outcome of one helper run: what to do, and the private data to hand back to the
+/// kernel when `action.private_changed`.
+#[derive(Debug)]
+pub struct Run {
+    pub action: Action,
+    pub private: [u8; PRIVATE_DATA_MAX],
+    pub private_len: usize,
+}
+
+impl Run {
+    /// The private data as the helper left it (`private_len` bytes).
+    pub fn private(&self) -> &[u8] {
+        self.private.get(..self.private_len).unwrap_or(&[])
+    }
+}
+
+/// Run `helper` on one packet with the private data the kernel keeps for the conntrack
+/// (`None` before the helper ever wrote any). The daemon (from a queued packet) and
+/// `replay` (from a capture) both go through here, so a capture is judged by exactly the
+/// code that judges live traffic. The kernel may hand over a shorter or longer area than
+/// the helper registered (an older layout, or none yet): it is zero-extended or cut to
+/// `private_len()`, which every helper treats as "fresh" or decodes defensively.
+pub fn run(helper: &dyn Helper, pkt: &Packet<'_>, ct: &Conntrack, info: Option<&[u8]>) -> Run {
+    let private_len = helper.private_len().min(PRIVATE_DATA_MAX);
+    let mut private = [0u8; PRIVATE_DATA_MAX];
+    if let Some(info) = info {
+        let n = info.len().min(private_len);
+        if let (Some(dst), Some(src)) = (private.get_mut(..n), info.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+    }
+    let action = match private.get_mut(..private_len) {
+        Some(area) => helper.process(pkt, ct, area),
+        None => Action::default(),
+    };
+    Run {
+        action,
+        private,
+        private_len,
+    }
 }
