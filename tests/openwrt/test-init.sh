@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# tests/openwrt/test-init.sh — the procd init script openwrt/files/cthelperd.init
+# (installed as /etc/init.d/cthelperd), off the router:
+#   1. syntax: sh -n, busybox ash -n (OpenWrt's shell), dash -n;
+#   2. behaviour: the script sourced under busybox ash with recorded stand-ins for
+#      rc.common / procd.sh / functions.sh (tests/openwrt/procd-standins.sh), run
+#      against UCI files; the recorded procd calls (instance, command line,
+#      respawn, stdout/stderr, reload trigger, validation schema, HUP on reload)
+#      are compared with the expected ones.
+# Installs busybox with apt-get if it is missing. Prints "N passed, M failed";
+# exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+INIT=openwrt/files/cthelperd.init
+SHIPPED=openwrt/files/cthelperd.config
+STANDINS=tests/openwrt/procd-standins.sh
+
+if ! command -v busybox >/dev/null; then
+    echo "test-init: installing busybox" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox >/dev/null 2>&1 ||
+        { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox >/dev/null 2>&1; }
+fi
+ASH=(busybox ash)
+busybox ash -c true 2>/dev/null || { echo "test-init: busybox ash unavailable" >&2; exit 1; }
+
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+bad() { fail=$((fail + 1)); echo "FAIL $1"; [ $# -gt 1 ] && printf '%s\n' "$2" | sed 's/^/     /'; }
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+# --- 1. syntax -----------------------------------------------------------------
+for sh in "sh" "busybox ash" "dash"; do
+    if ! command -v "${sh%% *}" >/dev/null; then continue; fi
+    if out=$($sh -n "$INIT" 2>&1); then ok "syntax: $sh -n"; else bad "syntax: $sh -n" "$out"; fi
+done
+if head -1 "$INIT" | grep -qx '#!/bin/sh /etc/rc.common'; then ok "shebang: /bin/sh /etc/rc.common"; else bad "shebang" "$(head -1 "$INIT")"; fi
+# OpenWrt installs it with the mode bits of the source (ipk.sh uses 0755 anyway).
+
+# --- 2. behaviour --------------------------------------------------------------
+# run NAME ACTION CONF EXPECTED [STDERR-REGEX]   (FAKE_RUNNING from the environment)
+run() {
+    local name=$1 action=$2 conf=$3 expected=$4 errpat=${5:-} out err rc
+    out=$("${ASH[@]}" "$STANDINS" "$INIT" "$conf" "$action" 2>"$TMP/err")
+    rc=$?
+    err=$(cat "$TMP/err")
+    if [ $rc -ne 0 ]; then
+        bad "$name (exit $rc)" "$err"
+        return
+    fi
+    if [ "$out" != "$expected" ]; then
+        bad "$name" "$(diff <(printf '%s\n' "$expected") <(printf '%s\n' "$out") | sed -n '2,$p')"
+        return
+    fi
+    if [ -n "$errpat" ]; then
+        grep -Eq "$errpat" <<<"$err" || { bad "$name: stderr lacks /$errpat/" "$err"; return; }
+    elif [ -n "$err" ]; then
+        bad "$name: unexpected stderr" "$err"
+        return
+    fi
+    ok "$name"
+}
+
+# write a UCI file: the shipped one with sed edits applied
+variant() { # variant FILE SED-SCRIPT
+    sed "$2" "$SHIPPED" >"$TMP/$1"
+    echo "$TMP/$1"
+}
+
+TRIGGERS='reload_trigger [cthelperd]
+validation_begin
+schema [cthelperd] [globals] [enabled:bool:1] [log_level:or("error","warn","info","debug"):info] [queue_base:range(0,65535):0] [queue_maxlen:uinteger:1024] [fail_open:bool:0] [firewall:bool:1]
+schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp")] [port:port] [expect_max:uinteger] [expect_timeout:uinteger]
+validation_end'
+
+instance() { # instance [CONF]: the expected instance lines
+    echo 'open_instance'
+    echo 'set_param [command] [/usr/sbin/cthelperd]'
+    [ -n "${1:-}" ] && echo "append_param [command] [--config] [$1]"
+    echo 'set_param [respawn] [3600] [0] [5]'
+    echo 'set_param [stdout] [1]'
+    echo 'set_param [stderr] [1]'
+    echo 'close_instance'
+}
+
+started() { # started START_SERVICE_RC [INSTANCE-LINES]
+    echo 'open_service [cthelperd]'
+    [ -n "${2:-}" ] && printf '%s\n' "$2"
+    printf '%s\n' "$TRIGGERS"
+    echo "close_service [start_service=$1]"
+}
+
+run "defaults: START=20 after fw4 (S19), STOP=80, procd, /usr/sbin/cthelperd, /etc/config/cthelperd" \
+    vars - 'vars [START=20] [STOP=80] [USE_PROCD=1] [PROG=/usr/sbin/cthelperd] [CONF=/etc/config/cthelperd]'
+
+run "service_triggers: reload trigger on package cthelperd, validation of globals and helper sections" \
+    triggers "$SHIPPED" "$TRIGGERS"
+
+# The shipped file (at a test path: the command line names the file it was given).
+cp "$SHIPPED" "$TMP/cthelperd"
+run "start, shipped file: one instance, --config FILE, respawn 3600 0 5, stdout+stderr to logd" \
+    start "$TMP/cthelperd" "$(started 0 "$(instance "$TMP/cthelperd")")"
+
+# only the first 'enabled' line (globals) is changed:
+sed "0,/option enabled '1'/s//option enabled '0'/" "$SHIPPED" >"$TMP/disabled"
+run "start, globals.enabled '0': no instance" start "$TMP/disabled" "$(started 0)"
+
+sed "0,/option enabled '1'/s//option enabled 'no'/" "$SHIPPED" >"$TMP/disabled-no"
+run "start, globals.enabled 'no' (UCI bool spelling): no instance" start "$TMP/disabled-no" "$(started 0)"
+
+sed "0,/option enabled '1'/s//option enabled \"off\"/" "$SHIPPED" >"$TMP/disabled-dq"
+run "start, globals.enabled \"off\" (double quotes): no instance" start "$TMP/disabled-dq" "$(started 0)"
+
+f=$(variant helper-off "/config helper 'ftp'/,/^$/s/option enabled '1'/option enabled '0'/")
+run "start, a helper disabled, globals enabled: instance (helpers are the daemon's business)" \
+    start "$f" "$(started 0 "$(instance "$f")")"
+
+printf "config helper 'ftp'\n\toption name 'ftp'\n\toption proto 'tcp'\n\tlist port '21'\n\tlist port '2121'\n" >"$TMP/no-globals"
+run "start, no globals section: defaults (enabled), instance" \
+    start "$TMP/no-globals" "$(started 0 "$(instance "$TMP/no-globals")")"
+
+run "start, no file at all: instance without --config (built-in defaults)" \
+    start "$TMP/does-not-exist" "$(started 0 "$(instance)")"
+
+f=$(variant bad-level "s/option log_level 'info'/option log_level 'verbose'/")
+run "start, invalid globals.log_level: refused, no instance, message" \
+    start "$f" "$(started 1)" "invalid configuration, not started"
+
+f=$(variant bad-queue "s/option queue_base '0'/option queue_base '70000'/")
+run "start, globals.queue_base out of range: refused" \
+    start "$f" "$(started 1)" "invalid configuration"
+
+f=$(variant bad-port "s/list port '21'/list port 'ftp'/")
+run "start, invalid helper port: refused, message names the section" \
+    start "$f" "$(started 1)" "helper section 'ftp' has an invalid value"
+
+f=$(variant bad-family "/config helper 'tftp'/,/^\$/s/option family 'any'/option family 'inet'/")
+run "start, invalid helper family: refused" \
+    start "$f" "$(started 1)" "helper section 'tftp'"
+
+sed "0,/option enabled '1'/s//option enabled '0'/; s/list port '21'/list port 'ftp'/" "$SHIPPED" >"$TMP/off-bad"
+run "start, disabled and an invalid helper: no instance, no complaint" start "$TMP/off-bad" "$(started 0)"
+
+# reload: HUP to a running daemon; otherwise (re)evaluate via start.
+FAKE_RUNNING=1 run "reload, running: SIGHUP to the instance, nothing restarted" \
+    reload "$TMP/cthelperd" 'running [cthelperd]
+send_signal [cthelperd] [*] [HUP]'
+
+FAKE_RUNNING=1 run "reload, running, new file has a bad value: still only SIGHUP (the daemon keeps its configuration)" \
+    reload "$TMP/bad-level" 'running [cthelperd]
+send_signal [cthelperd] [*] [HUP]'
+
+FAKE_RUNNING=0 run "reload, not running (was disabled or gave up): started" \
+    reload "$TMP/cthelperd" "running [cthelperd]
+$(started 0 "$(instance "$TMP/cthelperd")")"
+
+FAKE_RUNNING=1 run "reload, running, enabled set to '0': no instance (procd stops it), no signal" \
+    reload "$TMP/disabled" "$(started 0)"
+
+FAKE_RUNNING=1 run "reload, running, file removed: SIGHUP (daemon falls back to defaults)" \
+    reload "$TMP/does-not-exist" 'running [cthelperd]
+send_signal [cthelperd] [*] [HUP]'
+
+# The validation schema names every option of the shipped file (the UCI schema),
+# per section type, so that the two cannot drift apart.
+schema_opts() { # schema_opts TYPE: option names in the init script's schema
+    grep "^schema \[cthelperd\] \[$1\]" <<<"$TRIGGERS" | grep -o '\[[a-z_]*:' | tr -d '[:' | sort -u
+}
+file_opts() { # file_opts TYPE: option and list names of that section type in the shipped file
+    awk -v t="$1" '$1 == "config" { cur = $2 } ($1 == "option" || $1 == "list") && cur == t { print $2 }' "$SHIPPED" | sort -u
+}
+for t in globals helper; do
+    missing=$(comm -13 <(schema_opts "$t") <(file_opts "$t"))
+    if [ -z "$missing" ] && [ -n "$(file_opts "$t")" ]; then
+        ok "schema covers every '$t' option of the shipped file"
+    else
+        bad "schema lacks '$t' options of the shipped file" "$missing"
+    fi
+done
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
