@@ -358,7 +358,7 @@ table() {
     local a=cthelperd b=conntrackd n c
     echo "## FTP helper benchmark: cthelperd vs conntrackd 1.4.7 (helper mode)"
     echo
-    echo "Kernel $(uname -r) under qemu ${BENCH_ACCEL:-?} ($(nproc) vCPUs, $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo)); $(date -u '+%Y-%m-%d %H:%M UTC'); cthelperd ${BENCH_REV:-?} release build."
+    echo "Kernel $(uname -r) under qemu ${BENCH_ACCEL:-?} ($(nproc) vCPUs, $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo)); $(date -u '+%Y-%m-%d %H:%M UTC'); cthelperd ${BENCH_REV:-?}, ${BENCH_BINARY_KIND:-release build}."
     echo "Workloads (bench/ftp-load.py, IPv4, client -> router (daemon) -> server): packets = $NOOP_CONNS connections x $NOOP_COUNT NOOP round trips;"
     echo "expectations = $PASV_CONNS connections x $PASV_COUNT PASV round trips, each answered by a 227 with a new port."
     echo

@@ -4,8 +4,10 @@
 #
 #   bench/ftp-bench.sh
 #
-# Builds cthelperd in release mode, strips a copy (for the size column only;
-# the guest runs target/release/cthelperd itself), installs the Debian packages
+# Builds cthelperd as it ships: a static musl binary from the size-tuned
+# release-small profile (cross/build.sh x86_64-unknown-linux-musl, stripped);
+# BENCH_BINARY=glibc benchmarks the ordinary `cargo build --release` binary
+# instead (dynamically linked against glibc). Then installs the Debian packages
 # the guest needs (as tests/kernel/run.sh does), then boots ONE VM
 # (tests/kernel/run-in-kernel.sh: Debian's 6.1 kernel under qemu on the host
 # filesystem) that runs bench/ftp-bench-guest.sh: the same FTP workloads
@@ -22,10 +24,16 @@ REPO=$(cd "$HERE/.." && pwd)
 cd "$REPO" || exit 2
 
 # ---------------------------------------------------------------- build
-cargo build --release || { echo "ftp-bench.sh: cargo build --release failed" >&2; exit 2; }
-BIN=$REPO/target/release/cthelperd
-STRIPPED=$REPO/target/release/cthelperd.stripped
-strip -o "$STRIPPED" "$BIN" || { echo "ftp-bench.sh: strip failed" >&2; exit 2; }
+if [ "${BENCH_BINARY:-static}" = glibc ]; then
+    cargo build --release || { echo "ftp-bench.sh: cargo build --release failed" >&2; exit 2; }
+    BIN=$REPO/target/release/cthelperd
+    STRIPPED=$REPO/target/release/cthelperd.stripped
+    strip -o "$STRIPPED" "$BIN" || { echo "ftp-bench.sh: strip failed" >&2; exit 2; }
+else
+    cross/build.sh x86_64-unknown-linux-musl || { echo "ftp-bench.sh: static build failed" >&2; exit 2; }
+    BIN=$REPO/cross/out/bin/x86_64-unknown-linux-musl/cthelperd
+    STRIPPED=$BIN
+fi
 
 # ---------------------------------------------------------------- guest-side tools (idempotent, like run.sh)
 pkgs=(nftables conntrack nfct conntrackd python3 iproute2 binutils)
@@ -68,7 +76,12 @@ if [ "$accel" = auto ]; then
 fi
 
 # ---------------------------------------------------------------- run
-envs=(--env "REPO=$REPO" --env "CTHELPERD_BIN=$BIN" --env "CTHELPERD_STRIPPED=$STRIPPED"
+if [ "${BENCH_BINARY:-static}" = glibc ]; then
+    kind="release build, dynamically linked (glibc)"
+else
+    kind="static musl binary (release-small profile, as shipped)"
+fi
+envs=(--env "BENCH_BINARY_KIND=$kind" --env "REPO=$REPO" --env "CTHELPERD_BIN=$BIN" --env "CTHELPERD_STRIPPED=$STRIPPED"
     --env "BENCH_REV=$(git describe --always --dirty 2>/dev/null || echo '?')" --env "BENCH_ACCEL=$accel")
 for v in NOOP_CONNS NOOP_COUNT PASV_CONNS PASV_COUNT IDLE_CONNS DAEMONS; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")

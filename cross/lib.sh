@@ -14,6 +14,9 @@ openwrt_arch() {
         aarch64-unknown-linux-musl) echo aarch64_cortex-a53 ;;
         mipsel-unknown-linux-musl) echo mipsel_24kc ;;
         mips-unknown-linux-musl) echo mips_24kc ;;
+        # Not in ALL_TARGETS: built on request (the benchmark runs the static
+        # binary as shipped; OpenWrt's x86/64 target uses this arch name).
+        x86_64-unknown-linux-musl) echo x86_64 ;;
         *) die "unknown target $1 (known: ${ALL_TARGETS[*]})" ;;
     esac
 }
@@ -25,6 +28,7 @@ qemu_for() {
         aarch64-*) echo qemu-aarch64-static ;;
         mipsel-*) echo qemu-mipsel-static ;;
         mips-*) echo qemu-mips-static ;;
+        x86_64-*) echo env ;;
         *) die "no qemu for $1" ;;
     esac
 }
