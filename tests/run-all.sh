@@ -1,12 +1,13 @@
 #!/bin/bash
 # tests/run-all.sh — every test of cthelperd, in the order a reviewer wants them:
 #   cargo fmt --check, cargo clippy --all-targets -D warnings, cargo test
-#   (unit + integration), cargo build, then the real-kernel VM scenarios
+#   (unit + integration), the cross builds for router CPUs with their unit tests
+#   under qemu-user and the .ipk packages (cross/), cargo build, then the real-kernel VM scenarios
 #   (tests/kernel/run.sh, all scenarios, against target/debug/cthelperd).
 # Runs every step even if an earlier one failed (except that the VM scenarios
 # need a successful build), prints a summary, exits non-zero on any failure.
 # Needs root for the VM part (apt-get, qemu 9p passthrough); .ci/run installs
-# the system packages on a fresh machine. SKIP_KERNEL=1 skips the VM part.
+# the system packages on a fresh machine. SKIP_KERNEL=1 skips the VM part, SKIP_CROSS=1 the cross builds.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 failed=()
@@ -23,6 +24,15 @@ step() { # step NAME CMD...
 step fmt cargo fmt --check
 step clippy cargo clippy --all-targets -- -D warnings
 step test cargo test
+# Router builds: static musl for armv7/aarch64/mipsel/mips (size budget checked),
+# the unit tests under qemu-user (little- and big-endian), one .ipk per arch.
+if [ "${SKIP_CROSS:-0}" = 1 ]; then
+    echo "=== run-all: cross: skipped (SKIP_CROSS=1)" >&2
+else
+    step cross-build cross/build.sh
+    step cross-test cross/test.sh
+    step cross-ipk cross/ipk.sh
+fi
 if step build cargo build; then
     export CTHELPERD=$PWD/target/debug/cthelperd
     if [ "${SKIP_KERNEL:-0}" = 1 ]; then
