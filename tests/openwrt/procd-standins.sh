@@ -11,7 +11,7 @@
 #
 # uci_load_validate reads CONF with a small UCI parser and checks the datatypes
 # the init script uses (bool, uinteger, port, range(a,b), or("lit",...),
-# string) with the semantics of /sbin/validate_data: a missing or empty option
+# list(type), string) with the semantics of /sbin/validate_data: a missing or empty option
 # takes the default, a valid one is set (bools as 0/1, lists space-joined), an
 # invalid one is unset and makes the result non-zero; without a section name it
 # describes the schema instead (recorded as a "schema" line).
@@ -92,6 +92,17 @@ config_foreach() {
 # one value against one datatype; prints the exported value
 _dt_check() {
 	case "$1" in
+	list\(*)
+		_dt_l=${1#list(}
+		_dt_l=${_dt_l%)}
+		_dt_ifs=$IFS
+		IFS=' 	'
+		for _dt_w in $2; do
+			_dt_check "$_dt_l" "$_dt_w" >/dev/null || { IFS=$_dt_ifs; return 1; }
+		done
+		IFS=$_dt_ifs
+		[ -n "$2" ] && echo "$2"
+		;;
 	bool)
 		case "$2" in
 		0 | off | false | no | disabled) echo 0 ;;

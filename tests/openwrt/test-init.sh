@@ -72,8 +72,8 @@ variant() { # variant FILE SED-SCRIPT
 
 TRIGGERS='reload_trigger [cthelperd]
 validation_begin
-schema [cthelperd] [globals] [enabled:bool:1] [log_level:or("error","warn","info","debug"):info] [queue_base:range(0,65535):0] [queue_maxlen:uinteger:1024] [fail_open:bool:0] [firewall:bool:1]
-schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp")] [port:port] [expect_max:uinteger] [expect_timeout:uinteger]
+schema [cthelperd] [globals] [enabled:bool:1] [log_level:or("error","warn","info","debug"):info] [syslog:bool:0] [queue_base:range(0,65535):0] [queue_maxlen:uinteger:1024] [fail_open:bool:0] [firewall:bool:1]
+schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp")] [port:list(port)] [expect_max:uinteger] [expect_timeout:uinteger]
 validation_end'
 
 instance() { # instance [CONF]: the expected instance lines
@@ -132,6 +132,10 @@ run "start, invalid globals.log_level: refused, no instance, message" \
 f=$(variant bad-queue "s/option queue_base '0'/option queue_base '70000'/")
 run "start, globals.queue_base out of range: refused" \
     start "$f" "$(started 1)" "invalid configuration"
+
+f=$(variant port-words "s/list port '21'/option port '21 2121'/")
+run "start, option port '21 2121' (the daemon's other list spelling): accepted" \
+    start "$f" "$(started 0 "$(instance "$f")")"
 
 f=$(variant bad-port "s/list port '21'/list port 'ftp'/")
 run "start, invalid helper port: refused, message names the section" \
