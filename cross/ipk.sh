@@ -67,7 +67,7 @@ for t in "${TARGETS[@]}"; do
     cat > "$work/control/control" <<CONTROL
 Package: cthelperd
 Version: $PKG_VERSION
-Depends: libc, kmod-nfnetlink-cthelper, kmod-nfnetlink-queue, kmod-nf-conntrack-netlink, kmod-nft-core
+Depends: libc, kmod-nfnetlink-cthelper, kmod-nfnetlink-queue, kmod-nf-conntrack-netlink, kmod-nft-core, nftables
 Source: cthelperd
 SourceName: cthelperd
 Section: net

@@ -22,7 +22,7 @@ ARCH = {  # OpenWrt arch -> (ELF e_machine, big-endian?, qemu)
     "mips_24kc": (8, True, "qemu-mips-static"),
 }
 REQUIRED = ["Package", "Version", "Depends", "Architecture", "Installed-Size", "Description"]
-KMODS = ["kmod-nfnetlink-cthelper", "kmod-nft-core"]
+KMODS = ["kmod-nfnetlink-cthelper", "kmod-nft-core", "nftables"]  # nftables: the daemon runs nft
 
 
 class Bad(Exception):

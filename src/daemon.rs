@@ -12,12 +12,15 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::Config;
 use crate::conntrack::{Conntrack, Family, ctinfo, status};
+use crate::control;
+use crate::firewall;
 use crate::helpers::{Action, Helper, PRIVATE_DATA_MAX, Packet};
 use crate::netlink::attr::Writer;
 use crate::netlink::ctnetlink::{self, CtAttrs};
 use crate::netlink::msg::{Messages, NLMSG_ERROR};
 use crate::netlink::socket::{IoError, Socket};
 use crate::netlink::{cthelper, queue, subsys};
+use crate::reload;
 use crate::wire;
 
 /// Receive buffer: a whole 64 KiB packet plus netlink and conntrack attributes.
@@ -125,6 +128,9 @@ pub fn slots_from_config(
     cfg: &Config,
 ) -> Result<heapless::Vec<Slot, { crate::config::MAX_HELPERS }>, String> {
     let mut slots = heapless::Vec::new();
+    if !cfg.enabled {
+        return Ok(slots);
+    }
     for (index, h) in cfg.helpers.iter().enumerate().filter(|(_, h)| h.enabled) {
         let helper = builtin_helper(h.name)
             .ok_or_else(|| format!("no built-in helper named {:?}", h.name))?;
@@ -205,6 +211,33 @@ struct Buffers {
     tx: Box<[u8]>,
     ctl: Box<[u8]>,
     ctl_rx: Box<[u8]>,
+    /// The status report and the /proc text it includes.
+    report: Box<[u8]>,
+    proc_queues: Box<[u8]>,
+}
+
+/// How the daemon was started, besides its configuration.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The file SIGHUP re-reads (None: the default path, defaults if missing).
+    pub config_path: Option<std::path::PathBuf>,
+    /// The status socket (None: no status socket).
+    pub control_socket: Option<std::path::PathBuf>,
+    /// A log level was given on the command line: the file's does not apply.
+    pub cli_log_level: bool,
+    /// The nft program for the firewall wiring.
+    pub nft: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config_path: None,
+            control_socket: None,
+            cli_log_level: false,
+            nft: firewall::NFT.into(),
+        }
+    }
 }
 
 pub struct Daemon {
@@ -213,6 +246,8 @@ pub struct Daemon {
     slots: heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
     cfg: Config,
     bufs: Buffers,
+    opts: Options,
+    control: Option<control::Server>,
     verdict_errors: u64,
     unhandled: u64,
     overruns: u64,
@@ -257,12 +292,15 @@ impl Recorder {
 #[derive(Debug)]
 pub struct StartError {
     pub what: String,
-    pub cause: Box<IoError>,
+    pub cause: Option<Box<IoError>>,
 }
 
 impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "{}: {}", self.what, self.cause)
+        match &self.cause {
+            Some(cause) => write!(f, "{}: {}", self.what, cause),
+            None => write!(f, "{}", self.what),
+        }
     }
 }
 
@@ -276,14 +314,17 @@ fn family_name(f: Family) -> &'static str {
 impl Daemon {
     /// Open sockets, bind the queues, register and enable the helpers.
     pub fn start(cfg: Config) -> Result<Daemon, StartError> {
-        let slots = slots_from_config(&cfg).map_err(|what| StartError {
-            what,
-            cause: Box::new(IoError::Sys(Errno::EINVAL)),
-        })?;
+        Self::start_with(cfg, Options::default())
+    }
+
+    /// `start`, then the firewall table (after registration: nft refuses unknown
+    /// helper names) and the status socket.
+    pub fn start_with(cfg: Config, opts: Options) -> Result<Daemon, StartError> {
+        let slots = slots_from_config(&cfg).map_err(|what| StartError { what, cause: None })?;
         let open = |what: &str| {
             Socket::open().map_err(|cause| StartError {
                 what: format!("cannot open a netfilter netlink socket for {what}"),
-                cause: Box::new(cause),
+                cause: Some(Box::new(cause)),
             })
         };
         let queue_sock = open("the queue")?;
@@ -299,7 +340,11 @@ impl Daemon {
                 tx: vec![0u8; TX_BUF].into_boxed_slice(),
                 ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
                 ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
+                report: vec![0u8; control::REPORT_MAX].into_boxed_slice(),
+                proc_queues: vec![0u8; 4096].into_boxed_slice(),
             },
+            opts,
+            control: None,
             verdict_errors: 0,
             unhandled: 0,
             overruns: 0,
@@ -324,11 +369,27 @@ impl Daemon {
                         _ => "",
                     }
                 ),
-                cause: Box::new(cause),
+                cause: Some(Box::new(cause)),
             })?;
         }
         for i in 0..d.slots.len() {
             d.register(i)?;
+        }
+        if d.cfg.firewall {
+            if let Err(what) = firewall::apply(&d.opts.nft, &firewall::ruleset(&d.cfg)) {
+                // Without the table the helpers would sit unused; fail the start so
+                // that procd and the log say so, and leave the kernel clean.
+                d.disable_helpers();
+                return Err(StartError { what, cause: None });
+            }
+            info!("firewall: table {} loaded", firewall::TABLE);
+        }
+        if let Some(path) = d.opts.control_socket.clone() {
+            // Status is a convenience: without it the helpers still work.
+            match control::Server::bind(&path) {
+                Ok(server) => d.control = Some(server),
+                Err(e) => warn!("status socket disabled: {e}"),
+            }
         }
         let names: heapless::String<64> =
             d.slots.iter().fold(heapless::String::new(), |mut acc, s| {
@@ -390,22 +451,45 @@ impl Daemon {
     }
 
     fn register(&mut self, i: usize) -> Result<(), StartError> {
-        let (name, proto, queue, families, private_len) = {
-            let s = &self.slots[i];
-            (
-                s.name,
-                s.proto,
-                s.queue,
-                s.families,
-                s.helper.private_len() as u32,
-            )
+        let s = &self.slots[i];
+        let (name, proto, families) = (s.name, s.proto, s.families);
+        let settings = reload::Settings {
+            queue: s.queue,
+            expect_max: s.expect_max,
+            expect_timeout: s.expect_timeout,
         };
+        for family in families.iter() {
+            self.register_one(
+                reload::Key {
+                    name,
+                    family,
+                    proto,
+                },
+                settings,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// NEW for one family: creates the helper or updates an existing one in place.
+    fn register_one(
+        &mut self,
+        key: reload::Key,
+        settings: reload::Settings,
+    ) -> Result<(), StartError> {
+        let reload::Key {
+            name,
+            family,
+            proto,
+        } = key;
+        let queue = settings.queue;
+        let private_len = builtin_helper(name).map_or(0, |h| h.private_len()) as u32;
         let policy = [cthelper::ExpectPolicy {
             name,
-            max_expected: self.slots[i].expect_max,
-            timeout_secs: self.slots[i].expect_timeout,
+            max_expected: settings.expect_max,
+            timeout_secs: settings.expect_timeout,
         }];
-        for family in families.iter() {
+        {
             let reg = cthelper::Registration {
                 name,
                 family,
@@ -439,7 +523,7 @@ impl Daemon {
                         _ => "",
                     }
                 ),
-                cause: Box::new(cause),
+                cause: Some(Box::new(cause)),
             })?;
             debug!(
                 "registered helper {name} {} proto {proto} queue {queue} private {private_len} bytes",
@@ -447,6 +531,195 @@ impl Daemon {
             );
         }
         Ok(())
+    }
+
+    fn disable_one(&mut self, key: reload::Key) -> Result<(), IoError> {
+        self.request(|w, seq| {
+            cthelper::write_set_status(w, seq, key.name, key.family, key.proto, false)
+        })
+    }
+
+    fn queue_request(
+        &mut self,
+        build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
+    ) -> Result<(), IoError> {
+        // Queue configuration goes on the queue socket: a queue belongs to the
+        // socket that bound it.
+        let seq = self.queue_sock.next_seq();
+        let mut w = Writer::new(&mut self.bufs.ctl);
+        build(&mut w, seq)?;
+        let len = w.len();
+        self.queue_sock
+            .transact(&self.bufs.ctl[..len], seq, &mut self.bufs.rx, |_| {})
+    }
+
+    /// SIGHUP: re-read the file; refuse a bad one and keep running unchanged;
+    /// otherwise apply only what changed (reload::plan).
+    fn reload(&mut self) {
+        let file = self
+            .opts
+            .config_path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(crate::config::DEFAULT_PATH))
+            .display()
+            .to_string();
+        let new = match Config::load(self.opts.config_path.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        let new_slots = match slots_from_config(&new) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("reload refused: {file}: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        if new.syslog != self.cfg.syslog {
+            warn!("reload: option syslog changes at the next start");
+        }
+        if !new.enabled {
+            info!("reload: globals.enabled is 0: disabling all helpers");
+        }
+        let old = core::mem::replace(&mut self.cfg, new);
+        let old_regs = reload::registrations(&old);
+        let actions = reload::plan(&old, &self.cfg, self.opts.cli_log_level);
+        let mut failures = 0;
+        for action in &actions {
+            let result: Result<(), String> = match *action {
+                reload::Action::LogLevel(level) => {
+                    log::set_max_level(level);
+                    info!("reload: log level {level}");
+                    Ok(())
+                }
+                reload::Action::BindQueue(q) => self
+                    .bind_queue(q)
+                    .map(|()| info!("reload: queue {q} bound"))
+                    .map_err(|e| format!("cannot bind queue {q}: {e}")),
+                reload::Action::QueueParams(q) => {
+                    let qc = queue::QueueConfig {
+                        queue: q,
+                        max_len: self.cfg.queue_maxlen,
+                        fail_open: self.cfg.fail_open,
+                    };
+                    self.queue_request(|w, seq| queue::write_params(w, seq, &qc))
+                        .map(|()| {
+                            info!(
+                                "reload: queue {q}: maxlen {} fail_open {}",
+                                qc.max_len, qc.fail_open
+                            )
+                        })
+                        .map_err(|e| format!("cannot configure queue {q}: {e}"))
+                }
+                reload::Action::Register(key, settings) => {
+                    let verb = if old_regs.iter().any(|(k, _)| *k == key) {
+                        "updated"
+                    } else {
+                        "registered"
+                    };
+                    self.register_one(key, settings)
+                        .map(|()| {
+                            info!(
+                                "reload: helper {} ({}) {verb}: queue {} expect_max {} expect_timeout {}",
+                                key.name,
+                                family_name(key.family),
+                                settings.queue,
+                                settings.expect_max,
+                                settings.expect_timeout
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                }
+                reload::Action::Firewall => {
+                    firewall::apply(&self.opts.nft, &firewall::ruleset(&self.cfg))
+                        .map(|()| info!("reload: table {} replaced", firewall::TABLE))
+                }
+                reload::Action::RemoveFirewall => firewall::remove(&self.opts.nft)
+                    .map(|()| info!("reload: table {} removed", firewall::TABLE)),
+                reload::Action::Disable(key) => self
+                    .disable_one(key)
+                    .map(|()| {
+                        info!(
+                            "reload: helper {} ({}) disabled",
+                            key.name,
+                            family_name(key.family)
+                        )
+                    })
+                    .map_err(|e| {
+                        format!(
+                            "cannot disable helper {} ({}): {e}",
+                            key.name,
+                            family_name(key.family)
+                        )
+                    }),
+                reload::Action::Drain => {
+                    self.install_slots(&new_slots);
+                    self.drain();
+                    Ok(())
+                }
+                reload::Action::UnbindQueue(q) => self
+                    .queue_request(|w, seq| queue::write_unbind(w, seq, q))
+                    .map(|()| info!("reload: queue {q} unbound"))
+                    .map_err(|e| format!("cannot unbind queue {q}: {e}")),
+            };
+            if let Err(e) = result {
+                failures += 1;
+                error!("reload: {e}");
+            }
+        }
+        self.install_slots(&new_slots);
+        info!(
+            "configuration reloaded from {file}: {} actions, {failures} failed",
+            actions.len()
+        );
+    }
+
+    /// Switch to the slots of a new configuration, keeping each helper's counters.
+    fn install_slots(&mut self, new: &heapless::Vec<Slot, { crate::config::MAX_HELPERS }>) {
+        let mut slots: heapless::Vec<Slot, { crate::config::MAX_HELPERS }> = heapless::Vec::new();
+        for n in new {
+            let old = self.slots.iter().find(|s| s.name == n.name);
+            let _ = slots.push(Slot {
+                name: n.name,
+                helper: n.helper,
+                families: n.families,
+                proto: n.proto,
+                queue: n.queue,
+                expect_max: n.expect_max,
+                expect_timeout: n.expect_timeout,
+                stats: old.map_or(Stats::default(), |o| o.stats),
+                log_limit: LogLimit::new(),
+            });
+        }
+        self.slots = slots;
+    }
+
+    /// Write the status report for the control socket into the report buffer.
+    fn status_report(&mut self) -> usize {
+        let mut lines: heapless::Vec<control::HelperLine<'_>, { crate::config::MAX_HELPERS }> =
+            heapless::Vec::new();
+        for s in &self.slots {
+            let _ = lines.push(control::HelperLine {
+                name: s.name,
+                families: s.families,
+                proto: s.proto,
+                queue: s.queue,
+                packets: s.stats.packets,
+                expectations: s.stats.expectations,
+                expectation_errors: s.stats.expectation_errors,
+                refused: s.stats.refused,
+                parse_errors: s.stats.parse_errors,
+            });
+        }
+        let globals = control::Globals {
+            verdict_errors: self.verdict_errors,
+            passed_without_helper: self.unhandled,
+            overruns: self.overruns,
+        };
+        let proc_text = control::read_proc_queues(&mut self.bufs.proc_queues);
+        control::report(&mut self.bufs.report, &lines, &globals, proc_text)
     }
 
     /// Switch every helper off (the kernel then passes their packets unqueued) and
@@ -495,10 +768,17 @@ impl Daemon {
             }
         };
         loop {
-            let (queue_ready, signal_ready) = {
+            let (queue_ready, signal_ready, control_ready) = {
+                // The status socket, when there is one, is polled too; without one
+                // the third entry watches the signal fd twice (harmless).
+                let control_fd = match &self.control {
+                    Some(c) => c.listener().as_fd(),
+                    None => sfd.as_fd(),
+                };
                 let mut fds = [
                     PollFd::new(self.queue_sock.as_fd(), PollFlags::POLLIN),
                     PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(control_fd, PollFlags::POLLIN),
                 ];
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) => {}
@@ -510,8 +790,18 @@ impl Daemon {
                     }
                 }
                 let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-                (ready(&fds[0]), ready(&fds[1]))
+                (
+                    ready(&fds[0]),
+                    ready(&fds[1]),
+                    self.control.is_some() && ready(&fds[2]),
+                )
             };
+            if control_ready {
+                let len = self.status_report();
+                if let Some(c) = &self.control {
+                    c.serve(&self.bufs.report[..len]);
+                }
+            }
             if queue_ready && let Err(e) = self.serve_batch() {
                 error!("queue socket failed: {e}");
                 self.stop();
@@ -526,11 +816,7 @@ impl Daemon {
                             return 0;
                         }
                         Ok(Signal::SIGUSR1) => self.log_stats(),
-                        Ok(Signal::SIGHUP) => {
-                            info!(
-                                "SIGHUP: configuration reload is not supported yet; keeping the running configuration"
-                            )
-                        }
+                        Ok(Signal::SIGHUP) => self.reload(),
                         _ => {}
                     }
                 }
@@ -560,8 +846,25 @@ impl Daemon {
     /// already queued, then let the queue go with the socket.
     fn stop(&mut self) {
         self.disable_helpers();
-        // Packets queued before the switch still wait for a verdict; a short grace
-        // period catches those in flight on other CPUs.
+        self.drain();
+        // After disabling (the kernel skips the helpers, so nothing depends on the
+        // table any more). A failure is logged; the stop is still clean.
+        if self.cfg.enabled && self.cfg.firewall {
+            match firewall::remove(&self.opts.nft) {
+                Ok(()) => info!("firewall: table {} removed", firewall::TABLE),
+                Err(e) => error!("cannot remove table {}: {e}", firewall::TABLE),
+            }
+        }
+        // Removes the socket file.
+        self.control = None;
+        self.log_stats();
+        info!("helpers disabled, exiting");
+    }
+
+    /// Answer what is already queued: packets queued before a helper was disabled
+    /// or moved still wait for a verdict; a short grace period catches those in
+    /// flight on other CPUs.
+    fn drain(&mut self) {
         for _ in 0..5 {
             match self.serve_batch() {
                 Ok(0) => {
@@ -577,8 +880,6 @@ impl Daemon {
                 }
             }
         }
-        self.log_stats();
-        info!("helpers disabled, exiting");
     }
 
     /// Handle up to BATCH queued packets without blocking; verdicts go out in one

@@ -7,8 +7,11 @@
 pub mod check;
 pub mod config;
 pub mod conntrack;
+pub mod control;
 pub mod daemon;
+pub mod firewall;
 pub mod helpers;
 pub mod logging;
 pub mod netlink;
+pub mod reload;
 pub mod wire;

@@ -4,13 +4,12 @@ use std::io::Write;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
-struct StderrLogger {
-    level: LevelFilter,
-}
+/// Filters on `log::max_level()`, so that a reload can change the level.
+struct StderrLogger;
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= self.level
+        metadata.level() <= log::max_level()
     }
 
     fn log(&self, record: &Record<'_>) {
@@ -90,6 +89,6 @@ pub fn init(level: LevelFilter, use_syslog: bool) {
             }
         }
     }
-    let _ = log::set_boxed_logger(Box::new(StderrLogger { level }));
+    let _ = log::set_boxed_logger(Box::new(StderrLogger));
     log::set_max_level(level);
 }

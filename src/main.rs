@@ -27,6 +27,13 @@ struct Cli {
     /// print the version and exit
     #[argh(switch)]
     version: bool,
+    /// configuration file (default /etc/config/cthelperd; built-in defaults when
+    /// that does not exist)
+    #[argh(option)]
+    config: Option<std::path::PathBuf>,
+    /// status socket (default /var/run/cthelperd.sock)
+    #[argh(option)]
+    control_socket: Option<std::path::PathBuf>,
     /// write the first 200 queue messages to FILE (for building decoder tests)
     #[argh(option, hidden_help)]
     record_queue: Option<std::path::PathBuf>,
@@ -39,6 +46,27 @@ struct Cli {
 enum Command {
     Run(RunCmd),
     Check(CheckCmd),
+    CheckConfig(CheckConfigCmd),
+    Status(StatusCmd),
+}
+
+#[derive(FromArgs)]
+/// Validate a configuration file and print the effective configuration (exit 2 on
+/// an error).
+#[argh(subcommand, name = "check-config")]
+struct CheckConfigCmd {
+    /// the file (default /etc/config/cthelperd, built-in defaults if missing)
+    #[argh(positional)]
+    file: Option<std::path::PathBuf>,
+}
+
+#[derive(FromArgs)]
+/// Print the running daemon's counters.
+#[argh(subcommand, name = "status")]
+struct StatusCmd {
+    /// status socket (default /var/run/cthelperd.sock)
+    #[argh(option)]
+    control_socket: Option<std::path::PathBuf>,
 }
 
 #[derive(FromArgs)]
@@ -60,7 +88,7 @@ fn main() {
     }
     let level = match (&cli.log_level, cli.verbose) {
         (Some(l), _) => match logging::parse_level(l) {
-            Some(level) => level,
+            Some(level) => Some(level),
             None => {
                 eprintln!(
                     "cthelperd: error: unknown log level {l:?} (error, warn, info, debug, trace)"
@@ -68,22 +96,48 @@ fn main() {
                 std::process::exit(EXIT_USAGE);
             }
         },
-        (None, true) => LevelFilter::Debug,
-        (None, false) => LevelFilter::Info,
+        (None, true) => Some(LevelFilter::Debug),
+        (None, false) => None,
     };
     let code = match cli.command {
         Some(Command::Check(_)) => run_check(),
+        Some(Command::CheckConfig(c)) => run_check_config(c.file.as_deref()),
+        Some(Command::Status(c)) => run_status(c.control_socket.or(cli.control_socket)),
         Some(Command::Run(_)) | None => {
-            logging::init(level, cli.syslog);
-            run_daemon(cli.record_queue.as_deref())
+            let cfg = match Config::load(cli.config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("cthelperd: error: {e}");
+                    std::process::exit(EXIT_USAGE);
+                }
+            };
+            // The command line wins over the file.
+            logging::init(level.unwrap_or(cfg.log_level), cli.syslog || cfg.syslog);
+            if !cfg.enabled {
+                log::info!("disabled in the configuration (globals.enabled '0'); exiting");
+                std::process::exit(EXIT_OK);
+            }
+            let opts = cthelperd::daemon::Options {
+                config_path: cli.config.clone(),
+                control_socket: Some(
+                    cli.control_socket
+                        .unwrap_or_else(|| cthelperd::control::DEFAULT_SOCKET.into()),
+                ),
+                cli_log_level: level.is_some(),
+                ..Default::default()
+            };
+            run_daemon(cfg, opts, cli.record_queue.as_deref())
         }
     };
     std::process::exit(code);
 }
 
-fn run_daemon(record: Option<&std::path::Path>) -> i32 {
-    let cfg = Config::default();
-    match Daemon::start(cfg) {
+fn run_daemon(
+    cfg: Config,
+    opts: cthelperd::daemon::Options,
+    record: Option<&std::path::Path>,
+) -> i32 {
+    match Daemon::start_with(cfg, opts) {
         Ok(mut d) => {
             if let Some(path) = record {
                 match Recorder::create(path, 200) {
@@ -98,6 +152,33 @@ fn run_daemon(record: Option<&std::path::Path>) -> i32 {
         }
         Err(e) => {
             error!("{e}");
+            EXIT_RUNTIME
+        }
+    }
+}
+
+fn run_check_config(file: Option<&std::path::Path>) -> i32 {
+    match Config::load(file) {
+        Ok(cfg) => {
+            print!("{}", cfg.to_uci());
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("cthelperd: error: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn run_status(socket: Option<std::path::PathBuf>) -> i32 {
+    let path = socket.unwrap_or_else(|| cthelperd::control::DEFAULT_SOCKET.into());
+    match cthelperd::control::query(&path) {
+        Ok(report) => {
+            print!("{report}");
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("cthelperd: {e}");
             EXIT_RUNTIME
         }
     }

@@ -24,6 +24,9 @@ step() { # step NAME CMD...
 step fmt cargo fmt --check
 step clippy cargo clippy --all-targets -- -D warnings
 step test cargo test
+# OpenWrt service and feed Makefile (stand-ins for procd and the SDK includes)
+step openwrt-init tests/openwrt/test-init.sh
+step openwrt-makefile tests/openwrt/test-makefile.sh
 # Router builds: static musl for armv7/aarch64/mipsel/mips (size budget checked),
 # the unit tests under qemu-user (little- and big-endian), one .ipk per arch.
 if [ "${SKIP_CROSS:-0}" = 1 ]; then

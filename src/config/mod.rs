@@ -1,10 +1,19 @@
-//! Daemon configuration. Today: the built-in defaults (the UCI file format comes
-//! with the OpenWrt integration).
+//! Daemon configuration: /etc/config/cthelperd in UCI syntax (see
+//! openwrt/files/cthelperd.config, which is also what `Config::default()` is), its
+//! validation and its printing back as UCI text (`cthelperd check-config`).
+
+pub mod uci;
+
+use log::LevelFilter;
 
 use crate::conntrack::{Family, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Most helpers one daemon serves.
 pub const MAX_HELPERS: usize = 4;
+/// Most ports one helper is assigned to by the firewall wiring.
+pub const MAX_PORTS: usize = 8;
+/// Where the daemon looks when no --config is given.
+pub const DEFAULT_PATH: &str = "/etc/config/cthelperd";
 
 /// Which address families a helper is registered for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,63 +34,187 @@ impl Families {
             .into_iter()
             .filter_map(|(on, f)| on.then_some(f))
     }
+
+    /// The UCI spelling (fw4's `family` values).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Families::Ipv4 => "ipv4",
+            Families::Ipv6 => "ipv6",
+            Families::Any => "any",
+        }
+    }
+}
+
+/// "tcp" / "udp" for the protocols a helper may use.
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "?",
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelperConfig {
+    /// UCI section name (kept so that check-config prints the file back).
+    pub section: Option<String>,
     /// Kernel helper name; the standard names keep `ct helper set "ftp"` rules working.
     pub name: &'static str,
     pub enabled: bool,
     pub families: Families,
     pub proto: u8,
     /// Well-known ports (used by the firewall wiring, not by the kernel registration).
-    pub ports: heapless::Vec<u16, 8>,
+    pub ports: heapless::Vec<u16, MAX_PORTS>,
     pub expect_max: u32,
     pub expect_timeout: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
+    /// `0`: the daemon exits at once (the package stays installed but inactive).
+    pub enabled: bool,
+    pub log_level: LevelFilter,
+    pub syslog: bool,
     /// Queue of the first helper; each further helper takes the next number.
     pub queue_base: u16,
     pub queue_maxlen: u32,
     /// When a queue is full, accept packets unparsed instead of dropping them.
     pub fail_open: bool,
+    /// Install `table inet cthelperd` assigning the helpers to their ports.
+    pub firewall: bool,
     pub helpers: heapless::Vec<HelperConfig, MAX_HELPERS>,
+}
+
+/// What each built-in helper is registered with unless the file says otherwise.
+struct Builtin {
+    name: &'static str,
+    proto: u8,
+    port: u16,
+}
+
+const BUILTINS: [Builtin; 2] = [
+    Builtin {
+        name: "ftp",
+        proto: IPPROTO_TCP,
+        port: 21,
+    },
+    Builtin {
+        name: "tftp",
+        proto: IPPROTO_UDP,
+        port: 69,
+    },
+];
+
+const DEFAULT_EXPECT_MAX: u32 = 1;
+const DEFAULT_EXPECT_TIMEOUT: u32 = 300;
+/// Upper bounds that catch typos (an extra digit) without limiting real use.
+const MAX_QUEUE_MAXLEN: u32 = 1 << 20;
+const MAX_EXPECT_TIMEOUT: u32 = 86_400;
+
+impl HelperConfig {
+    fn builtin_default(b: &Builtin) -> HelperConfig {
+        let mut ports = heapless::Vec::new();
+        let _ = ports.push(b.port);
+        HelperConfig {
+            section: Some(b.name.into()),
+            name: b.name,
+            enabled: true,
+            families: Families::Any,
+            proto: b.proto,
+            ports,
+            expect_max: DEFAULT_EXPECT_MAX,
+            expect_timeout: DEFAULT_EXPECT_TIMEOUT,
+        }
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         let mut helpers = heapless::Vec::new();
-        let mut ftp_ports = heapless::Vec::new();
-        let _ = ftp_ports.push(21);
-        let _ = helpers.push(HelperConfig {
-            name: "ftp",
-            enabled: true,
-            families: Families::Any,
-            proto: IPPROTO_TCP,
-            ports: ftp_ports,
-            expect_max: 1,
-            expect_timeout: 300,
-        });
-        let mut tftp_ports = heapless::Vec::new();
-        let _ = tftp_ports.push(69);
-        let _ = helpers.push(HelperConfig {
-            name: "tftp",
-            enabled: true,
-            families: Families::Any,
-            proto: IPPROTO_UDP,
-            ports: tftp_ports,
-            expect_max: 1,
-            expect_timeout: 300,
-        });
+        for b in &BUILTINS {
+            let _ = helpers.push(HelperConfig::builtin_default(b));
+        }
         Config {
+            enabled: true,
+            log_level: LevelFilter::Info,
+            syslog: false,
             queue_base: 0,
             queue_maxlen: 1024,
             fail_open: false,
+            firewall: true,
             helpers,
         }
     }
+}
+
+/// A configuration error: `file:line: option: problem`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    /// 0 when the problem is not on one line (the file cannot be read).
+    pub line: usize,
+    pub option: Option<String>,
+    pub problem: String,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.line > 0 {
+            write!(f, ":{}", self.line)?;
+        }
+        if let Some(o) = &self.option {
+            write!(f, ": {o}")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "yes" | "on" | "true" | "enabled" => Some(true),
+        "0" | "no" | "off" | "false" | "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_num<T: TryFrom<u64>>(v: &str, min: u64, max: u64) -> Result<T, String> {
+    let n: u64 = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not a number ({min}..{max})"))?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("{n} is out of range ({min}..{max})"));
+    }
+    T::try_from(n).map_err(|_| format!("{n} is out of range ({min}..{max})"))
+}
+
+fn level_name(l: LevelFilter) -> &'static str {
+    match l {
+        LevelFilter::Off => "off",
+        LevelFilter::Error => "error",
+        LevelFilter::Warn => "warn",
+        LevelFilter::Info => "info",
+        LevelFilter::Debug => "debug",
+        LevelFilter::Trace => "trace",
+    }
+}
+
+/// Rejects a second `option` of the same name in one section (UCI would keep the
+/// last one silently; two values usually mean a copy-paste mistake).
+fn check_duplicates(s: &uci::Section) -> Result<(), (usize, String, String)> {
+    for (i, o) in s.options.iter().enumerate() {
+        if o.is_list {
+            continue;
+        }
+        if let Some(first) = s.options[..i].iter().find(|p| p.name == o.name) {
+            return Err((
+                o.line,
+                o.name.clone(),
+                format!("given twice (first on line {})", first.line),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Config {
@@ -89,11 +222,284 @@ impl Config {
     pub fn queue_of(&self, index: usize) -> u16 {
         self.queue_base.wrapping_add(index as u16)
     }
+
+    /// Parse UCI text; `file` only names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let err = |line: usize, option: Option<&str>, problem: String| ConfigError {
+            file: file.into(),
+            line,
+            option: option.map(Into::into),
+            problem,
+        };
+        let sections = uci::parse(text).map_err(|e| err(e.line, None, e.problem))?;
+        let mut cfg = Config {
+            helpers: heapless::Vec::new(),
+            ..Config::default()
+        };
+        let mut globals_line = None;
+        for s in &sections {
+            check_duplicates(s).map_err(|(l, o, p)| err(l, Some(&o), p))?;
+            match s.kind.as_str() {
+                "globals" => {
+                    if let Some(first) = globals_line {
+                        return Err(err(
+                            s.line,
+                            None,
+                            format!("second globals section (first on line {first})"),
+                        ));
+                    }
+                    globals_line = Some(s.line);
+                    for o in &s.options {
+                        let bad = |p: String| err(o.line, Some(&o.name), p);
+                        if o.is_list {
+                            return Err(bad("is not a list (use option)".into()));
+                        }
+                        let v = o.value.as_str();
+                        let boolean = || {
+                            parse_bool(v)
+                                .ok_or_else(|| bad(format!("{v:?} is not a boolean (0 or 1)")))
+                        };
+                        match o.name.as_str() {
+                            "enabled" => cfg.enabled = boolean()?,
+                            "syslog" => cfg.syslog = boolean()?,
+                            "fail_open" => cfg.fail_open = boolean()?,
+                            "firewall" => cfg.firewall = boolean()?,
+                            "log_level" => {
+                                cfg.log_level = match v {
+                                    "error" => LevelFilter::Error,
+                                    "warn" => LevelFilter::Warn,
+                                    "info" => LevelFilter::Info,
+                                    "debug" => LevelFilter::Debug,
+                                    _ => {
+                                        return Err(bad(format!(
+                                            "{v:?} is not a log level (error, warn, info, debug)"
+                                        )));
+                                    }
+                                }
+                            }
+                            "queue_base" => cfg.queue_base = parse_num(v, 0, 65535).map_err(bad)?,
+                            "queue_maxlen" => {
+                                cfg.queue_maxlen =
+                                    parse_num(v, 1, u64::from(MAX_QUEUE_MAXLEN)).map_err(bad)?
+                            }
+                            _ => return Err(bad("unknown option in globals".into())),
+                        }
+                    }
+                }
+                "helper" => {
+                    let h = Self::parse_helper(s, &err)?;
+                    if let Some(other) = cfg.helpers.iter().find(|o| o.name == h.name) {
+                        return Err(err(
+                            s.line,
+                            Some("name"),
+                            format!(
+                                "helper {} configured twice (also in section {})",
+                                h.name,
+                                other.section.as_deref().unwrap_or("(anonymous)")
+                            ),
+                        ));
+                    }
+                    if cfg.helpers.push(h).is_err() {
+                        return Err(err(
+                            s.line,
+                            None,
+                            format!("more than {MAX_HELPERS} helper sections"),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(err(
+                        s.line,
+                        None,
+                        format!("unknown section type {other:?} (globals, helper)"),
+                    ));
+                }
+            }
+        }
+        // Every helper takes queue_base + its index, so the last one must still
+        // be a valid queue number.
+        if cfg.helpers.len() > 1
+            && usize::from(cfg.queue_base) + cfg.helpers.len() - 1 > usize::from(u16::MAX)
+        {
+            let line = sections
+                .iter()
+                .filter(|s| s.kind == "globals")
+                .flat_map(|s| s.options.iter())
+                .find(|o| o.name == "queue_base")
+                .map_or(0, |o| o.line);
+            return Err(err(
+                line,
+                Some("queue_base"),
+                format!(
+                    "{} helpers need queues {}..{}, beyond 65535",
+                    cfg.helpers.len(),
+                    cfg.queue_base,
+                    usize::from(cfg.queue_base) + cfg.helpers.len() - 1
+                ),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    fn parse_helper(
+        s: &uci::Section,
+        err: &dyn Fn(usize, Option<&str>, String) -> ConfigError,
+    ) -> Result<HelperConfig, ConfigError> {
+        let name_opt = s
+            .options
+            .iter()
+            .find(|o| o.name == "name")
+            .ok_or_else(|| err(s.line, Some("name"), "missing in helper section".into()))?;
+        let builtin = BUILTINS
+            .iter()
+            .find(|b| b.name == name_opt.value)
+            .ok_or_else(|| {
+                err(
+                    name_opt.line,
+                    Some("name"),
+                    format!(
+                        "no built-in helper named {:?} (available: {})",
+                        name_opt.value,
+                        BUILTINS.map(|b| b.name).join(", ")
+                    ),
+                )
+            })?;
+        let mut h = HelperConfig::builtin_default(builtin);
+        h.section = s.name.clone();
+        let mut ports_given = false;
+        for o in &s.options {
+            let bad = |p: String| err(o.line, Some(&o.name), p);
+            let v = o.value.as_str();
+            if o.is_list && o.name != "port" {
+                return Err(bad("is not a list (use option)".into()));
+            }
+            match o.name.as_str() {
+                "name" => {}
+                "enabled" => {
+                    h.enabled = parse_bool(v)
+                        .ok_or_else(|| bad(format!("{v:?} is not a boolean (0 or 1)")))?
+                }
+                "family" => {
+                    h.families = match v {
+                        "ipv4" => Families::Ipv4,
+                        "ipv6" => Families::Ipv6,
+                        "any" => Families::Any,
+                        _ => return Err(bad(format!("{v:?} is not ipv4, ipv6 or any"))),
+                    }
+                }
+                "proto" => {
+                    h.proto = match v {
+                        "tcp" => IPPROTO_TCP,
+                        "udp" => IPPROTO_UDP,
+                        _ => return Err(bad(format!("{v:?} is not tcp or udp"))),
+                    }
+                }
+                "port" => {
+                    if !ports_given {
+                        h.ports.clear();
+                        ports_given = true;
+                    }
+                    // `option port '21 2121'` is the other UCI spelling of a list.
+                    for p in v.split_ascii_whitespace() {
+                        let port: u16 = parse_num(p, 1, 65535).map_err(bad)?;
+                        if h.ports.contains(&port) {
+                            return Err(bad(format!("port {port} listed twice")));
+                        }
+                        h.ports
+                            .push(port)
+                            .map_err(|_| bad(format!("more than {MAX_PORTS} ports")))?;
+                    }
+                    if v.split_ascii_whitespace().next().is_none() {
+                        return Err(bad("empty port".into()));
+                    }
+                }
+                "expect_max" => h.expect_max = parse_num(v, 1, 255).map_err(bad)?,
+                "expect_timeout" => {
+                    h.expect_timeout =
+                        parse_num(v, 1, u64::from(MAX_EXPECT_TIMEOUT)).map_err(bad)?
+                }
+                _ => return Err(bad("unknown option in helper section".into())),
+            }
+        }
+        Ok(h)
+    }
+
+    /// Read a file. `None` reads the default path, where a missing file means the
+    /// built-in defaults; an explicitly named file must exist.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p, true),
+            None => (std::path::Path::new(DEFAULT_PATH), false),
+        };
+        let file = path.display().to_string();
+        let io = |problem: String| ConfigError {
+            file: file.clone(),
+            line: 0,
+            option: None,
+            problem,
+        };
+        let f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(e) => return Err(io(format!("cannot read: {e}"))),
+        };
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        f.take(uci::MAX_FILE as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io(format!("cannot read: {e}")))?;
+        if bytes.len() > uci::MAX_FILE {
+            return Err(io(format!("larger than {} bytes", uci::MAX_FILE)));
+        }
+        let text = String::from_utf8(bytes).map_err(|_| io("not UTF-8 text".into()))?;
+        Config::parse(&text, &file)
+    }
+
+    /// The configuration as UCI text; `Config::parse` reads it back unchanged.
+    pub fn to_uci(&self) -> String {
+        use core::fmt::Write;
+        let b = |v: bool| if v { "1" } else { "0" };
+        let mut s = String::new();
+        let _ = writeln!(s, "config globals 'globals'");
+        let _ = writeln!(s, "\toption enabled '{}'", b(self.enabled));
+        let _ = writeln!(s, "\toption log_level '{}'", level_name(self.log_level));
+        let _ = writeln!(s, "\toption syslog '{}'", b(self.syslog));
+        let _ = writeln!(s, "\toption queue_base '{}'", self.queue_base);
+        let _ = writeln!(s, "\toption queue_maxlen '{}'", self.queue_maxlen);
+        let _ = writeln!(s, "\toption fail_open '{}'", b(self.fail_open));
+        let _ = writeln!(s, "\toption firewall '{}'", b(self.firewall));
+        for (i, h) in self.helpers.iter().enumerate() {
+            let _ = writeln!(s);
+            match &h.section {
+                Some(name) => {
+                    let _ = writeln!(s, "config helper {}", uci::quote(name));
+                }
+                None => {
+                    let _ = writeln!(s, "config helper");
+                }
+            }
+            let _ = writeln!(s, "\t# queue {}", self.queue_of(i));
+            let _ = writeln!(s, "\toption name '{}'", h.name);
+            let _ = writeln!(s, "\toption enabled '{}'", b(h.enabled));
+            let _ = writeln!(s, "\toption family '{}'", h.families.as_str());
+            let _ = writeln!(s, "\toption proto '{}'", proto_name(h.proto));
+            for p in &h.ports {
+                let _ = writeln!(s, "\tlist port '{p}'");
+            }
+            let _ = writeln!(s, "\toption expect_max '{}'", h.expect_max);
+            let _ = writeln!(s, "\toption expect_timeout '{}'", h.expect_timeout);
+        }
+        s
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SHIPPED: &str = include_str!("../../openwrt/files/cthelperd.config");
 
     #[test]
     fn default_serves_ftp_and_tftp_on_both_families() {
@@ -117,5 +523,123 @@ mod tests {
         );
         assert_eq!((tftp.expect_max, tftp.expect_timeout), (1, 300));
         assert_eq!(c.queue_of(1), 1);
+    }
+
+    #[test]
+    fn shipped_file_equals_the_built_in_defaults() {
+        let shipped = Config::parse(SHIPPED, "openwrt/files/cthelperd.config").unwrap();
+        assert_eq!(shipped, Config::default());
+    }
+
+    #[test]
+    fn printed_configuration_reads_back_unchanged() {
+        let mut c = Config::default();
+        c.helpers[0].ports.push(2121).unwrap();
+        c.helpers[1].enabled = false;
+        c.helpers[1].families = Families::Ipv6;
+        c.helpers[1].section = None;
+        c.queue_base = 10;
+        c.log_level = LevelFilter::Debug;
+        c.syslog = true;
+        for cfg in [Config::default(), c] {
+            let text = cfg.to_uci();
+            assert_eq!(Config::parse(&text, "printed").unwrap(), cfg, "{text}");
+        }
+    }
+
+    #[test]
+    fn empty_file_means_no_helpers_and_default_globals() {
+        let c = Config::parse("# nothing\n", "f").unwrap();
+        assert!(c.helpers.is_empty());
+        assert!(c.enabled && c.firewall);
+    }
+
+    #[test]
+    fn helper_options_and_option_port_lists() {
+        let c = Config::parse(
+            "config helper\n option name ftp\n option family ipv4\n option port '21 2121'\n option expect_max 255\n option expect_timeout 60\n",
+            "f",
+        )
+        .unwrap();
+        let h = &c.helpers[0];
+        assert_eq!(h.section, None);
+        assert_eq!(h.families, Families::Ipv4);
+        assert_eq!(h.proto, IPPROTO_TCP, "proto defaults to the helper's own");
+        assert_eq!(h.ports.as_slice(), &[21, 2121]);
+        assert_eq!((h.expect_max, h.expect_timeout), (255, 60));
+    }
+
+    fn error_of(body: &str) -> ConfigError {
+        Config::parse(body, "/etc/config/cthelperd").unwrap_err()
+    }
+
+    #[test]
+    fn bad_values_name_file_line_and_option() {
+        let h = "config helper 'x'\n\toption name 'ftp'\n";
+        let cases: Vec<(String, usize, Option<&str>, &str)> = vec![
+            (format!("{h}\toption family 'ipv5'\n"), 3, Some("family"), "ipv5"),
+            (format!("{h}\toption proto 'sctp'\n"), 3, Some("proto"), "sctp"),
+            (format!("{h}\tlist port '0'\n"), 3, Some("port"), "out of range"),
+            (format!("{h}\tlist port '70000'\n"), 3, Some("port"), "out of range"),
+            (format!("{h}\tlist port 'ftp'\n"), 3, Some("port"), "not a number"),
+            (format!("{h}\tlist port '21'\n\tlist port '21'\n"), 4, Some("port"), "twice"),
+            (format!("{h}\toption expect_max '256'\n"), 3, Some("expect_max"), "out of range"),
+            (format!("{h}\toption expect_max '0'\n"), 3, Some("expect_max"), "out of range"),
+            (format!("{h}\toption expect_timeout '-1'\n"), 3, Some("expect_timeout"), "not a number"),
+            (format!("{h}\toption loose '1'\n"), 3, Some("loose"), "unknown option"),
+            (format!("{h}\toption enabled 'maybe'\n"), 3, Some("enabled"), "boolean"),
+            (format!("{h}\toption family 'any'\n\toption family 'ipv4'\n"), 4, Some("family"), "given twice"),
+            (format!("{h}\tlist family 'any'\n"), 3, Some("family"), "not a list"),
+            ("config helper 'x'\n\toption name 'irc'\n".into(), 2, Some("name"), "no built-in helper"),
+            ("config helper 'x'\n\toption port '21'\n".into(), 1, Some("name"), "missing"),
+            (format!("{h}config helper 'y'\n\toption name 'ftp'\n"), 3, Some("name"), "twice"),
+            ("config globals\n\toption log_level 'loud'\n".into(), 2, Some("log_level"), "log level"),
+            ("config globals\n\toption queue_base '65536'\n".into(), 2, Some("queue_base"), "out of range"),
+            ("config globals\n\toption queue_maxlen '0'\n".into(), 2, Some("queue_maxlen"), "out of range"),
+            ("config globals\n\toption fail_opne '1'\n".into(), 2, Some("fail_opne"), "unknown option"),
+            ("config globals\nconfig globals\n".into(), 2, None, "second globals"),
+            ("config helpers 'ftp'\n".into(), 1, None, "unknown section type"),
+            ("config globals\n\toption queue_base '65535'\nconfig helper\n\toption name ftp\nconfig helper\n\toption name tftp\n".into(), 2, Some("queue_base"), "beyond 65535"),
+            ("config globals\n\toption enabled '1' '2'\n".into(), 2, None, "expected: option"),
+        ];
+        for (text, line, option, what) in cases {
+            let e = error_of(&text);
+            assert_eq!(
+                (e.line, e.option.as_deref()),
+                (line, option),
+                "{text:?}: {e}"
+            );
+            assert!(e.problem.contains(what), "{text:?}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/etc/config/cthelperd:{line}: ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_helpers_or_ports() {
+        let mut text = String::new();
+        for _ in 0..MAX_HELPERS + 1 {
+            text.push_str("config helper\n\toption name 'ftp'\n");
+        }
+        // (duplicate names are caught first; the bound is checked on distinct names
+        // once more helpers exist, so here the second section fails)
+        assert!(error_of(&text).problem.contains("twice"));
+        let ports: String = (1..=9).map(|p| format!("\tlist port '{p}'\n")).collect();
+        let e = error_of(&format!("config helper\n\toption name 'ftp'\n{ports}"));
+        assert_eq!((e.line, e.problem.as_str()), (11, "more than 8 ports"));
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults_but_a_named_file_must_exist() {
+        let missing = std::path::Path::new("/nonexistent/cthelperd");
+        let e = Config::load(Some(missing)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/nonexistent/cthelperd: cannot read"),
+            "{e}"
+        );
     }
 }

@@ -65,6 +65,19 @@ pub struct QueueConfig {
 pub fn write_bind(w: &mut Writer<'_>, seq: u32, cfg: &QueueConfig) -> Result<()> {
     let m = config_header(w, seq, cfg.queue)?;
     w.put(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0])?;
+    put_params(w, cfg)?;
+    w.end_msg(m)
+}
+
+/// CONFIG without a command: new length and fail-open choice for a queue this
+/// socket already bound (a second BIND would fail with EBUSY).
+pub fn write_params(w: &mut Writer<'_>, seq: u32, cfg: &QueueConfig) -> Result<()> {
+    let m = config_header(w, seq, cfg.queue)?;
+    put_params(w, cfg)?;
+    w.end_msg(m)
+}
+
+fn put_params(w: &mut Writer<'_>, cfg: &QueueConfig) -> Result<()> {
     let mut params = [0u8; 5];
     params[..4].copy_from_slice(&COPY_RANGE.to_be_bytes());
     params[4] = NFQNL_COPY_PACKET;
@@ -78,8 +91,7 @@ pub fn write_bind(w: &mut Writer<'_>, seq: u32, cfg: &QueueConfig) -> Result<()>
             0
         };
     w.put_be32(NFQA_CFG_MASK, mask)?;
-    w.put_be32(NFQA_CFG_FLAGS, flags)?;
-    w.end_msg(m)
+    w.put_be32(NFQA_CFG_FLAGS, flags)
 }
 
 /// CONFIG with only a BIND command (used to probe for the queue subsystem).
@@ -405,5 +417,25 @@ mod tests {
             NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN
         );
         assert_eq!(t[2].unwrap().payload, &[0, 0, 0xff, 0xff, 2]);
+    }
+
+    #[test]
+    fn params_message_has_no_command() {
+        let mut buf = [0u8; 128];
+        let mut w = Writer::new(&mut buf);
+        let cfg = QueueConfig {
+            queue: 3,
+            max_len: 4096,
+            fail_open: true,
+        };
+        write_params(&mut w, 1, &cfg).unwrap();
+        let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        let t: [Option<Attr>; 6] = msg.nfnl().unwrap().1.table().unwrap();
+        assert!(t[usize::from(NFQA_CFG_CMD)].is_none());
+        assert_eq!(t[3].unwrap().be32().unwrap(), 4096);
+        assert_eq!(
+            t[5].unwrap().be32().unwrap(),
+            NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN
+        );
     }
 }

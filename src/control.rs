@@ -1,0 +1,341 @@
+//! `cthelperd status`: the daemon answers on a unix stream socket (default
+//! /var/run/cthelperd.sock) with a short text report of its fixed-size counters and
+//! the kernel's queue counters, then closes. The socket is polled in the daemon's
+//! loop next to the queue socket; a report is at most `REPORT_MAX` bytes.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use crate::config::{Families, proto_name};
+
+pub const DEFAULT_SOCKET: &str = "/var/run/cthelperd.sock";
+pub const REPORT_MAX: usize = 4096;
+const PROC_QUEUES: &str = "/proc/net/netfilter/nfnetlink_queue";
+
+/// One helper's line of the report.
+pub struct HelperLine<'a> {
+    pub name: &'a str,
+    pub families: Families,
+    pub proto: u8,
+    pub queue: u16,
+    pub packets: u64,
+    pub expectations: u64,
+    pub expectation_errors: u64,
+    pub refused: u64,
+    pub parse_errors: u64,
+}
+
+/// The daemon-wide counters.
+pub struct Globals {
+    pub verdict_errors: u64,
+    pub passed_without_helper: u64,
+    pub overruns: u64,
+}
+
+/// One queue as /proc/net/netfilter/nfnetlink_queue shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLine {
+    pub queue: u16,
+    pub portid: u32,
+    pub total: u64,
+    pub dropped: u64,
+    pub user_dropped: u64,
+    pub id_sequence: u64,
+}
+
+/// Parse one line of /proc/net/netfilter/nfnetlink_queue: queue_num portid
+/// queue_total copy_mode copy_range queue_dropped queue_user_dropped id_sequence 1.
+pub fn parse_proc_line(line: &str) -> Option<QueueLine> {
+    let mut f = line.split_ascii_whitespace();
+    let mut next = || f.next();
+    let queue = next()?.parse().ok()?;
+    let portid = next()?.parse().ok()?;
+    let total = next()?.parse().ok()?;
+    let _copy_mode = next()?;
+    let _copy_range = next()?;
+    let dropped = next()?.parse().ok()?;
+    let user_dropped = next()?.parse().ok()?;
+    let id_sequence = next()?.parse().ok()?;
+    Some(QueueLine {
+        queue,
+        portid,
+        total,
+        dropped,
+        user_dropped,
+        id_sequence,
+    })
+}
+
+/// A `Write` into a fixed buffer that cuts off at its end (the report is bounded).
+struct Fixed<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Write for Fixed<'_> {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let n = b.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write the report into `buf`; returns its length. `proc_queues` is the text of
+/// /proc/net/netfilter/nfnetlink_queue (None: unreadable); only our queues are
+/// shown.
+pub fn report(
+    buf: &mut [u8],
+    helpers: &[HelperLine<'_>],
+    globals: &Globals,
+    proc_queues: Option<&str>,
+) -> usize {
+    let mut w = Fixed { buf, len: 0 };
+    let _ = writeln!(
+        w,
+        "cthelperd {} pid {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    for h in helpers {
+        let fam = match h.families {
+            Families::Any => "ipv4+ipv6",
+            f => f.as_str(),
+        };
+        let _ = writeln!(
+            w,
+            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} refused {} parse_errors {}",
+            h.name,
+            fam,
+            proto_name(h.proto),
+            h.queue,
+            h.packets,
+            h.expectations,
+            h.expectation_errors,
+            h.refused,
+            h.parse_errors
+        );
+    }
+    let _ = writeln!(
+        w,
+        "global: verdict_errors {} passed_without_helper {} overruns {}",
+        globals.verdict_errors, globals.passed_without_helper, globals.overruns
+    );
+    let mut queues: heapless::Vec<u16, { crate::config::MAX_HELPERS }> = heapless::Vec::new();
+    for h in helpers {
+        if !queues.contains(&h.queue) {
+            let _ = queues.push(h.queue);
+        }
+    }
+    for q in &queues {
+        match proc_queues.map(|t| {
+            t.lines()
+                .filter_map(parse_proc_line)
+                .find(|l| l.queue == *q)
+        }) {
+            Some(Some(l)) => {
+                let _ = writeln!(
+                    w,
+                    "queue {}: queue_total {} queue_dropped {} queue_user_dropped {} id_sequence {}",
+                    l.queue, l.total, l.dropped, l.user_dropped, l.id_sequence
+                );
+            }
+            Some(None) => {
+                let _ = writeln!(w, "queue {q}: not bound in the kernel");
+            }
+            None => {
+                let _ = writeln!(w, "queue {q}: {PROC_QUEUES} unreadable");
+            }
+        }
+    }
+    w.len
+}
+
+/// Read /proc/net/netfilter/nfnetlink_queue (of the caller's network namespace)
+/// into `buf`.
+pub fn read_proc_queues(buf: &mut [u8]) -> Option<&str> {
+    let mut f = std::fs::File::open(PROC_QUEUES).ok()?;
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return None,
+        }
+    }
+    std::str::from_utf8(&buf[..len]).ok()
+}
+
+/// The daemon's end of the status socket.
+#[derive(Debug)]
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Server {
+    /// Bind `path`. A stale socket file (left by a killed daemon) is replaced; one
+    /// that a live process answers on is not.
+    pub fn bind(path: &Path) -> Result<Server, String> {
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "{} is in use by another running process",
+                    path.display()
+                ));
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        let listener =
+            UnixListener::bind(path).map_err(|e| format!("cannot bind {}: {e}", path.display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot configure {}: {e}", path.display()))?;
+        Ok(Server {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn listener(&self) -> &UnixListener {
+        &self.listener
+    }
+
+    /// Answer every pending connection with `report` (non-blocking: a report fits
+    /// in a fresh socket's send buffer; a client that is not reading loses it).
+    pub fn serve(&self, report: &[u8]) -> usize {
+        let mut served = 0;
+        while let Ok((mut stream, _)) = self.listener.accept() {
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write_all(report);
+            served += 1;
+        }
+        served
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The `cthelperd status` client: the report, or why there is none.
+pub fn query(path: &Path) -> Result<String, String> {
+    let s = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cthelperd is not running (cannot connect to {}: {e})",
+            path.display()
+        )
+    })?;
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let mut out = String::new();
+    s.take(64 * 1024)
+        .read_to_string(&mut out)
+        .map_err(|e| format!("reading the status from {}: {e}", path.display()))?;
+    if out.is_empty() {
+        return Err(format!("no answer on {}", path.display()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROC: &str = "    0   4021     0 2 65535     0     0       42  1\n    1   4021     3 2 65535     7     2      118  1\n";
+
+    #[test]
+    fn proc_lines_parse() {
+        assert_eq!(
+            parse_proc_line(PROC.lines().nth(1).unwrap()),
+            Some(QueueLine {
+                queue: 1,
+                portid: 4021,
+                total: 3,
+                dropped: 7,
+                user_dropped: 2,
+                id_sequence: 118
+            })
+        );
+        assert_eq!(parse_proc_line("garbage"), None);
+        assert_eq!(parse_proc_line(""), None);
+    }
+
+    fn line(name: &str, queue: u16, packets: u64) -> HelperLine<'_> {
+        HelperLine {
+            name,
+            families: Families::Any,
+            proto: 6,
+            queue,
+            packets,
+            expectations: 2,
+            expectation_errors: 0,
+            refused: 1,
+            parse_errors: 0,
+        }
+    }
+
+    #[test]
+    fn report_lists_helpers_globals_and_our_queues() {
+        let mut buf = [0u8; REPORT_MAX];
+        let g = Globals {
+            verdict_errors: 0,
+            passed_without_helper: 5,
+            overruns: 0,
+        };
+        let n = report(
+            &mut buf,
+            &[line("ftp", 1, 9), line("x", 3, 0)],
+            &g,
+            Some(PROC),
+        );
+        let text = std::str::from_utf8(&buf[..n]).unwrap();
+        let lines: Vec<_> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 refused 1 parse_errors 0",
+                "helper x family ipv4+ipv6 proto tcp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0",
+                "global: verdict_errors 0 passed_without_helper 5 overruns 0",
+                "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
+                "queue 3: not bound in the kernel",
+            ]
+        );
+        let n = report(&mut buf[..20], &[line("ftp", 1, 9)], &g, None);
+        assert_eq!(n, 20, "cut at the buffer's end, no panic");
+    }
+
+    #[test]
+    fn socket_round_trip_and_cleanup() {
+        let dir = std::env::temp_dir().join(format!("cthelperd-ctl-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        assert!(query(&path).unwrap_err().contains("not running"));
+        let server = Server::bind(&path).unwrap();
+        assert!(Server::bind(&path).unwrap_err().contains("in use"));
+        let client = std::thread::spawn({
+            let path = path.clone();
+            move || query(&path)
+        });
+        // (the "in use" probe above is served too; it has gone already)
+        for _ in 0..300 {
+            server.serve(b"hello\n");
+            if client.is_finished() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(client.join().unwrap().unwrap(), "hello\n");
+        drop(server);
+        assert!(!path.exists());
+        // a stale file (daemon killed) is replaced
+        std::fs::write(&path, b"").unwrap();
+        let _server = Server::bind(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,208 @@
+//! Firewall wiring: `table inet cthelperd`, one nft `ct helper` object per enabled
+//! helper and prerouting/output chains assigning them to their ports. The daemon
+//! loads it with `nft -f -` after its helpers are registered (nft refuses an
+//! unknown helper name), on every start and reload, and deletes it on stop. It is a
+//! table of its own, so fw4 flushing and reloading `table inet fw4` leaves it alone.
+//! Runs at startup, reload and stop only, never on the packet path.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::config::{Config, Families, proto_name};
+
+pub const TABLE: &str = "inet cthelperd";
+
+/// The nft program run for the wiring (a path, or a name looked up in PATH).
+pub const NFT: &str = "nft";
+
+/// The script that replaces the table atomically (one nft transaction): declaring
+/// the table first makes the delete succeed whether or not it existed. With no
+/// helper to assign (or `firewall '0'`) it only removes the table.
+pub fn ruleset(cfg: &Config) -> String {
+    use core::fmt::Write;
+    let mut s = format!("table {TABLE}\ndelete table {TABLE}\n");
+    let helpers: Vec<_> = if cfg.enabled && cfg.firewall {
+        cfg.helpers.iter().filter(|h| h.enabled).collect()
+    } else {
+        Vec::new()
+    };
+    if helpers.is_empty() {
+        return s;
+    }
+    let _ = writeln!(s, "table {TABLE} {{");
+    for h in &helpers {
+        let l3 = match h.families {
+            Families::Any => "inet",
+            Families::Ipv4 => "ip",
+            Families::Ipv6 => "ip6",
+        };
+        let _ = writeln!(s, "\tct helper {} {{", h.name);
+        let _ = writeln!(
+            s,
+            "\t\ttype \"{}\" protocol {};",
+            h.name,
+            proto_name(h.proto)
+        );
+        let _ = writeln!(s, "\t\tl3proto {l3};");
+        let _ = writeln!(s, "\t}}");
+    }
+    // prerouting: forwarded and incoming connections; output: the router's own.
+    for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
+        let _ = writeln!(s, "\tchain {chain} {{");
+        let _ = writeln!(
+            s,
+            "\t\ttype filter hook {hook} priority filter; policy accept;"
+        );
+        for h in &helpers {
+            if h.ports.is_empty() {
+                continue;
+            }
+            let family = match h.families {
+                Families::Any => "",
+                Families::Ipv4 => "meta nfproto ipv4 ",
+                Families::Ipv6 => "meta nfproto ipv6 ",
+            };
+            let ports = if h.ports.len() == 1 {
+                h.ports[0].to_string()
+            } else {
+                let list: Vec<String> = h.ports.iter().map(|p| p.to_string()).collect();
+                format!("{{ {} }}", list.join(", "))
+            };
+            let _ = writeln!(
+                s,
+                "\t\t{family}{} dport {ports} ct helper set \"{}\"",
+                proto_name(h.proto),
+                h.name
+            );
+        }
+        let _ = writeln!(s, "\t}}");
+    }
+    let _ = writeln!(s, "}}");
+    s
+}
+
+/// Feed `script` to `nft -f -`. The error names nft and carries its message.
+pub fn apply(nft: &str, script: &str) -> Result<(), String> {
+    let mut child = Command::new(nft)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!(
+                "cannot run {nft}: not found (install nftables, or set option firewall '0')"
+            ),
+            _ => format!("cannot run {nft}: {e}"),
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A write error shows up as nft's failure below.
+        let _ = stdin.write_all(script.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{nft} failed: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(&out.stderr);
+    let msg: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    Err(format!(
+        "{nft} -f refused the table ({}): {}",
+        out.status,
+        msg.join(" | ")
+    ))
+}
+
+/// Remove the table (whether or not it exists).
+pub fn remove(nft: &str) -> Result<(), String> {
+    apply(nft, &format!("table {TABLE}\ndelete table {TABLE}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HelperConfig;
+
+    #[test]
+    fn default_configuration_gives_this_table() {
+        assert_eq!(
+            ruleset(&Config::default()),
+            "table inet cthelperd
+delete table inet cthelperd
+table inet cthelperd {
+\tct helper ftp {
+\t\ttype \"ftp\" protocol tcp;
+\t\tl3proto inet;
+\t}
+\tct helper tftp {
+\t\ttype \"tftp\" protocol udp;
+\t\tl3proto inet;
+\t}
+\tchain prerouting {
+\t\ttype filter hook prerouting priority filter; policy accept;
+\t\ttcp dport 21 ct helper set \"ftp\"
+\t\tudp dport 69 ct helper set \"tftp\"
+\t}
+\tchain output {
+\t\ttype filter hook output priority filter; policy accept;
+\t\ttcp dport 21 ct helper set \"ftp\"
+\t\tudp dport 69 ct helper set \"tftp\"
+\t}
+}
+"
+        );
+    }
+
+    #[test]
+    fn families_port_sets_and_disabled_helpers() {
+        let mut c = Config::default();
+        let ftp: &mut HelperConfig = &mut c.helpers[0];
+        ftp.families = Families::Ipv4;
+        ftp.ports.push(2121).unwrap();
+        c.helpers[1].families = Families::Ipv6;
+        let text = ruleset(&c);
+        assert!(text.contains("\t\tl3proto ip;\n"), "{text}");
+        assert!(text.contains("\t\tl3proto ip6;\n"), "{text}");
+        assert!(
+            text.contains("\t\tmeta nfproto ipv4 tcp dport { 21, 2121 } ct helper set \"ftp\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\t\tmeta nfproto ipv6 udp dport 69 ct helper set \"tftp\"\n"),
+            "{text}"
+        );
+        c.helpers[1].enabled = false;
+        assert!(!ruleset(&c).contains("tftp"));
+    }
+
+    #[test]
+    fn nothing_to_assign_only_removes_the_table() {
+        let removal = "table inet cthelperd\ndelete table inet cthelperd\n";
+        let c = Config {
+            firewall: false,
+            ..Config::default()
+        };
+        assert_eq!(ruleset(&c), removal);
+        let c = Config {
+            enabled: false,
+            ..Config::default()
+        };
+        assert_eq!(ruleset(&c), removal);
+        let mut c = Config::default();
+        for h in c.helpers.iter_mut() {
+            h.enabled = false;
+        }
+        assert_eq!(ruleset(&c), removal);
+    }
+
+    #[test]
+    fn missing_nft_is_named() {
+        let e = apply("/nonexistent/nft", "").unwrap_err();
+        assert!(e.contains("cannot run /nonexistent/nft: not found"), "{e}");
+    }
+}

@@ -1,0 +1,292 @@
+//! SIGHUP: what has to change in the kernel to go from one configuration to the
+//! next. A pure function (old, new) -> actions, so that the diff is tested without
+//! a kernel; the daemon executes the actions in order.
+
+use crate::config::{Config, HelperConfig};
+use crate::conntrack::Family;
+
+/// One registration as the kernel keys it: name and tuple (family, protocol).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key {
+    pub name: &'static str,
+    pub family: Family,
+    pub proto: u8,
+}
+
+/// What a registration carries besides its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub queue: u16,
+    pub expect_max: u32,
+    pub expect_timeout: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Bind a queue that was not bound before (before anything is sent to it).
+    BindQueue(u16),
+    /// Re-send length and fail-open of a queue that stays bound.
+    QueueParams(u16),
+    /// NEW: create the helper, or update queue and policy of an existing one and
+    /// enable it. (A changed policy shape would need DEL + NEW; the daemon falls
+    /// back to that on EBUSY.)
+    Register(Key, Settings),
+    /// Replace `table inet cthelperd` (after the registrations it names).
+    Firewall,
+    /// Remove `table inet cthelperd` (`firewall '0'` now).
+    RemoveFirewall,
+    /// STATUS 0, not DEL: an nft `ct helper` object may still reference it (DEL
+    /// would fail with EBUSY) and the kernel skips a disabled helper.
+    Disable(Key),
+    /// Answer the packets still waiting on queues about to be unbound.
+    Drain,
+    /// Unbind a queue nothing uses any more.
+    UnbindQueue(u16),
+    /// Log level from the file (unless the command line set one).
+    LogLevel(log::LevelFilter),
+}
+
+/// The registrations a configuration asks for, in helper order.
+pub fn registrations(cfg: &Config) -> Vec<(Key, Settings)> {
+    let mut out = Vec::new();
+    if !cfg.enabled {
+        return out;
+    }
+    for (i, h) in cfg.helpers.iter().enumerate() {
+        if !h.enabled {
+            continue;
+        }
+        for family in h.families.iter() {
+            out.push((key(h, family), settings(cfg, i, h)));
+        }
+    }
+    out
+}
+
+fn key(h: &HelperConfig, family: Family) -> Key {
+    Key {
+        name: h.name,
+        family,
+        proto: h.proto,
+    }
+}
+
+fn settings(cfg: &Config, index: usize, h: &HelperConfig) -> Settings {
+    Settings {
+        queue: cfg.queue_of(index),
+        expect_max: h.expect_max,
+        expect_timeout: h.expect_timeout,
+    }
+}
+
+/// The queues a configuration binds, ascending, without duplicates.
+pub fn queues(cfg: &Config) -> Vec<u16> {
+    let mut q: Vec<u16> = registrations(cfg).iter().map(|(_, s)| s.queue).collect();
+    q.sort_unstable();
+    q.dedup();
+    q
+}
+
+/// Actions taking the kernel from `old` (running) to `new`, in execution order:
+/// new queues first (a helper must never point at an unbound queue), then
+/// registrations, the firewall table (which may name just-registered helpers),
+/// disabling, and unbinding queues nothing points at any more. Unchanged helpers
+/// get no action, so their packets keep flowing untouched.
+pub fn plan(old: &Config, new: &Config, cli_log_level: bool) -> Vec<Action> {
+    let mut actions = Vec::new();
+    if !cli_log_level && old.log_level != new.log_level {
+        actions.push(Action::LogLevel(new.log_level));
+    }
+    let (old_regs, new_regs) = (registrations(old), registrations(new));
+    let (old_q, new_q) = (queues(old), queues(new));
+    for q in &new_q {
+        if !old_q.contains(q) {
+            actions.push(Action::BindQueue(*q));
+        }
+    }
+    if (old.queue_maxlen, old.fail_open) != (new.queue_maxlen, new.fail_open) {
+        for q in new_q.iter().filter(|q| old_q.contains(q)) {
+            actions.push(Action::QueueParams(*q));
+        }
+    }
+    for (k, s) in &new_regs {
+        if !old_regs.contains(&(*k, *s)) {
+            actions.push(Action::Register(*k, *s));
+        }
+    }
+    if new.enabled && new.firewall {
+        // Always: cheap, atomic, and it repairs a table someone deleted by hand.
+        actions.push(Action::Firewall);
+    } else if old.enabled && old.firewall {
+        actions.push(Action::RemoveFirewall);
+    }
+    for (k, _) in &old_regs {
+        if !new_regs.iter().any(|(n, _)| n == k) {
+            actions.push(Action::Disable(*k));
+        }
+    }
+    let unbind: Vec<u16> = old_q
+        .iter()
+        .copied()
+        .filter(|q| !new_q.contains(q))
+        .collect();
+    if !unbind.is_empty() {
+        actions.push(Action::Drain);
+        actions.extend(unbind.into_iter().map(Action::UnbindQueue));
+    }
+    actions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Families;
+    use crate::conntrack::{IPPROTO_TCP, IPPROTO_UDP};
+
+    fn ftp(f: Family) -> Key {
+        Key {
+            name: "ftp",
+            family: f,
+            proto: IPPROTO_TCP,
+        }
+    }
+    fn tftp(f: Family) -> Key {
+        Key {
+            name: "tftp",
+            family: f,
+            proto: IPPROTO_UDP,
+        }
+    }
+    fn s(queue: u16, expect_max: u32, expect_timeout: u32) -> Settings {
+        Settings {
+            queue,
+            expect_max,
+            expect_timeout,
+        }
+    }
+
+    #[test]
+    fn same_configuration_only_refreshes_the_firewall() {
+        let c = Config::default();
+        assert_eq!(plan(&c, &c, false), vec![Action::Firewall]);
+        let mut off = c.clone();
+        off.firewall = false;
+        assert_eq!(plan(&off, &off, false), vec![]);
+    }
+
+    #[test]
+    fn changed_expect_timeout_updates_that_helper_only() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.helpers[0].expect_timeout = 120;
+        assert_eq!(
+            plan(&old, &new, false),
+            vec![
+                Action::Register(ftp(Family::Ipv4), s(0, 1, 120)),
+                Action::Register(ftp(Family::Ipv6), s(0, 1, 120)),
+                Action::Firewall,
+            ]
+        );
+    }
+
+    #[test]
+    fn disabling_a_helper_disables_it_and_unbinds_its_queue() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.helpers[1].enabled = false;
+        assert_eq!(
+            plan(&old, &new, false),
+            vec![
+                Action::Firewall,
+                Action::Disable(tftp(Family::Ipv4)),
+                Action::Disable(tftp(Family::Ipv6)),
+                Action::Drain,
+                Action::UnbindQueue(1),
+            ]
+        );
+        // and back: bind before register, register before the firewall
+        assert_eq!(
+            plan(&new, &old, false),
+            vec![
+                Action::BindQueue(1),
+                Action::Register(tftp(Family::Ipv4), s(1, 1, 300)),
+                Action::Register(tftp(Family::Ipv6), s(1, 1, 300)),
+                Action::Firewall,
+            ]
+        );
+    }
+
+    #[test]
+    fn family_change_registers_and_disables_per_family() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.helpers[0].families = Families::Ipv6;
+        assert_eq!(
+            plan(&old, &new, false),
+            vec![Action::Firewall, Action::Disable(ftp(Family::Ipv4))]
+        );
+        assert_eq!(
+            plan(&new, &old, false),
+            vec![
+                Action::Register(ftp(Family::Ipv4), s(0, 1, 300)),
+                Action::Firewall
+            ]
+        );
+    }
+
+    #[test]
+    fn queue_base_change_moves_every_helper() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.queue_base = 1;
+        assert_eq!(
+            plan(&old, &new, false),
+            vec![
+                Action::BindQueue(2),
+                Action::Register(ftp(Family::Ipv4), s(1, 1, 300)),
+                Action::Register(ftp(Family::Ipv6), s(1, 1, 300)),
+                Action::Register(tftp(Family::Ipv4), s(2, 1, 300)),
+                Action::Register(tftp(Family::Ipv6), s(2, 1, 300)),
+                Action::Firewall,
+                Action::Drain,
+                Action::UnbindQueue(0),
+            ]
+        );
+    }
+
+    #[test]
+    fn queue_parameters_log_level_firewall_and_global_switch() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.queue_maxlen = 4096;
+        new.log_level = log::LevelFilter::Debug;
+        new.firewall = false;
+        assert_eq!(
+            plan(&old, &new, false),
+            vec![
+                Action::LogLevel(log::LevelFilter::Debug),
+                Action::QueueParams(0),
+                Action::QueueParams(1),
+                Action::RemoveFirewall,
+            ]
+        );
+        // a log level given on the command line wins over the file
+        assert!(!plan(&old, &new, true).contains(&Action::LogLevel(log::LevelFilter::Debug)));
+        let mut off = old.clone();
+        off.enabled = false;
+        let p = plan(&old, &off, false);
+        assert_eq!(p[0], Action::RemoveFirewall);
+        assert_eq!(
+            p.iter().filter(|a| matches!(a, Action::Disable(_))).count(),
+            4
+        );
+        assert_eq!(
+            &p[5..],
+            &[
+                Action::Drain,
+                Action::UnbindQueue(0),
+                Action::UnbindQueue(1)
+            ]
+        );
+    }
+}
