@@ -14,4 +14,6 @@ pub mod helpers;
 pub mod logging;
 pub mod netlink;
 pub mod reload;
+#[cfg(feature = "replay")]
+pub mod replay;
 pub mod wire;

@@ -46,6 +46,7 @@ struct Cli {
 enum Command {
     Run(RunCmd),
     Check(CheckCmd),
+    Replay(ReplayCmd),
     CheckConfig(CheckConfigCmd),
     Status(StatusCmd),
 }
@@ -75,6 +76,23 @@ struct StatusCmd {
 struct RunCmd {}
 
 #[derive(FromArgs)]
+/// Replay a pcap/pcapng capture through the helpers and print the expectations (and
+/// refused announcements) they would have asked for, one per line.
+#[argh(subcommand, name = "replay")]
+struct ReplayCmd {
+    /// the capture file (pcap or pcapng; Ethernet, Linux cooked, raw IP)
+    #[argh(positional)]
+    file: std::path::PathBuf,
+    /// print JSON lines instead of text
+    #[argh(switch)]
+    json: bool,
+    /// also assign helper NAME to connections to PORT, e.g. ftp:2121 (repeatable;
+    /// ftp on tcp/21 and tftp on udp/69 are always assigned)
+    #[argh(option)]
+    helper: Vec<String>,
+}
+
+#[derive(FromArgs)]
 /// Tell whether this kernel and process can run the daemon.
 #[argh(subcommand, name = "check")]
 struct CheckCmd {}
@@ -101,6 +119,7 @@ fn main() {
     };
     let code = match cli.command {
         Some(Command::Check(_)) => run_check(),
+        Some(Command::Replay(r)) => run_replay(&r),
         Some(Command::CheckConfig(c)) => run_check_config(c.file.as_deref()),
         Some(Command::Status(c)) => run_status(c.control_socket.or(cli.control_socket)),
         Some(Command::Run(_)) | None => {
@@ -182,6 +201,18 @@ fn run_status(socket: Option<std::path::PathBuf>) -> i32 {
             EXIT_RUNTIME
         }
     }
+}
+
+#[cfg(feature = "replay")]
+fn run_replay(r: &ReplayCmd) -> i32 {
+    cthelperd::replay::cli::run(&r.file, r.json, &r.helper)
+}
+
+#[cfg(not(feature = "replay"))]
+fn run_replay(r: &ReplayCmd) -> i32 {
+    let _ = (&r.file, r.json, &r.helper);
+    eprintln!("cthelperd: error: built without replay support (cargo feature \"replay\")");
+    EXIT_USAGE
 }
 
 fn run_check() -> i32 {
