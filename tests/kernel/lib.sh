@@ -207,7 +207,9 @@ start_daemon() {
         "")
             [ -x "$CTHELPERD" ] || { say "no daemon binary at $CTHELPERD"; return 1; }
             # not via the rx function: $! must be the daemon (ip netns exec execs it)
-            ip netns exec router "$CTHELPERD" -v >>"$DAEMON_LOG" 2>&1 &
+            # CTHELPERD_ARGS: extra daemon arguments (e.g. --config FILE), word-split
+            # shellcheck disable=SC2086
+            ip netns exec router "$CTHELPERD" -v ${CTHELPERD_ARGS:-} >>"$DAEMON_LOG" 2>&1 &
             DAEMON_PID=$! ;;
         conntrackd)
             write_conntrackd_conf

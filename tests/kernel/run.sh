@@ -19,7 +19,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-SCENARIOS=(ftp tftp)
+SCENARIOS=(ftp tftp openwrt)
 REFERENCE=${REFERENCE:-}
 
 want=()
