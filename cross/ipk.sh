@@ -10,9 +10,8 @@
 # cross/verify-ipk.py reads every package back and runs its binary under qemu-user.
 #
 # Package members that come from issue #5 are picked up when they exist:
-#   init script  init.d/cthelperd | openwrt/files/cthelperd.init   -> /etc/init.d/cthelperd
-#   UCI config   openwrt/files/cthelperd.config | openwrt/files/cthelperd.conf |
-#                config/cthelperd                                  -> /etc/config/cthelperd
+#   init script  init.d/cthelperd          -> /etc/init.d/cthelperd
+#   UCI config   init.d/cthelperd.config   -> /etc/config/cthelperd
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -35,10 +34,10 @@ PKG_VERSION="$VERSION-r$RELEASE"
 EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 
 first_of() { for f in "$@"; do [ -f "$f" ] && { echo "$f"; return; }; done; true; }
-INIT="$(first_of init.d/cthelperd openwrt/files/cthelperd.init)"
-CONF="$(first_of openwrt/files/cthelperd.config openwrt/files/cthelperd.conf config/cthelperd)"
+INIT="$(first_of init.d/cthelperd)"
+CONF="$(first_of init.d/cthelperd.config)"
 [ -n "$INIT" ] || log "note: no init script yet (init.d/cthelperd): /etc/init.d/cthelperd left out"
-[ -n "$CONF" ] || log "note: no UCI config yet (openwrt/files/cthelperd.config): /etc/config/cthelperd left out"
+[ -n "$CONF" ] || log "note: no UCI config yet (init.d/cthelperd.config): /etc/config/cthelperd left out"
 
 IPKS=()
 TAR=(tar --format=gnu --numeric-owner --owner=0 --group=0 --sort=name --mtime="@$EPOCH")

@@ -1,5 +1,5 @@
 //! Daemon configuration: /etc/config/cthelperd in UCI syntax (see
-//! openwrt/files/cthelperd.config, which is also what `Config::default()` is), its
+//! init.d/cthelperd.config, which is also what `Config::default()` is), its
 //! validation and its printing back as UCI text (`cthelperd check-config`).
 
 pub mod uci;
@@ -499,7 +499,7 @@ impl Config {
 mod tests {
     use super::*;
 
-    const SHIPPED: &str = include_str!("../../openwrt/files/cthelperd.config");
+    const SHIPPED: &str = include_str!("../../init.d/cthelperd.config");
 
     #[test]
     fn default_serves_ftp_and_tftp_on_both_families() {
@@ -527,7 +527,7 @@ mod tests {
 
     #[test]
     fn shipped_file_equals_the_built_in_defaults() {
-        let shipped = Config::parse(SHIPPED, "openwrt/files/cthelperd.config").unwrap();
+        let shipped = Config::parse(SHIPPED, "init.d/cthelperd.config").unwrap();
         assert_eq!(shipped, Config::default());
     }
 

@@ -33,7 +33,7 @@ if [ -n "$REFERENCE" ]; then
     echo "0 passed, 1 failed"; exit 1
 fi
 say "openwrt scenario, daemon: $CTHELPERD"
-SHIPPED=$REPO/openwrt/files/cthelperd.config
+SHIPPED=$REPO/init.d/cthelperd.config
 CONF=/tmp/cthelperd.conf
 SOCK=/tmp/cthelperd.sock
 CTHELPERD_ARGS="--config $CONF --control-socket $SOCK"

@@ -1,5 +1,5 @@
 # Stand-ins for OpenWrt's rc.common / procd.sh / functions.sh, for testing
-# openwrt/files/cthelperd.init off the router. POSIX sh (run under busybox ash).
+# init.d/cthelperd off the router. POSIX sh (run under busybox ash).
 #
 #   procd-standins.sh INIT CONF ACTION
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/openwrt/test-init.sh — the procd init script openwrt/files/cthelperd.init
+# tests/openwrt/test-init.sh — the procd init script init.d/cthelperd
 # (installed as /etc/init.d/cthelperd), off the router:
 #   1. syntax: sh -n, busybox ash -n (OpenWrt's shell), dash -n;
 #   2. behaviour: the script sourced under busybox ash with recorded stand-ins for
@@ -12,8 +12,8 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-INIT=openwrt/files/cthelperd.init
-SHIPPED=openwrt/files/cthelperd.config
+INIT=init.d/cthelperd
+SHIPPED=init.d/cthelperd.config
 STANDINS=tests/openwrt/procd-standins.sh
 
 if ! command -v busybox >/dev/null; then

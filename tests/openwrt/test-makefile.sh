@@ -110,10 +110,10 @@ layout=$(cd "$T/dest" && find . -type f -printf '%m %p\n' | sort)
 check "installed files and modes" "$layout" "600 ./etc/config/cthelperd
 755 ./etc/init.d/cthelperd
 755 ./usr/sbin/cthelperd"
-cmp -s "$T/dest/etc/config/cthelperd" openwrt/files/cthelperd.config &&
-    cmp -s "$T/dest/etc/init.d/cthelperd" openwrt/files/cthelperd.init &&
-    ok "installed config and init script are the files in openwrt/files/" ||
-    bad "installed config/init differ from openwrt/files/"
+cmp -s "$T/dest/etc/config/cthelperd" init.d/cthelperd.config &&
+    cmp -s "$T/dest/etc/init.d/cthelperd" init.d/cthelperd &&
+    ok "installed config and init script are the files in init.d/" ||
+    bad "installed config/init differ from init.d/"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
