@@ -518,6 +518,8 @@ impl Daemon {
                     family_name(family),
                     match cause.errno() {
                         Some(Errno::EPERM) => " (needs CAP_NET_ADMIN)",
+                        Some(Errno::EEXIST) =>
+                            " (a kernel helper of that name is loaded, e.g. nf_conntrack_ftp: unload it and forbid it in /etc/modprobe.d)",
                         Some(Errno::EINVAL) | Some(Errno::EOPNOTSUPP) | Some(Errno::ENOENT) =>
                             " (is nfnetlink_cthelper available? CONFIG_NF_CT_NETLINK_HELPER / kmod-nfnetlink-cthelper; try `cthelperd check`)",
                         _ => "",
