@@ -1,4 +1,7 @@
-//! Logging backends for the `log` facade: stderr (procd hands it to logd) or syslog.
+//! Logging backends for the `log` facade: standard streams (procd hands them to logd) or
+//! syslog. Errors and warnings go to stderr and everything else to stdout, because procd
+//! logs a service's stderr at priority err and its stdout at info: one stream for all
+//! would file every routine line as an error in logread.
 
 use std::io::Write;
 
@@ -23,17 +26,28 @@ impl Log for StderrLogger {
             Level::Debug => "debug",
             Level::Trace => "trace",
         };
-        // One write per line so concurrent writers never interleave mid-line.
-        let mut line = heapless::Vec::<u8, 512>::new();
-        if writeln!(VecWriter(&mut line), "cthelperd: {tag}: {}", record.args()).is_err() {
-            // Longer than the line buffer: print it unbuffered, still in one call.
-            let _ = writeln!(std::io::stderr(), "cthelperd: {tag}: {}", record.args());
-            return;
+        if record.level() <= Level::Warn {
+            write_line(&mut std::io::stderr().lock(), tag, record);
+        } else {
+            write_line(&mut std::io::stdout().lock(), tag, record);
         }
-        let _ = std::io::stderr().write_all(&line);
     }
 
     fn flush(&self) {}
+}
+
+/// Format into a fixed buffer and write the line with one call, so that concurrent
+/// writers never interleave mid-line; no heap allocation (lines are logged from the
+/// packet path).
+fn write_line(out: &mut impl Write, tag: &str, record: &Record<'_>) {
+    let mut line = heapless::Vec::<u8, 512>::new();
+    if writeln!(VecWriter(&mut line), "cthelperd: {tag}: {}", record.args()).is_err() {
+        // Longer than the line buffer: let the stream format it.
+        let _ = writeln!(out, "cthelperd: {tag}: {}", record.args());
+    } else {
+        let _ = out.write_all(&line);
+    }
+    let _ = out.flush();
 }
 
 struct VecWriter<'a, const N: usize>(&'a mut heapless::Vec<u8, N>);
