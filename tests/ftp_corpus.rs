@@ -2,6 +2,8 @@
 //! runs, one private area per connection as the kernel keeps it) and compare the
 //! expectations with the corpus ground truth. The comparison and the documented
 //! disagreements live in tests/common/corpus.rs.
+// Needs the library's capture replay (cargo feature `replay`, on by default).
+#![cfg(feature = "replay")]
 
 mod common;
 

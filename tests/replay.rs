@@ -2,6 +2,8 @@
 //! reporting), and the library replay over every capture of the shared corpus compared
 //! with its ground truth (the comparison and the documented disagreements are shared
 //! with the per-protocol corpus tests, tests/common/corpus.rs).
+// Needs the library's capture replay (cargo feature `replay`, on by default).
+#![cfg(feature = "replay")]
 
 mod common;
 

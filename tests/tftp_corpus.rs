@@ -7,6 +7,8 @@
 //! set "tftp"`): to flows whose original destination port is 69. The server's answers
 //! come from a new port, so they form new flows without the helper. The comparison and
 //! the documented disagreements live in tests/common/corpus.rs.
+// Needs the library's capture replay (cargo feature `replay`, on by default).
+#![cfg(feature = "replay")]
 
 mod common;
 
