@@ -35,7 +35,7 @@ for t in "${TARGETS[@]}"; do
     CARGO_PROFILE_RELEASE_SMALL_STRIP=false \
     CARGO_TARGET_DIR="$CROSS_TARGET_DIR" \
     RUSTFLAGS="$(cross_rustflags release)" \
-        cargo "+$NIGHTLY" zigbuild --locked --profile release-small --target "$t" \
+        cargo "+$NIGHTLY" zigbuild --locked --profile release-small --no-default-features --target "$t" \
         -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size \
         2> >(grep -v -e 'unable to open library directory' -e 'linker_messages' -e 'linker stderr' -e '^  |$' -e '^  = note' >&2)
     mkdir -p "$OUT/bin/$t" "$OUT/sym/$t"

@@ -1,5 +1,5 @@
 //! Logging backends for the `log` facade: standard streams (procd hands them to logd) or
-//! syslog. Errors and warnings go to stderr and everything else to stdout, because procd
+//! syslog (`/dev/log`). Errors and warnings go to stderr and everything else to stdout, because procd
 //! logs a service's stderr at priority err and its stdout at info: one stream for all
 //! would file every routine line as an error in logread.
 
@@ -78,19 +78,77 @@ pub fn parse_level(s: &str) -> Option<LevelFilter> {
     }
 }
 
-/// Install the logger. Falls back to stderr (with a warning) when syslog is asked
-/// for but unreachable.
+/// Syslog over the local datagram socket, in the plain `<PRI>tag[pid]: message` form
+/// that syslogd, rsyslog and OpenWrt's logd all accept (they stamp the time on
+/// arrival). Written here rather than with the `syslog` crate, which brings the `time`
+/// crate and its run-time format parser: about 45 KB of a router binary whose budget
+/// is 400 KB.
+struct SyslogLogger {
+    socket: std::os::unix::net::UnixDatagram,
+    pid: u32,
+}
+
+const SYSLOG_PATH: &str = "/dev/log";
+const LOG_DAEMON: u8 = 3 << 3;
+
+impl SyslogLogger {
+    fn connect() -> std::io::Result<SyslogLogger> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        socket.connect(SYSLOG_PATH)?;
+        Ok(SyslogLogger {
+            socket,
+            pid: std::process::id(),
+        })
+    }
+}
+
+/// RFC 5424 severities for the `log` levels.
+fn severity(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+impl Log for SyslogLogger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut msg = heapless::Vec::<u8, 1024>::new();
+        // A message longer than the buffer is cut, not dropped.
+        let _ = write!(
+            VecWriter(&mut msg),
+            "<{}>cthelperd[{}]: {}",
+            LOG_DAEMON | severity(record.level()),
+            self.pid,
+            record.args()
+        );
+        if self.socket.send(&msg).is_err() {
+            // syslogd restarted and re-created its socket: reconnect once.
+            if self.socket.connect(SYSLOG_PATH).is_ok() {
+                let _ = self.socket.send(&msg);
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Install the logger. Falls back to the standard streams (with a warning) when syslog
+/// is asked for but unreachable.
 pub fn init(level: LevelFilter, use_syslog: bool) {
     if use_syslog {
-        let formatter = syslog::Formatter3164 {
-            facility: syslog::Facility::LOG_DAEMON,
-            hostname: None,
-            process: "cthelperd".into(),
-            pid: std::process::id(),
-        };
-        match syslog::unix(formatter) {
+        match SyslogLogger::connect() {
             Ok(logger) => {
-                if log::set_boxed_logger(Box::new(syslog::BasicLogger::new(logger))).is_ok() {
+                // Installed once for the life of the process.
+                if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
                     log::set_max_level(level);
                     return;
                 }
@@ -98,11 +156,46 @@ pub fn init(level: LevelFilter, use_syslog: bool) {
             Err(e) => {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "cthelperd: warning: syslog unavailable ({e}); logging to stderr"
+                    "cthelperd: warning: syslog unavailable ({SYSLOG_PATH}: {e}); logging to stderr/stdout"
                 );
             }
         }
     }
-    let _ = log::set_boxed_logger(Box::new(StderrLogger));
+    static STREAMS: StderrLogger = StderrLogger;
+    let _ = log::set_logger(&STREAMS);
     log::set_max_level(level);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_lines_carry_daemon_facility_and_severity() {
+        let dir = std::env::temp_dir().join(format!("cthelperd-syslog-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let server = std::os::unix::net::UnixDatagram::bind(&dir).unwrap();
+        let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        socket.connect(&dir).unwrap();
+        let logger = SyslogLogger { socket, pid: 42 };
+        log::set_max_level(LevelFilter::Info);
+        logger.log(
+            &Record::builder()
+                .level(Level::Warn)
+                .args(format_args!("queue {} overrun", 3))
+                .build(),
+        );
+        logger.log(
+            &Record::builder()
+                .level(Level::Debug)
+                .args(format_args!("hidden"))
+                .build(),
+        );
+        let mut buf = [0u8; 256];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"<28>cthelperd[42]: queue 3 overrun");
+        server.set_nonblocking(true).unwrap();
+        assert!(server.recv(&mut buf).is_err(), "debug is below the level");
+        let _ = std::fs::remove_file(&dir);
+    }
 }
