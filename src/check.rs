@@ -74,6 +74,14 @@ fn request(
 fn missing(option: &str, kmod: &str, config: Option<&str>, err: &IoError) -> String {
     let state =
         config_state(config, option).unwrap_or_else(|| format!("{option} (config unreadable)"));
+    if state.ends_with("=y") || state.ends_with("=m") {
+        // The option is there, so something between us and the kernel refuses:
+        // typically an emulator (qemu-user has no netfilter netlink) or a sandbox.
+        return format!(
+            "{err}; this kernel has {option} ({state}), so the refusal comes from between this \
+             process and the kernel (an emulator such as qemu-user, a sandbox, or the module not loaded)"
+        );
+    }
     format!("{err}; needs {option} (OpenWrt: {kmod}); this kernel: {state}")
 }
 
