@@ -29,6 +29,9 @@ const RX_BUF: usize = 0x10000 + 4096;
 const TX_BUF: usize = 32 * 1024;
 /// Requests and their answers on the control socket.
 const CTL_BUF: usize = 16 * 1024;
+/// How long a stop or reload keeps answering packets that were queued before the
+/// helpers were switched off.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 /// Packets handled before verdicts are flushed and signals looked at again.
 const BATCH: usize = 64;
 /// Kernel socket buffer for the queue, so bursts wait in the kernel, not on the wire.
@@ -252,6 +255,9 @@ pub struct Daemon {
     unhandled: u64,
     overruns: u64,
     recorder: Option<Recorder>,
+    /// Queue wakeups so far, and whether the last one found a burst (see `run`).
+    wakeups: u32,
+    greedy_reads: bool,
 }
 
 /// Writes the first datagrams received from the queue to a file (each preceded by
@@ -346,6 +352,8 @@ impl Daemon {
             opts,
             control: None,
             verdict_errors: 0,
+            wakeups: 0,
+            greedy_reads: false,
             unhandled: 0,
             overruns: 0,
             recorder: None,
@@ -804,10 +812,21 @@ impl Daemon {
                     c.serve(&self.bufs.report[..len]);
                 }
             }
-            if queue_ready && let Err(e) = self.serve_batch() {
-                error!("queue socket failed: {e}");
-                self.stop();
-                return 1;
+            if queue_ready {
+                // Reading on until the socket is empty costs one extra (empty) recv
+                // per wakeup, which a lone packet does not repay. Read greedily
+                // while bursts come (the last wakeup found more than one packet),
+                // and look for a burst every eighth wakeup.
+                self.wakeups = self.wakeups.wrapping_add(1);
+                let greedy = self.greedy_reads || self.wakeups.is_multiple_of(8);
+                match self.serve_batch(greedy) {
+                    Ok(n) => self.greedy_reads = n > 1,
+                    Err(e) => {
+                        error!("queue socket failed: {e}");
+                        self.stop();
+                        return 1;
+                    }
+                }
             }
             if signal_ready {
                 while let Ok(Some(info)) = sfd.read_signal() {
@@ -867,8 +886,9 @@ impl Daemon {
     /// or moved still wait for a verdict; a short grace period catches those in
     /// flight on other CPUs.
     fn drain(&mut self) {
-        for _ in 0..5 {
-            match self.serve_batch() {
+        let deadline = std::time::Instant::now() + DRAIN_TIME;
+        while std::time::Instant::now() < deadline {
+            match self.serve_batch(true) {
                 Ok(0) => {
                     let mut fds = [PollFd::new(self.queue_sock.as_fd(), PollFlags::POLLIN)];
                     if !matches!(poll(&mut fds, PollTimeout::from(20u8)), Ok(n) if n > 0) {
@@ -884,12 +904,13 @@ impl Daemon {
         }
     }
 
-    /// Handle up to BATCH queued packets without blocking; verdicts go out in one
-    /// send. Returns how many packets were handled.
-    fn serve_batch(&mut self) -> Result<usize, IoError> {
+    /// Handle queued packets without blocking — up to BATCH when `greedy`, else the
+    /// first one — and send their verdicts in one send. Returns how many packets were
+    /// handled.
+    fn serve_batch(&mut self, greedy: bool) -> Result<usize, IoError> {
         let mut handled = 0;
         let mut tx_len = 0;
-        while handled < BATCH {
+        while handled < BATCH && (greedy || handled == 0) {
             let datagram = match self.queue_sock.recv(&mut self.bufs.rx, true) {
                 Ok(Some(d)) => d,
                 Ok(None) => break,
