@@ -1,0 +1,30 @@
+//! Arbitrary bytes as a datagram from the queue socket, through everything the daemon
+//! does with one before any I/O: netlink message iteration, error decoding, the queued
+//! packet and its conntrack attributes, and the helper dispatch (`daemon::examine`).
+#![no_main]
+
+use cthelperd::config::Config;
+use cthelperd::daemon::{examine, slots_from_config};
+use cthelperd::netlink::ctnetlink::parse_conntrack;
+use cthelperd::netlink::msg::Messages;
+use cthelperd::netlink::queue::parse_packet;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(slots) = slots_from_config(&Config::default()) else {
+        return;
+    };
+    for msg in Messages::new(data) {
+        let Ok(msg) = msg else { break };
+        let _ = msg.error();
+        let Ok(pkt) = parse_packet(&msg) else {
+            continue;
+        };
+        if let Some(ct) = pkt.ct {
+            let _ = parse_conntrack(ct);
+        }
+        if let Ok(ex) = examine(&slots, &pkt) {
+            assert!(ex.private_len <= ex.private.len());
+        }
+    }
+});
