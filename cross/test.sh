@@ -52,7 +52,9 @@ for line in open(sys.argv[1]):
         out="$(mktemp)"
         # Integration tests find tests/data through CARGO_MANIFEST_DIR, compiled in as
         # an absolute path: qemu-user sees the host file system, so run from the root.
-        if "$qemu" "$exe" --test-threads=1 >"$out" 2>&1; then
+        # Tests that run the cthelperd binary itself (tests/replay.rs) need the same
+        # emulator: there is no binfmt registration here.
+        if CTHELPERD_TEST_RUNNER="$qemu" "$qemu" "$exe" --test-threads=1 >"$out" 2>&1; then
             passed=$((passed + 1))
         else
             bad+=("$name")

@@ -14,11 +14,19 @@ use common::corpus;
 use cthelperd::config::Config;
 use cthelperd::replay::{self, EventKind};
 
+/// Run the binary; under cross-target testing through the emulator cross/test.sh names
+/// (CTHELPERD_TEST_RUNNER, e.g. qemu-mipsel-static).
 fn cthelperd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cthelperd"))
-        .args(args)
-        .output()
-        .expect("run cthelperd")
+    let bin = env!("CARGO_BIN_EXE_cthelperd");
+    let mut cmd = match std::env::var_os("CTHELPERD_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    cmd.args(args).output().expect("run cthelperd")
 }
 
 fn data(rel: &str) -> String {
