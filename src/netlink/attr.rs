@@ -10,7 +10,9 @@ pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
 /// Round up to the 4-byte netlink alignment.
 pub const fn align(len: usize) -> usize {
-    (len + 3) & !3
+    // Saturating: a length read from the wire may be near usize::MAX on 32-bit
+    // targets; the caller's bounds check then fails instead of the addition.
+    len.saturating_add(3) & !3
 }
 
 /// One attribute: its type (flags stripped) and payload.

@@ -134,7 +134,8 @@ impl<'a> Message<'a> {
             }
         }
         Ok(Some(KernelError {
-            errno: -code,
+            // i32::MIN has no positive counterpart; no real errno is near it.
+            errno: code.checked_neg().unwrap_or(i32::MAX),
             seq: req_header.seq,
             text,
         }))
@@ -312,6 +313,37 @@ mod tests {
         assert_eq!(e.errno, 16);
         assert_eq!(e.seq, 3);
         assert_eq!(e.text, Some("busy yes"));
+    }
+
+    #[test]
+    fn error_code_of_i32_min_does_not_overflow() {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        let mut h = [0u8; NLMSG_HDRLEN];
+        Header {
+            len: 16 + 4 + 16,
+            kind: NLMSG_ERROR,
+            flags: NLM_F_ACK_TLVS,
+            seq: 1,
+            pid: 0,
+        }
+        .emit(&mut h);
+        w.put_raw(&h).unwrap();
+        w.put_raw(&i32::MIN.to_ne_bytes()).unwrap();
+        let mut req = [0u8; NLMSG_HDRLEN];
+        Header {
+            len: u32::MAX,
+            kind: 0,
+            flags: 0,
+            seq: 1,
+            pid: 0,
+        }
+        .emit(&mut req);
+        w.put_raw(&req).unwrap();
+        let m = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        let e = m.error().unwrap().unwrap();
+        assert_eq!(e.errno, i32::MAX);
+        assert_eq!(e.text, None);
     }
 
     #[test]
