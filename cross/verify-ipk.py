@@ -146,6 +146,17 @@ def verify(path):
         need("panicked" not in out, "check panicked")
         need(any(l.startswith("FAIL") and "netfilter netlink" in l and "EPROTONOSUPPORT" in l
                  for l in out.splitlines()), "no FAIL line for the refused netlink socket")
+        if "./etc/config/cthelperd" in files:
+            # The packaged configuration, validated by the packaged binary.
+            conf = os.path.join(d, "cthelperd.config")
+            with open(conf, "wb") as f:
+                f.write(data_tar.extractfile("./etc/config/cthelperd").read())
+            r = subprocess.run([qemu, exe, "check-config", conf], capture_output=True, text=True,
+                               timeout=60)
+            print(f"   {qemu} cthelperd check-config /etc/config/cthelperd -> rc {r.returncode}, "
+                  f"{len(r.stdout.splitlines())} lines of effective configuration")
+            need(r.returncode == 0, f"check-config refused the packaged file: {r.stdout}{r.stderr}")
+            need("config helper" in r.stdout, "check-config printed no helper section")
     print("   OK")
 
 
