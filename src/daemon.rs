@@ -383,6 +383,7 @@ impl Daemon {
         for i in 0..d.slots.len() {
             d.register(i)?;
         }
+        let registered_ms = PROCESS_START.get().map(|t0| t0.elapsed().as_millis());
         if d.cfg.firewall {
             if let Err(what) = firewall::apply(&d.opts.nft, &firewall::ruleset(&d.cfg)) {
                 // Without the table the helpers would sit unused; fail the start so
@@ -407,12 +408,15 @@ impl Daemon {
                 let _ = acc.push_str(s.name);
                 acc
             });
-        match PROCESS_START.get() {
-            Some(t0) => info!(
-                "helpers registered: {names} ({} ms after start)",
+        // Logged once everything is in place (the test harness waits for this line);
+        // the kernel registration itself and the firewall step (an nft process) are
+        // timed apart because only the first is ours to make fast.
+        match (registered_ms, PROCESS_START.get()) {
+            (Some(reg), Some(t0)) => info!(
+                "helpers registered: {names} (in the kernel {reg} ms after start, serving after {} ms)",
                 t0.elapsed().as_millis()
             ),
-            None => info!("helpers registered: {names}"),
+            _ => info!("helpers registered: {names}"),
         }
         Ok(d)
     }
