@@ -10,36 +10,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::corpus::{self, FTP_DEVIATIONS};
-use cthelperd::config::Config;
 use cthelperd::helpers::Transport;
 use cthelperd::helpers::ftp;
-use cthelperd::replay::{self, capture};
+use cthelperd::replay::capture;
 use cthelperd::wire;
 
 fn run_expected(expected_json: &Path, base: &Path) -> usize {
-    let rules = replay::rules_from_config(&Config::default());
-    let mut problems = Vec::new();
-    let mut n = 0;
-    for entry in corpus::load_expected(expected_json) {
-        let file = corpus::file_of(&entry);
-        if !file.starts_with("ftp/") {
-            continue;
-        }
-        n += 1;
-        let path = base.join(file);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        match replay::replay(&bytes, &rules) {
-            Ok(got) => problems.extend(corpus::compare_ftp(&entry, &got)),
-            Err(e) => problems.push(format!("{file}: {e}")),
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{} mismatches:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
-    n
+    corpus::run_expected(expected_json, base, "ftp/", corpus::compare_ftp)
 }
 
 /// The permissively licensed captures shipped in the repository: always run.

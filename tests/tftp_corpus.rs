@@ -19,29 +19,7 @@ use cthelperd::config::Config;
 use cthelperd::replay;
 
 fn run_expected(expected_json: &Path, base: &Path) -> usize {
-    let rules = replay::rules_from_config(&Config::default());
-    let mut problems = Vec::new();
-    let mut n = 0;
-    for entry in corpus::load_expected(expected_json) {
-        let file = corpus::file_of(&entry);
-        if !file.starts_with("tftp/") {
-            continue;
-        }
-        n += 1;
-        let path = base.join(file);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        match replay::replay(&bytes, &rules) {
-            Ok(got) => problems.extend(corpus::compare_tftp(&entry, &got)),
-            Err(e) => problems.push(format!("{file}: {e}")),
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "{} mismatches:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
-    n
+    corpus::run_expected(expected_json, base, "tftp/", corpus::compare_tftp)
 }
 
 /// The permissively licensed captures shipped in the repository: always run.

@@ -350,3 +350,38 @@ pub fn compare_tftp(entry: &json::Value, got: &Replay) -> Vec<String> {
     );
     problems
 }
+
+/// Replay every capture of `expected_json` whose file starts with `prefix` (found under
+/// `base`) and compare with its entry; panics listing every mismatch. Returns how many
+/// captures were compared.
+#[allow(dead_code)] // each test crate that includes this module uses a different part
+pub fn run_expected(
+    expected_json: &Path,
+    base: &Path,
+    prefix: &str,
+    compare: fn(&json::Value, &Replay) -> Vec<String>,
+) -> usize {
+    let rules = cthelperd::replay::rules_from_config(&cthelperd::config::Config::default());
+    let mut problems = Vec::new();
+    let mut n = 0;
+    for entry in load_expected(expected_json) {
+        let file = file_of(&entry);
+        if !file.starts_with(prefix) {
+            continue;
+        }
+        n += 1;
+        let path = base.join(file);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        match cthelperd::replay::replay(&bytes, &rules) {
+            Ok(got) => problems.extend(compare(&entry, &got)),
+            Err(e) => problems.push(format!("{file}: {e}")),
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} mismatches:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    n
+}
