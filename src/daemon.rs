@@ -1114,41 +1114,36 @@ mod tests {
     const CLIENT: [u8; 4] = [192, 0, 2, 2];
     const SERVER: [u8; 4] = [198, 51, 100, 2];
 
-    fn tuples() -> (Tuple, Tuple) {
+    /// Original and reply tuples of a client -> server connection to `port`.
+    fn tuples(proto: u8, port: u16) -> (Tuple, Tuple) {
         let orig = Tuple {
             src: CLIENT.into(),
             dst: SERVER.into(),
-            proto: IPPROTO_TCP,
+            proto,
             src_port: 40000,
-            dst_port: 21,
+            dst_port: port,
         };
         let reply = Tuple {
             src: orig.dst,
             dst: orig.src,
-            proto: IPPROTO_TCP,
-            src_port: 21,
+            proto,
+            src_port: port,
             dst_port: 40000,
         };
         (orig, reply)
     }
 
-    /// A PACKET message as the kernel builds it for a reply-direction segment of an
-    /// FTP control connection.
-    fn queued(
-        buf: &mut [u8],
-        helper: Option<&str>,
-        info: &[u8],
-        seq: u32,
-        text: &[u8],
-        with_ct: bool,
-    ) -> usize {
-        let (orig, reply) = tuples();
-        let ip = crate::wire::ipv4::tests::build(
-            SERVER,
-            CLIENT,
-            IPPROTO_TCP,
-            &crate::wire::tcp::tests::build(21, 40000, seq, 0x18, text),
-        );
+    /// The conntrack part of a queued packet (NFQA_CT and NFQA_CT_INFO).
+    struct CtFixture<'a> {
+        tuples: (Tuple, Tuple),
+        status: u32,
+        helper: Option<&'a str>,
+        info: Option<&'a [u8]>,
+        ct_info: u32,
+    }
+
+    /// A PACKET message as the kernel builds it: queue, layer-3 packet, conntrack.
+    fn write_queued(buf: &mut [u8], queue: u16, ip: &[u8], ct: Option<&CtFixture<'_>>) -> usize {
         let mut w = Writer::new(buf);
         let m = w
             .begin_nfnl(
@@ -1158,29 +1153,55 @@ mod tests {
                 NfGenMsg {
                     family: 2,
                     version: 0,
-                    res_id: 0,
+                    res_id: queue,
                 },
             )
             .unwrap();
         w.put(1, &[0, 0, 0, 9, 8, 0, 4]).unwrap();
-        w.put(10, &ip).unwrap();
-        if with_ct {
-            let ct = w.begin_nested(11).unwrap();
-            put_tuple(&mut w, 1, &orig).unwrap();
-            put_tuple(&mut w, 2, &reply).unwrap();
-            w.put_be32(3, status::CONFIRMED | status::SEEN_REPLY)
-                .unwrap();
-            if let Some(name) = helper {
+        w.put(10, ip).unwrap();
+        if let Some(ct) = ct {
+            let nest = w.begin_nested(11).unwrap();
+            put_tuple(&mut w, 1, &ct.tuples.0).unwrap();
+            put_tuple(&mut w, 2, &ct.tuples.1).unwrap();
+            w.put_be32(3, ct.status).unwrap();
+            if let Some(name) = ct.helper {
                 let h = w.begin_nested(5).unwrap();
                 w.put_str(CTA_HELP_NAME, name).unwrap();
-                w.put(CTA_HELP_INFO, info).unwrap();
+                if let Some(info) = ct.info {
+                    w.put(CTA_HELP_INFO, info).unwrap();
+                }
                 w.end_nested(h).unwrap();
             }
-            w.end_nested(ct).unwrap();
-            w.put_be32(12, ctinfo::ESTABLISHED_REPLY).unwrap();
+            w.end_nested(nest).unwrap();
+            w.put_be32(12, ct.ct_info).unwrap();
         }
         w.end_msg(m).unwrap();
         w.len()
+    }
+
+    /// A reply-direction segment of an established FTP control connection.
+    fn queued(
+        buf: &mut [u8],
+        helper: Option<&str>,
+        info: &[u8],
+        seq: u32,
+        text: &[u8],
+        with_ct: bool,
+    ) -> usize {
+        let ip = crate::wire::ipv4::tests::build(
+            SERVER,
+            CLIENT,
+            IPPROTO_TCP,
+            &crate::wire::tcp::tests::build(21, 40000, seq, 0x18, text),
+        );
+        let ct = CtFixture {
+            tuples: tuples(IPPROTO_TCP, 21),
+            status: status::CONFIRMED | status::SEEN_REPLY,
+            helper,
+            info: Some(info),
+            ct_info: ctinfo::ESTABLISHED_REPLY,
+        };
+        write_queued(buf, 0, &ip, with_ct.then_some(&ct))
     }
 
     fn run(slots: &[Slot], buf: &[u8]) -> Result<Examined, Skip> {
@@ -1254,52 +1275,20 @@ mod tests {
     /// conntrack, CT_INFO NEW, helper "tftp" with no private data, queue 1.
     fn queued_tftp(buf: &mut [u8], payload: &[u8]) -> usize {
         use crate::conntrack::IPPROTO_UDP;
-        let orig = Tuple {
-            src: CLIENT.into(),
-            dst: SERVER.into(),
-            proto: IPPROTO_UDP,
-            src_port: 40000,
-            dst_port: 69,
-        };
-        let reply = Tuple {
-            src: orig.dst,
-            dst: orig.src,
-            proto: IPPROTO_UDP,
-            src_port: 69,
-            dst_port: 40000,
-        };
         let ip = crate::wire::ipv4::tests::build(
             CLIENT,
             SERVER,
             IPPROTO_UDP,
             &crate::wire::udp::tests::build(40000, 69, payload),
         );
-        let mut w = Writer::new(buf);
-        let m = w
-            .begin_nfnl(
-                nfnl_type(subsys::QUEUE, NFQNL_MSG_PACKET),
-                0,
-                0,
-                NfGenMsg {
-                    family: 2,
-                    version: 0,
-                    res_id: 1,
-                },
-            )
-            .unwrap();
-        w.put(1, &[0, 0, 0, 9, 8, 0, 4]).unwrap();
-        w.put(10, &ip).unwrap();
-        let ct = w.begin_nested(11).unwrap();
-        put_tuple(&mut w, 1, &orig).unwrap();
-        put_tuple(&mut w, 2, &reply).unwrap();
-        w.put_be32(3, 0).unwrap();
-        let h = w.begin_nested(5).unwrap();
-        w.put_str(CTA_HELP_NAME, "tftp").unwrap();
-        w.end_nested(h).unwrap();
-        w.end_nested(ct).unwrap();
-        w.put_be32(12, ctinfo::NEW).unwrap();
-        w.end_msg(m).unwrap();
-        w.len()
+        let ct = CtFixture {
+            tuples: tuples(IPPROTO_UDP, 69),
+            status: 0,
+            helper: Some("tftp"),
+            info: None,
+            ct_info: ctinfo::NEW,
+        };
+        write_queued(buf, 1, &ip, Some(&ct))
     }
 
     #[test]
