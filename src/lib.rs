@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod firewall;
 pub mod helpers;
 pub mod logging;
+pub mod nat;
 pub mod netlink;
 pub mod reload;
 #[cfg(feature = "replay")]
