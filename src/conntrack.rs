@@ -99,6 +99,20 @@ pub struct Tuple {
     pub dst_port: u16,
 }
 
+impl Tuple {
+    /// The same connection seen from the other end: the reply tuple of a conntrack
+    /// without NAT.
+    pub fn reversed(&self) -> Tuple {
+        Tuple {
+            src: self.dst,
+            dst: self.src,
+            proto: self.proto,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+        }
+    }
+}
+
 /// The parts of a conntrack entry (from NFQA_CT) that helpers and the daemon use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conntrack {
@@ -152,5 +166,28 @@ impl Expectation {
             src_port: self.src_port.unwrap_or(0),
             dst_port: self.dst_port,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversed_swaps_ends_and_keeps_the_protocol() {
+        let t = Tuple {
+            src: "192.0.2.2".parse().unwrap(),
+            dst: "198.51.100.2".parse().unwrap(),
+            proto: IPPROTO_UDP,
+            src_port: 40000,
+            dst_port: 69,
+        };
+        let r = t.reversed();
+        assert_eq!(
+            (r.src, r.dst, r.src_port, r.dst_port),
+            (t.dst, t.src, 69, 40000)
+        );
+        assert_eq!(r.proto, IPPROTO_UDP);
+        assert_eq!(r.reversed(), t);
     }
 }

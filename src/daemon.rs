@@ -1123,14 +1123,7 @@ mod tests {
             src_port: 40000,
             dst_port: port,
         };
-        let reply = Tuple {
-            src: orig.dst,
-            dst: orig.src,
-            proto,
-            src_port: port,
-            dst_port: 40000,
-        };
-        (orig, reply)
+        (orig, orig.reversed())
     }
 
     /// The conntrack part of a queued packet (NFQA_CT and NFQA_CT_INFO).

@@ -501,21 +501,16 @@ mod tests {
     }
 
     fn ct_between(cli: IpAddr, srv: IpAddr) -> Conntrack {
+        let orig = Tuple {
+            src: cli,
+            dst: srv,
+            proto: 6,
+            src_port: 40000,
+            dst_port: 21,
+        };
         Conntrack {
-            orig: Tuple {
-                src: cli,
-                dst: srv,
-                proto: 6,
-                src_port: 40000,
-                dst_port: 21,
-            },
-            reply: Tuple {
-                src: srv,
-                dst: cli,
-                proto: 6,
-                src_port: 21,
-                dst_port: 40000,
-            },
+            orig,
+            reply: orig.reversed(),
             status: status::SEEN_REPLY | status::CONFIRMED,
             id: Some(1),
             zone: None,

@@ -277,13 +277,7 @@ mod tests {
             src_port: 40000,
             dst_port: 21,
         };
-        let reply = Tuple {
-            src: orig.dst,
-            dst: orig.src,
-            proto: IPPROTO_TCP,
-            src_port: 21,
-            dst_port: 40000,
-        };
+        let reply = orig.reversed();
         let mut buf = [0u8; 256];
         let mut w = Writer::new(&mut buf);
         put_tuple(&mut w, CTA_TUPLE_ORIG, &orig).unwrap();

@@ -303,13 +303,7 @@ impl<'r> Replayer<'r> {
                 src_port: c.1,
                 dst_port: s.1,
             };
-            let reply = Tuple {
-                src: s.0,
-                dst: c.0,
-                proto: d.proto,
-                src_port: s.1,
-                dst_port: c.1,
-            };
+            let reply = orig.reversed();
             let rule = self.rule_for(&orig);
             if let Some(name) = rule.and_then(|i| self.rules.get(i)).map(|r| r.name)
                 && let Some(h) = self.helper_summary(name)
