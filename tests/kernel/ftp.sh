@@ -27,18 +27,9 @@
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reference) REFERENCE=$2; shift 2 ;;
-        --reference=*) REFERENCE=${1#*=}; shift ;;
-        *) echo "usage: $0 [--reference conntrackd]" >&2; exit 2 ;;
-    esac
-done
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-RESULTS=${RESULTS:-$REPO/tests/kernel/results/ftp${REFERENCE:+-$REFERENCE}}
-mkdir -p "$RESULTS" && find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name output.log -exec rm -rf {} +
-MODE=${REFERENCE:-cthelperd}
+scenario_begin ftp "$@"
 if [ -n "$REFERENCE" ]; then say "ftp scenario, daemon: $REFERENCE (reference)"; else say "ftp scenario, daemon: $CTHELPERD"; fi
 
 kernel_setup || exit 2

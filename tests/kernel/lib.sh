@@ -52,6 +52,24 @@ summary() { # print the final line and return non-zero on failure
 }
 indent() { sed 's/^/    /'; }
 
+# scenario_begin NAME [--reference DAEMON]: parse a scenario's arguments and set
+# REFERENCE, MODE and RESULTS (the scenario's log directory, emptied except for
+# the runner's own output.log).
+scenario_begin() {
+    local name=$1
+    shift
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --reference) REFERENCE=$2; shift 2 ;;
+            --reference=*) REFERENCE=${1#*=}; shift ;;
+            *) echo "usage: $0 [--reference conntrackd]" >&2; exit 2 ;;
+        esac
+    done
+    RESULTS=${RESULTS:-$REPO/tests/kernel/results/$name${REFERENCE:+-$REFERENCE}}
+    mkdir -p "$RESULTS" && find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name output.log -exec rm -rf {} +
+    MODE=${REFERENCE:-cthelperd}
+}
+
 rx() { ip netns exec router "$@"; }
 cx() { ip netns exec client "$@"; }
 sx() { ip netns exec server "$@"; }

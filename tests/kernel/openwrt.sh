@@ -26,8 +26,7 @@ set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-RESULTS=${RESULTS:-$REPO/tests/kernel/results/openwrt}
-mkdir -p "$RESULTS" && find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name output.log -exec rm -rf {} +
+scenario_begin openwrt "$@"
 if [ -n "$REFERENCE" ]; then
     say "the openwrt scenario tests cthelperd's own integration; no reference mode"
     echo "0 passed, 1 failed"; exit 1

@@ -24,18 +24,9 @@
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reference) REFERENCE=$2; shift 2 ;;
-        --reference=*) REFERENCE=${1#*=}; shift ;;
-        *) echo "usage: $0 [--reference conntrackd]" >&2; exit 2 ;;
-    esac
-done
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-RESULTS=${RESULTS:-$REPO/tests/kernel/results/tftp${REFERENCE:+-$REFERENCE}}
-mkdir -p "$RESULTS" && find "$RESULTS" -mindepth 1 -maxdepth 1 ! -name output.log -exec rm -rf {} +
-MODE=${REFERENCE:-cthelperd}
+scenario_begin tftp "$@"
 say "tftp scenario, daemon: $MODE${REFERENCE:+ (reference)}${REFERENCE:-, $CTHELPERD}"
 if [ "$REFERENCE" = conntrackd ]; then
     # lib.sh's conntrackd configuration has only the ftp helper.
