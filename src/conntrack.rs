@@ -154,6 +154,22 @@ pub struct Expectation {
     pub dst: IpAddr,
     pub dst_port: u16,
     pub flags: u32,
+    /// Set when the master connection is NATed: the expected connection must be
+    /// translated back to the real endpoint ("nat-follow-master").
+    pub nat: Option<ExpectNat>,
+}
+
+/// The NAT section of an expectation (CTA_EXPECT_NAT). The kernel's nat-follow-master
+/// maps the expected connection's source to where the master's `dir` packets go and
+/// its destination to the master's real (untranslated) `!dir` source address with
+/// `saved_port`: the endpoint the announcement named before it was rewritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectNat {
+    /// The master direction the expected connection travels in (the kernel's exp->dir).
+    pub dir: Direction,
+    /// The real endpoint behind the translation (exp->saved_addr, exp->saved_proto).
+    pub saved_addr: IpAddr,
+    pub saved_port: u16,
 }
 
 impl Expectation {

@@ -24,6 +24,8 @@ pub struct HelperLine<'a> {
     pub expectation_errors: u64,
     pub refused: u64,
     pub parse_errors: u64,
+    pub rewritten: u64,
+    pub rewrite_errors: u64,
 }
 
 /// The daemon-wide counters.
@@ -108,7 +110,7 @@ pub fn report(
         };
         let _ = writeln!(
             w,
-            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} refused {} parse_errors {}",
+            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} refused {} parse_errors {} rewritten {} rewrite_errors {}",
             h.name,
             fam,
             proto_name(h.proto),
@@ -117,7 +119,9 @@ pub fn report(
             h.expectations,
             h.expectation_errors,
             h.refused,
-            h.parse_errors
+            h.parse_errors,
+            h.rewritten,
+            h.rewrite_errors
         );
     }
     let _ = writeln!(
@@ -277,6 +281,8 @@ mod tests {
             expectation_errors: 0,
             refused: 1,
             parse_errors: 0,
+            rewritten: 3,
+            rewrite_errors: 0,
         }
     }
 
@@ -299,8 +305,8 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 refused 1 parse_errors 0",
-                "helper x family ipv4+ipv6 proto tcp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0",
+                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0",
+                "helper x family ipv4+ipv6 proto tcp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0",
                 "global: verdict_errors 0 passed_without_helper 5 overruns 0",
                 "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
                 "queue 3: not bound in the kernel",

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::conntrack::{Conntrack, Family, ctinfo, status};
 use crate::control;
 use crate::firewall;
-use crate::helpers::{Action, Helper, PRIVATE_DATA_MAX, Packet};
+use crate::helpers::{Action, Helper, MAX_EXPECTATIONS_PER_PACKET, PRIVATE_DATA_MAX, Packet};
 use crate::netlink::attr::Writer;
 use crate::netlink::ctnetlink::{self, CtAttrs};
 use crate::netlink::msg::{Messages, NLMSG_ERROR};
@@ -32,6 +32,13 @@ const CTL_BUF: usize = 16 * 1024;
 /// How long a stop or reload keeps answering packets that were queued before the
 /// helpers were switched off.
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+/// Room for a packet whose announcements are rewritten (NAT): as large as a verdict
+/// carrying it can be while still fitting the verdict buffer on its own. A larger packet
+/// passes unchanged (FTP control segments are a few hundred bytes).
+const MANGLE_BUF: usize = TX_BUF - 1024;
+/// How many ports the NAT port search tries, from the announced one upwards (the
+/// kernel's nf_nat_exp_find_port tries 128).
+const NAT_PORT_ATTEMPTS: u16 = 128;
 /// Packets handled before verdicts are flushed and signals looked at again.
 const BATCH: usize = 64;
 /// Kernel socket buffer for the queue, so bursts wait in the kernel, not on the wire.
@@ -100,6 +107,12 @@ pub struct Stats {
     pub expectation_errors: u64,
     pub refused: u64,
     pub parse_errors: u64,
+    /// Packets sent back with rewritten announcements (NAT).
+    pub rewritten: u64,
+    /// Announcements that needed a rewrite and did not get one (packet dropped for an
+    /// expectation that could not be created, or passed unchanged when it could not
+    /// be rewritten).
+    pub rewrite_errors: u64,
 }
 
 /// One configured helper as the daemon runs it.
@@ -214,6 +227,8 @@ struct Buffers {
     tx: Box<[u8]>,
     ctl: Box<[u8]>,
     ctl_rx: Box<[u8]>,
+    /// A queued packet being rewritten for NAT.
+    mangle: Box<[u8]>,
     /// The status report and the /proc text it includes.
     report: Box<[u8]>,
     proc_queues: Box<[u8]>,
@@ -346,6 +361,7 @@ impl Daemon {
                 tx: vec![0u8; TX_BUF].into_boxed_slice(),
                 ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
                 ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
+                mangle: vec![0u8; MANGLE_BUF].into_boxed_slice(),
                 report: vec![0u8; control::REPORT_MAX].into_boxed_slice(),
                 proc_queues: vec![0u8; 4096].into_boxed_slice(),
             },
@@ -725,6 +741,8 @@ impl Daemon {
                 expectation_errors: s.stats.expectation_errors,
                 refused: s.stats.refused,
                 parse_errors: s.stats.parse_errors,
+                rewritten: s.stats.rewritten,
+                rewrite_errors: s.stats.rewrite_errors,
             });
         }
         let globals = control::Globals {
@@ -852,13 +870,15 @@ impl Daemon {
     fn log_stats(&self) {
         for s in &self.slots {
             info!(
-                "{}: packets {} expectations {} expectation errors {} refused {} parse errors {}",
+                "{}: packets {} expectations {} expectation errors {} refused {} parse errors {} rewritten {} rewrite errors {}",
                 s.name,
                 s.stats.packets,
                 s.stats.expectations,
                 s.stats.expectation_errors,
                 s.stats.refused,
-                s.stats.parse_errors
+                s.stats.parse_errors,
+                s.stats.rewritten,
+                s.stats.rewrite_errors
             );
         }
         info!(
@@ -963,15 +983,32 @@ impl Daemon {
                 let outcome = examine(&self.slots, &pkt);
                 let mut help = None;
                 let mut attached = None;
+                let mut verdict_code = queue::NF_ACCEPT;
+                let mut rewritten_len = None;
                 match &outcome {
                     Ok(ex) => {
-                        attached = Self::apply(
-                            &mut self.slots[ex.slot],
+                        let slot = &mut self.slots[ex.slot];
+                        let applied = Self::apply(
+                            slot,
                             ex,
                             &mut self.ctl_sock,
                             &mut self.bufs.ctl,
                             &mut self.bufs.ctl_rx,
                         );
+                        attached = applied.attached;
+                        if !ex.action.rewrites.is_empty() {
+                            match Self::rewrite(
+                                slot,
+                                ex,
+                                &applied,
+                                pkt.payload,
+                                &mut self.bufs.mangle,
+                            ) {
+                                Rewritten::Packet(len) => rewritten_len = Some(len),
+                                Rewritten::Unchanged => {}
+                                Rewritten::Drop => verdict_code = queue::NF_DROP,
+                            }
+                        }
                         if ex.action.private_changed {
                             help = Some(queue::HelpUpdate {
                                 helper_name: self.slots[ex.slot].name,
@@ -987,10 +1024,10 @@ impl Daemon {
                 let verdict = queue::Verdict {
                     queue: pkt.queue,
                     id: pkt.id,
-                    verdict: queue::NF_ACCEPT,
+                    verdict: verdict_code,
                     help,
                     expectation: attached.as_ref(),
-                    payload: None,
+                    payload: rewritten_len.and_then(|n| self.bufs.mangle.get(..n)),
                 };
                 let seq = self.queue_sock.next_seq();
                 let mut w = Writer::new(&mut self.bufs.tx[tx_len..]);
@@ -1014,14 +1051,17 @@ impl Daemon {
     /// Count the outcome and create its expectations. Expectations of a confirmed
     /// master go through ctnetlink with an ACK so failures are known; an unconfirmed
     /// master (a first packet, such as a TFTP request) is not yet findable there, so
-    /// its first expectation rides on the verdict and is returned.
+    /// its first expectation rides on the verdict and is returned. An expectation of a
+    /// NATed master whose port is taken on the outside address (EBUSY) is retried on the
+    /// next ports, as the kernel's NAT helpers do; the port it got is reported so the
+    /// announcement can name it.
     fn apply(
         slot: &mut Slot,
         ex: &Examined,
         ctl: &mut Socket,
         ctl_buf: &mut [u8],
         ctl_rx: &mut [u8],
-    ) -> Option<crate::conntrack::Expectation> {
+    ) -> Applied {
         slot.stats.packets += 1;
         if ex.action.parse_error {
             slot.stats.parse_errors += 1;
@@ -1050,17 +1090,26 @@ impl Daemon {
             );
         }
         let confirmed = ex.conntrack.status & status::CONFIRMED != 0;
-        let mut attached = None;
-        for exp in &ex.action.expectations {
+        let mut applied = Applied {
+            attached: None,
+            ports: [None; MAX_EXPECTATIONS_PER_PACKET],
+        };
+        for (i, exp) in ex.action.expectations.iter().enumerate() {
             if !confirmed {
-                if attached.is_none() {
-                    attached = Some(*exp);
+                if applied.attached.is_none() {
+                    applied.attached = Some(*exp);
+                    applied.ports[i] = Some(exp.dst_port);
                     slot.stats.expectations += 1;
                     // The kernel does not report the outcome of an attached
                     // expectation; this says only that it was asked for.
                     debug!(
-                        "{}: expecting {} {} -> {}:{} (attached to the verdict)",
-                        slot.name, exp.proto, exp.src, exp.dst, exp.dst_port
+                        "{}: expecting {} {} -> {}:{}{} (attached to the verdict)",
+                        slot.name,
+                        exp.proto,
+                        exp.src,
+                        exp.dst,
+                        exp.dst_port,
+                        NatNote(exp)
                     );
                 } else {
                     slot.stats.expectation_errors += 1;
@@ -1071,20 +1120,47 @@ impl Daemon {
                 }
                 continue;
             }
-            let seq = ctl.next_seq();
-            let mut w = Writer::new(ctl_buf);
-            let built =
-                ctnetlink::write_exp_new(&mut w, seq, exp, &ex.conntrack.orig, ex.conntrack.zone)
-                    .map(|()| w.len());
-            let result = built
-                .map_err(IoError::from)
-                .and_then(|len| ctl.transact(&ctl_buf[..len], seq, ctl_rx, |_| {}));
+            let mut exp = *exp;
+            let mut attempts = 1;
+            let result = loop {
+                let seq = ctl.next_seq();
+                let mut w = Writer::new(ctl_buf);
+                let built = ctnetlink::write_exp_new(
+                    &mut w,
+                    seq,
+                    &exp,
+                    &ex.conntrack.orig,
+                    ex.conntrack.zone,
+                )
+                .map(|()| w.len());
+                let result = built
+                    .map_err(IoError::from)
+                    .and_then(|len| ctl.transact(&ctl_buf[..len], seq, ctl_rx, |_| {}));
+                match result {
+                    Err(e)
+                        if e.errno() == Some(Errno::EBUSY)
+                            && exp.nat.is_some()
+                            && attempts < NAT_PORT_ATTEMPTS
+                            && exp.dst_port < u16::MAX =>
+                    {
+                        attempts += 1;
+                        exp.dst_port += 1;
+                    }
+                    other => break other,
+                }
+            };
             match result {
                 Ok(()) => {
                     slot.stats.expectations += 1;
+                    applied.ports[i] = Some(exp.dst_port);
                     debug!(
-                        "{}: expecting {} {} -> {}:{}",
-                        slot.name, exp.proto, exp.src, exp.dst, exp.dst_port
+                        "{}: expecting {} {} -> {}:{}{}",
+                        slot.name,
+                        exp.proto,
+                        exp.src,
+                        exp.dst,
+                        exp.dst_port,
+                        NatNote(&exp)
                     );
                 }
                 Err(e) => {
@@ -1092,14 +1168,119 @@ impl Daemon {
                     if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
                         continue;
                     }
+                    let tried = if attempts > 1 {
+                        format!(
+                            " (ports {} to {} tried)",
+                            exp.dst_port + 1 - attempts,
+                            exp.dst_port
+                        )
+                    } else {
+                        String::new()
+                    };
                     warn!(
-                        "{}: cannot create expectation {} -> {}:{}: {e}",
+                        "{}: cannot create expectation {} -> {}:{}{tried}: {e}",
                         slot.name, exp.src, exp.dst, exp.dst_port
                     );
                 }
             }
         }
-        attached
+        applied
+    }
+
+    /// Rewrite the announcements of a packet on a NATed connection into `buf`, with the
+    /// ports `apply` got for their expectations.
+    fn rewrite(
+        slot: &mut Slot,
+        ex: &Examined,
+        applied: &Applied,
+        packet: &[u8],
+        buf: &mut [u8],
+    ) -> Rewritten {
+        let rewrites = &ex.action.rewrites;
+        let port_of = |i: usize| applied.ports.get(i).copied().flatten();
+        // Without its expectation a rewritten announcement would name a translated
+        // endpoint nobody expects, and an unrewritten one the real endpoint the peer
+        // cannot reach (and should not learn): drop the packet so the sender
+        // retransmits, as the kernel's nf_nat_ftp does.
+        if rewrites.iter().any(|rw| port_of(rw.expectation).is_none()) {
+            slot.stats.rewrite_errors += 1;
+            if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                warn!(
+                    "{}: dropped a packet of {} -> {}:{}: no expectation for its NATed announcement",
+                    slot.name,
+                    ex.conntrack.orig.src,
+                    ex.conntrack.orig.dst,
+                    ex.conntrack.orig.dst_port
+                );
+            }
+            return Rewritten::Drop;
+        }
+        let result = match buf.get_mut(..packet.len()) {
+            Some(copy) => {
+                copy.copy_from_slice(packet);
+                crate::nat::apply_rewrites(buf, packet.len(), rewrites, port_of)
+            }
+            None => Err(crate::nat::NatError::NoRoom {
+                needed: packet.len(),
+                available: buf.len(),
+            }),
+        };
+        match result {
+            Ok(r) if r.changed => {
+                slot.stats.rewritten += 1;
+                debug!(
+                    "{}: rewrote {} announcement(s) for NAT ({} -> {} bytes)",
+                    slot.name,
+                    rewrites.len(),
+                    packet.len(),
+                    r.len
+                );
+                Rewritten::Packet(r.len)
+            }
+            Ok(_) => Rewritten::Unchanged,
+            Err(e) => {
+                slot.stats.rewrite_errors += 1;
+                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                    warn!(
+                        "{}: cannot rewrite an announcement of {} -> {}:{} for NAT: {e}; packet passed unchanged",
+                        slot.name,
+                        ex.conntrack.orig.src,
+                        ex.conntrack.orig.dst,
+                        ex.conntrack.orig.dst_port
+                    );
+                }
+                Rewritten::Unchanged
+            }
+        }
+    }
+}
+
+/// What `apply` did with a packet's expectations.
+struct Applied {
+    /// The expectation to attach to the verdict (unconfirmed master).
+    attached: Option<crate::conntrack::Expectation>,
+    /// The port each expectation got, by index; None where it could not be created.
+    ports: [Option<u16>; MAX_EXPECTATIONS_PER_PACKET],
+}
+
+/// What to send back for a packet with announcements to rewrite.
+enum Rewritten {
+    /// The rewritten packet, `bufs.mangle[..len]`.
+    Packet(usize),
+    /// The original packet (already right, or could not be rewritten).
+    Unchanged,
+    Drop,
+}
+
+/// " (NAT: real endpoint A port P)" for expectations that follow a NATed master.
+struct NatNote<'a>(&'a crate::conntrack::Expectation);
+
+impl core::fmt::Display for NatNote<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0.nat {
+            Some(n) => write!(f, " (NAT to {} port {})", n.saved_addr, n.saved_port),
+            None => Ok(()),
+        }
     }
 }
 

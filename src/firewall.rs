@@ -47,11 +47,15 @@ pub fn ruleset(cfg: &Config) -> String {
         let _ = writeln!(s, "\t}}");
     }
     // prerouting: forwarded and incoming connections; output: the router's own.
+    // Priority mangle (-150): after conntrack (-200) has a conntrack to attach the helper
+    // to, and before DNAT (-100). A port-forwarded connection must have its helper when
+    // its NAT binding is made, or the kernel (6.1; fixed upstream in 2025) gives it no
+    // sequence-adjustment area and a length-changing rewrite breaks the session.
     for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
         let _ = writeln!(s, "\tchain {chain} {{");
         let _ = writeln!(
             s,
-            "\t\ttype filter hook {hook} priority filter; policy accept;"
+            "\t\ttype filter hook {hook} priority mangle; policy accept;"
         );
         for h in &helpers {
             if h.ports.is_empty() {
@@ -144,12 +148,12 @@ table inet cthelperd {
 \t\tl3proto inet;
 \t}
 \tchain prerouting {
-\t\ttype filter hook prerouting priority filter; policy accept;
+\t\ttype filter hook prerouting priority mangle; policy accept;
 \t\ttcp dport 21 ct helper set \"ftp\"
 \t\tudp dport 69 ct helper set \"tftp\"
 \t}
 \tchain output {
-\t\ttype filter hook output priority filter; policy accept;
+\t\ttype filter hook output priority mangle; policy accept;
 \t\ttcp dport 21 ct helper set \"ftp\"
 \t\tudp dport 69 ct helper set \"tftp\"
 \t}

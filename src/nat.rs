@@ -10,7 +10,9 @@
 use core::fmt;
 use core::ops::Range;
 
-use crate::helpers::Transport;
+use core::net::IpAddr;
+
+use crate::helpers::{EndpointText, Rewrite, Transport};
 use crate::wire::{self, checksum, ipv4, ipv6, tcp, udp};
 
 /// The largest packet `mangle` produces: the IPv4 total length is 16 bits, nfnetlink_queue's
@@ -34,6 +36,10 @@ pub enum NatError {
     TooLong(usize),
     /// The rewritten packet would not fit in the buffer.
     NoRoom { needed: usize, available: usize },
+    /// The endpoint cannot be written in that spelling (an IPv6 address in PORT/227).
+    Unspellable,
+    /// A rewrite names an expectation the packet did not ask for.
+    NoPort,
 }
 
 impl fmt::Display for NatError {
@@ -61,6 +67,8 @@ impl fmt::Display for NatError {
                 f,
                 "mangled packet needs {needed} bytes, buffer holds {available}"
             ),
+            NatError::Unspellable => write!(f, "address cannot be written in that form"),
+            NatError::NoPort => write!(f, "rewrite without its expectation"),
         }
     }
 }
@@ -183,6 +191,99 @@ pub fn mangle(
         }
     }
     Ok(new_l3_end)
+}
+
+/// Room for the longest endpoint text: "|2|" + a 39-character IPv6 address + "|65535|".
+pub const MAX_ENDPOINT_TEXT: usize = 64;
+
+/// A `core::fmt::Write` sink over a fixed array (no allocation).
+struct TextBuf {
+    bytes: [u8; MAX_ENDPOINT_TEXT],
+    len: usize,
+}
+
+impl fmt::Write for TextBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        let dst = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Spell `addr` and `port` as `spelling` asks, into `out`; returns the text's length.
+pub fn endpoint_text(
+    spelling: EndpointText,
+    addr: IpAddr,
+    port: u16,
+    out: &mut [u8; MAX_ENDPOINT_TEXT],
+) -> Result<usize, NatError> {
+    use fmt::Write as _;
+    let mut t = TextBuf {
+        bytes: [0; MAX_ENDPOINT_TEXT],
+        len: 0,
+    };
+    let [p1, p2] = port.to_be_bytes();
+    let written = match (spelling, addr) {
+        (EndpointText::Commas, IpAddr::V4(a)) => {
+            let [a, b, c, d] = a.octets();
+            write!(t, "{a},{b},{c},{d},{p1},{p2}")
+        }
+        (EndpointText::Commas, IpAddr::V6(_)) => return Err(NatError::Unspellable),
+        (EndpointText::Eprt { delim }, addr) => {
+            let d = char::from(delim);
+            let af = if addr.is_ipv4() { 1 } else { 2 };
+            write!(t, "{d}{af}{d}{addr}{d}{port}{d}")
+        }
+        (EndpointText::Port, _) => write!(t, "{port}"),
+    };
+    written.map_err(|_| NatError::Unspellable)?;
+    *out = t.bytes;
+    Ok(t.len)
+}
+
+/// The outcome of applying a packet's rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The packet's new length.
+    pub len: usize,
+    /// Whether any byte changed (if not, the verdict need not carry the packet).
+    pub changed: bool,
+}
+
+/// Apply `rewrites` (in payload order, not overlapping, as helpers produce them) to the
+/// L3 packet in `buf[..len]`, spelling each with the final port of its expectation
+/// (`port_of(index)`). Works from the last to the first so earlier ranges stay valid. A
+/// rewrite whose text is already right is skipped. On error `buf` may hold a partly
+/// rewritten packet: the caller keeps the original and sends that.
+pub fn apply_rewrites(
+    buf: &mut [u8],
+    len: usize,
+    rewrites: &[Rewrite],
+    port_of: impl Fn(usize) -> Option<u16>,
+) -> Result<Rewritten, NatError> {
+    let mut out = Rewritten {
+        len,
+        changed: false,
+    };
+    for rw in rewrites.iter().rev() {
+        let port = port_of(rw.expectation).ok_or(NatError::NoPort)?;
+        let mut text = [0u8; MAX_ENDPOINT_TEXT];
+        let n = endpoint_text(rw.text, rw.addr, port, &mut text)?;
+        let replacement = text.get(..n).ok_or(NatError::Unspellable)?;
+        let packet = buf.get(..out.len).ok_or(NatError::LenExceedsBuffer {
+            len: out.len,
+            buf: buf.len(),
+        })?;
+        let d = wire::dissect(packet).map_err(NatError::Malformed)?;
+        if d.payload.get(rw.start..rw.end) == Some(replacement) {
+            continue;
+        }
+        out.len = mangle(buf, out.len, rw.start..rw.end, replacement)?;
+        out.changed = true;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

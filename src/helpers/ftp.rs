@@ -21,8 +21,10 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::conntrack::{Conntrack, Direction, Expectation, IPPROTO_TCP, status};
-use crate::helpers::{Action, Helper, Packet, Refusal, RefusalReason, Transport};
+use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_TCP, status};
+use crate::helpers::{
+    Action, EndpointText, Helper, Packet, Refusal, RefusalReason, Rewrite, Transport,
+};
 use crate::wire::text;
 
 /// Well-known FTP control port.
@@ -237,12 +239,15 @@ impl Helper for Ftp {
     }
 }
 
-/// What a recognised line announced.
-enum Announce {
-    /// Address and port from the line (PORT, EPRT, 227).
-    Endpoint(&'static str, IpAddr, u16),
-    /// Port only; the address is the sender's (229).
-    PortOnly(&'static str, u16),
+/// What a recognised line announced, and where: `text` is the part of the line that
+/// spells the endpoint, which a NAT rewrite replaces.
+struct Announce<'a> {
+    what: &'static str,
+    /// None for 229, which announces a port on the sender's address.
+    addr: Option<IpAddr>,
+    port: u16,
+    text: &'a [u8],
+    spelling: EndpointText,
 }
 
 /// Parse every complete line of a segment known to start at a line start.
@@ -274,7 +279,7 @@ fn scan_segment(dir: Direction, payload: &[u8], ct: &Conntrack, action: &mut Act
             }
         }
         match parse_line(dir, line) {
-            Ok(Some(ann)) => announce(dir, ann, ct, action),
+            Ok(Some(ann)) => announce(dir, payload, ann, ct, action),
             Ok(None) => {}
             Err(()) => action.parse_error = true,
         }
@@ -308,7 +313,7 @@ fn looks_like_announcement(dir: Direction, partial: &[u8]) -> bool {
 
 /// Recognise and parse one line. `Ok(None)`: not a line we act on; `Err`: a recognised
 /// command or reply with malformed arguments.
-fn parse_line(dir: Direction, line: &[u8]) -> Result<Option<Announce>, ()> {
+fn parse_line(dir: Direction, line: &[u8]) -> Result<Option<Announce<'_>>, ()> {
     match dir {
         Direction::Original => {
             let Some(args) = command_args(line, b"PORT").or_else(|| command_args(line, b"EPRT"))
@@ -316,19 +321,45 @@ fn parse_line(dir: Direction, line: &[u8]) -> Result<Option<Announce>, ()> {
                 return Ok(None);
             };
             if text::starts_with_ignore_case(line, b"PORT") {
-                let (addr, port) = parse_port_args(args)?;
-                Ok(Some(Announce::Endpoint("PORT", IpAddr::V4(addr), port)))
+                let (addr, port, text) = parse_port_args(args)?;
+                Ok(Some(Announce {
+                    what: "PORT",
+                    addr: Some(IpAddr::V4(addr)),
+                    port,
+                    text,
+                    spelling: EndpointText::Commas,
+                }))
             } else {
-                let (addr, port) = parse_eprt_args(args)?;
-                Ok(Some(Announce::Endpoint("EPRT", addr, port)))
+                let (addr, port, text) = parse_eprt_args(args)?;
+                let delim = text.first().copied().ok_or(())?;
+                Ok(Some(Announce {
+                    what: "EPRT",
+                    addr: Some(addr),
+                    port,
+                    text,
+                    spelling: EndpointText::Eprt { delim },
+                }))
             }
         }
         Direction::Reply => {
             if let Some(rest) = line.strip_prefix(b"227 ") {
-                let (addr, port) = parse_227(rest)?;
-                Ok(Some(Announce::Endpoint("227", IpAddr::V4(addr), port)))
+                let (addr, port, text) = parse_227(rest)?;
+                Ok(Some(Announce {
+                    what: "227",
+                    addr: Some(IpAddr::V4(addr)),
+                    port,
+                    text,
+                    spelling: EndpointText::Commas,
+                }))
             } else if let Some(rest) = line.strip_prefix(b"229 ") {
-                Ok(Some(Announce::PortOnly("229", parse_229(rest)?)))
+                let (port, text) = parse_229(rest)?;
+                Ok(Some(Announce {
+                    what: "229",
+                    addr: None,
+                    port,
+                    text,
+                    spelling: EndpointText::Port,
+                }))
             } else {
                 Ok(None)
             }
@@ -356,13 +387,14 @@ fn only_blanks(rest: &[u8]) -> bool {
     text::skip_spaces(rest).is_empty()
 }
 
-/// "h1,h2,h3,h4,p1,p2" (RFC 959), each number 0..=255.
-fn parse_port_args(args: &[u8]) -> Result<(Ipv4Addr, u16), ()> {
+/// "h1,h2,h3,h4,p1,p2" (RFC 959), each number 0..=255. Also returns the numbers' text.
+fn parse_port_args(args: &[u8]) -> Result<(Ipv4Addr, u16, &[u8]), ()> {
     let (n, used) = text::parse_u8_list::<6>(args, b',').map_err(|_| ())?;
     if !only_blanks(args.get(used..).unwrap_or(&[])) {
         return Err(());
     }
-    Ok(h_p(n))
+    let (addr, port) = h_p(n);
+    Ok((addr, port, args.get(..used).ok_or(())?))
 }
 
 fn h_p(n: [u8; 6]) -> (Ipv4Addr, u16) {
@@ -373,7 +405,7 @@ fn h_p(n: [u8; 6]) -> (Ipv4Addr, u16) {
 /// 227 text after "227 ". RFC 1123 4.1.2.6: the parentheses are optional, so like the
 /// kernel we scan for the first digit; if a '(' is present we start there, so a digit in
 /// the text before it ("227 Entering Passive Mode 2 (...)") does not derail us.
-fn parse_227(rest: &[u8]) -> Result<(Ipv4Addr, u16), ()> {
+fn parse_227(rest: &[u8]) -> Result<(Ipv4Addr, u16, &[u8]), ()> {
     let from = text::find_byte(rest, b'(').map_or(0, |p| p + 1);
     let tail = rest.get(from..).ok_or(())?;
     let start = tail.iter().position(u8::is_ascii_digit).ok_or(())?;
@@ -383,7 +415,8 @@ fn parse_227(rest: &[u8]) -> Result<(Ipv4Addr, u16), ()> {
     if nums.get(used) == Some(&b',') {
         return Err(());
     }
-    Ok(h_p(n))
+    let (addr, port) = h_p(n);
+    Ok((addr, port, nums.get(..used).ok_or(())?))
 }
 
 /// A valid RFC 2428 delimiter: printable ASCII 33..=126, not a digit.
@@ -393,7 +426,8 @@ fn is_delim(c: u8) -> bool {
 
 /// "<d>af<d>addr<d>port<d>" (RFC 2428). The address family must be 1 or 2; which family
 /// the connection uses is checked by the caller (a mismatch is a third-party address).
-fn parse_eprt_args(args: &[u8]) -> Result<(IpAddr, u16), ()> {
+/// Also returns the text from the first delimiter to the last.
+fn parse_eprt_args(args: &[u8]) -> Result<(IpAddr, u16, &[u8]), ()> {
     let (&d, rest) = args.split_first().ok_or(())?;
     if !is_delim(d) {
         return Err(());
@@ -419,15 +453,16 @@ fn parse_eprt_args(args: &[u8]) -> Result<(IpAddr, u16), ()> {
     };
     let (port, used) = text::parse_u16(rest).map_err(|_| ())?;
     let rest = rest.get(used..).ok_or(())?;
-    let rest = rest.strip_prefix(&[d]).ok_or(())?;
-    if !only_blanks(rest) {
+    let tail = rest.strip_prefix(&[d]).ok_or(())?;
+    if !only_blanks(tail) {
         return Err(());
     }
-    Ok((addr, port))
+    let spelled = args.len().checked_sub(tail.len()).ok_or(())?;
+    Ok((addr, port, args.get(..spelled).ok_or(())?))
 }
 
-/// 229 text after "229 ": "... (<d><d><d>port<d>)".
-fn parse_229(rest: &[u8]) -> Result<u16, ()> {
+/// 229 text after "229 ": "... (<d><d><d>port<d>)". Also returns the port's digits.
+fn parse_229(rest: &[u8]) -> Result<(u16, &[u8]), ()> {
     let open = text::find_byte(rest, b'(').ok_or(())?;
     let inner = rest.get(open + 1..).ok_or(())?;
     let d = match inner {
@@ -439,16 +474,28 @@ fn parse_229(rest: &[u8]) -> Result<u16, ()> {
     if num.get(used) != Some(&d) {
         return Err(());
     }
-    Ok(port)
+    Ok((port, num.get(..used).ok_or(())?))
 }
 
-/// Turn a parsed announcement into an expectation or a refusal.
-fn announce(dir: Direction, ann: Announce, ct: &Conntrack, action: &mut Action) {
+/// Turn a parsed announcement into an expectation or a refusal, and on a NATed
+/// connection into a rewrite of the announcement too.
+///
+/// As in the kernel, the data connection is expected from the peer (any source port) to
+/// where this direction's packets appear to come from after NAT: `ct.tuple(!dir).dst`.
+/// Without NAT that is the announced address itself. With NAT the expectation also
+/// carries the real endpoint (the announced address and port) so the kernel translates
+/// the data connection back to it, and the announcement is rewritten to name the
+/// translated address, with a port the daemon confirms free on it.
+fn announce(
+    dir: Direction,
+    payload: &[u8],
+    ann: Announce<'_>,
+    ct: &Conntrack,
+    action: &mut Action,
+) {
     let sender = ct.tuple(dir).src;
-    let (what, addr, port) = match ann {
-        Announce::Endpoint(what, addr, port) => (what, addr, port),
-        Announce::PortOnly(what, port) => (what, sender, port),
-    };
+    let addr = ann.addr.unwrap_or(sender);
+    let port = ann.port;
     let reason = if addr != sender {
         // Includes an EPRT of the other family: it cannot be the sender's address.
         Some(RefusalReason::ThirdPartyAddress)
@@ -460,7 +507,7 @@ fn announce(dir: Direction, ann: Announce, ct: &Conntrack, action: &mut Action) 
     if let Some(reason) = reason {
         // Capacity is per packet; beyond it refusals are only counted as lost.
         let _ = action.refusals.push(Refusal {
-            what,
+            what: ann.what,
             announced: addr,
             port,
             sender,
@@ -468,19 +515,46 @@ fn announce(dir: Direction, ann: Announce, ct: &Conntrack, action: &mut Action) 
         });
         return;
     }
-    let _ = action.expectations.push(Expectation {
+    let towards = ct.tuple(dir.opposite());
+    let nated = ct.is_nated();
+    let exp = Expectation {
         class: EXPECT_CLASS,
         proto: IPPROTO_TCP,
-        // The data connection comes from the peer, from any port, to the announced
-        // endpoint. Without NAT the announced address equals ct.tuple(!dir).dst, which is
-        // what the kernel uses; NAT support must revisit this (the kernel's choice is the
-        // post-NAT address).
-        src: ct.tuple(dir.opposite()).src,
+        src: towards.src,
         src_port: None,
-        dst: addr,
+        dst: towards.dst,
         dst_port: port,
         flags: 0,
-    });
+        nat: nated.then_some(ExpectNat {
+            dir: dir.opposite(),
+            saved_addr: addr,
+            saved_port: port,
+        }),
+    };
+    let index = action.expectations.len();
+    if action.expectations.push(exp).is_err() {
+        return;
+    }
+    if !nated {
+        return;
+    }
+    let Some(range) = text::range_within(payload, ann.text) else {
+        return;
+    };
+    if action
+        .rewrites
+        .push(Rewrite {
+            start: range.start,
+            end: range.end,
+            text: ann.spelling,
+            addr: towards.dst,
+            expectation: index,
+        })
+        .is_err()
+    {
+        // An expectation the peer will never hear of would only hold a pinhole open.
+        action.expectations.pop();
+    }
 }
 
 #[cfg(test)]

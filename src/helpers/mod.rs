@@ -19,6 +19,9 @@ pub const MAX_EXPECTATIONS_PER_PACKET: usize = 8;
 /// How many refused announcements one packet may report.
 pub const MAX_REFUSALS_PER_PACKET: usize = 4;
 
+/// How many announcements one packet may ask to have rewritten (NAT).
+pub const MAX_REWRITES_PER_PACKET: usize = 4;
+
 /// Transport-layer view of a queued packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -75,12 +78,40 @@ pub struct Refusal {
     pub reason: RefusalReason,
 }
 
+/// How an announced endpoint is spelled in the payload, so a rewrite can spell the
+/// translated one the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointText {
+    /// "h1,h2,h3,h4,p1,p2" (FTP PORT and 227).
+    Commas,
+    /// "<d>1<d>a.b.c.d<d>port<d>" or "<d>2<d>ipv6<d>port<d>" (FTP EPRT), with the
+    /// sender's delimiter.
+    Eprt { delim: u8 },
+    /// The port alone, in decimal (FTP 229).
+    Port,
+}
+
+/// An announcement to rewrite because the connection is NATed: `payload[start..end]`
+/// becomes `addr` and the port of `action.expectations[expectation]`, which the daemon may
+/// change before writing (the announced port can be taken on the outside address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    pub start: usize,
+    pub end: usize,
+    pub text: EndpointText,
+    /// The translated address the peer must connect to.
+    pub addr: IpAddr,
+    pub expectation: usize,
+}
+
 /// What a helper wants done with one packet. The verdict is always accept: helpers never
 /// drop traffic they fail to understand.
 #[derive(Debug, Default)]
 pub struct Action {
     pub expectations: heapless::Vec<Expectation, MAX_EXPECTATIONS_PER_PACKET>,
     pub refusals: heapless::Vec<Refusal, MAX_REFUSALS_PER_PACKET>,
+    /// Payload rewrites (only on NATed connections), in payload order, not overlapping.
+    pub rewrites: heapless::Vec<Rewrite, MAX_REWRITES_PER_PACKET>,
     /// The private data was changed and must be written back to the conntrack.
     pub private_changed: bool,
     /// The payload contained something that looked like a command or reply the helper

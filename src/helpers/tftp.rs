@@ -33,7 +33,7 @@
 //!   a help-info update for a helper registered with length 0, and would drop the
 //!   expectation attached to that verdict with it).
 
-use crate::conntrack::{Conntrack, Direction, Expectation, IPPROTO_UDP};
+use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_UDP};
 use crate::helpers::{Action, Helper, Packet, Transport};
 
 /// Well-known TFTP server port.
@@ -179,8 +179,17 @@ pub fn parse(payload: &[u8]) -> Result<Message, Malformed> {
     }))
 }
 
-/// The expectation a request on `ct` asks for: the server's answer, from any port.
+/// The expectation a request on `ct` asks for: the server's answer, from any port, to
+/// where the server sends its replies (the reply tuple: after NAT, the router's outside
+/// address and port). On a NATed connection the expected flow follows the master's
+/// translation back to the client's real address and port, as the kernel's nf_nat_tftp
+/// arranges; the payload is never rewritten.
 pub fn expectation_for(ct: &Conntrack) -> Expectation {
+    let nat = ct.is_nated().then_some(ExpectNat {
+        dir: Direction::Reply,
+        saved_addr: ct.orig.src,
+        saved_port: ct.orig.src_port,
+    });
     Expectation {
         class: EXPECT_CLASS,
         proto: IPPROTO_UDP,
@@ -189,6 +198,7 @@ pub fn expectation_for(ct: &Conntrack) -> Expectation {
         dst: ct.reply.dst,
         dst_port: ct.reply.dst_port,
         flags: 0,
+        nat,
     }
 }
 
@@ -297,7 +307,18 @@ mod tests {
     }
 
     fn assert_expects(a: &Action, src: IpAddr, dst: IpAddr, dport: u16) {
+        assert_expects_nat(a, src, dst, dport, None);
+    }
+
+    fn assert_expects_nat(
+        a: &Action,
+        src: IpAddr,
+        dst: IpAddr,
+        dport: u16,
+        nat: Option<ExpectNat>,
+    ) {
         assert!(!a.parse_error);
+        assert!(a.rewrites.is_empty(), "TFTP never rewrites the payload");
         assert!(!a.private_changed);
         assert!(a.refusals.is_empty());
         assert_eq!(
@@ -310,6 +331,7 @@ mod tests {
                 dst,
                 dst_port: dport,
                 flags: 0,
+                nat,
             }]
         );
     }
@@ -394,7 +416,16 @@ mod tests {
         let public = v4([203, 0, 113, 1]);
         let c = ct(v4(CLI4), v4(SRV4), Some((public, 61000)));
         let a = run(&c, Direction::Original, b"\x00\x01f\x00octet\x00");
-        assert_expects(&a, v4(SRV4), public, 61000);
+        // The answer is translated back to the client's real address and port, like the
+        // request's replies (nf_nat_tftp: saved source port, direction reply).
+        let follow = ExpectNat {
+            dir: Direction::Reply,
+            saved_addr: v4(CLI4),
+            saved_port: 40000,
+        };
+        assert_expects_nat(&a, v4(SRV4), public, 61000, Some(follow));
+        let w = run(&c, Direction::Original, b"\x00\x02up\x00octet\x00");
+        assert_expects_nat(&w, v4(SRV4), public, 61000, Some(follow));
     }
 
     #[test]

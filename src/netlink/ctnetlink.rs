@@ -6,7 +6,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::attr::{Attr, Attrs, Writer};
 use super::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NfGenMsg};
 use super::{Error, Result, nfnl_type, subsys};
-use crate::conntrack::{Conntrack, Expectation, Family, Tuple};
+use crate::conntrack::{Conntrack, ExpectNat, Expectation, Family, Tuple};
 
 // enum ctattr_type
 pub const CTA_TUPLE_ORIG: u16 = 1;
@@ -39,6 +39,16 @@ pub const CTA_EXPECT_MASK: u16 = 3;
 pub const CTA_EXPECT_ZONE: u16 = 7;
 pub const CTA_EXPECT_FLAGS: u16 = 8;
 pub const CTA_EXPECT_CLASS: u16 = 9;
+pub const CTA_EXPECT_NAT: u16 = 10;
+pub const CTA_EXPECT_FN: u16 = 11;
+
+// enum ctattr_expect_nat
+pub const CTA_EXPECT_NAT_DIR: u16 = 1;
+pub const CTA_EXPECT_NAT_TUPLE: u16 = 2;
+
+/// The expectation function (nf_ct_helper_expectfn) that maps an expected connection
+/// like its master: registered by the kernel's nf_nat core.
+pub const NAT_FOLLOW_MASTER: &str = "nat-follow-master";
 
 // enum cntl_msg_types / ctnl_exp_msg_types
 pub const IPCTNL_MSG_EXP_NEW: u8 = 0;
@@ -203,7 +213,28 @@ pub fn put_expectation(
     if exp.class != 0 {
         w.put_be32(CTA_EXPECT_CLASS, exp.class)?;
     }
+    if let Some(nat) = &exp.nat {
+        put_expect_nat(w, exp, nat)?;
+        w.put_str(CTA_EXPECT_FN, NAT_FOLLOW_MASTER)?;
+    }
     Ok(())
+}
+
+/// CTA_EXPECT_NAT. The kernel parses the tuple with the full tuple parser (both
+/// addresses, protocol and both ports must be present) but keeps only its source part
+/// as saved_addr / saved_proto.
+fn put_expect_nat(w: &mut Writer<'_>, exp: &Expectation, nat: &ExpectNat) -> Result<()> {
+    let n = w.begin_nested(CTA_EXPECT_NAT)?;
+    w.put_be32(CTA_EXPECT_NAT_DIR, nat.dir as u32)?;
+    let saved = Tuple {
+        src: nat.saved_addr,
+        dst: exp.dst,
+        proto: exp.proto,
+        src_port: nat.saved_port,
+        dst_port: exp.dst_port,
+    };
+    put_tuple(w, CTA_EXPECT_NAT_TUPLE, &saved)?;
+    w.end_nested(n)
 }
 
 /// IPCTNL_MSG_EXP_NEW with an ACK request, so the kernel reports whether the
@@ -325,6 +356,7 @@ mod tests {
             dst: v4([198, 51, 100, 2]),
             dst_port: 40011,
             flags: 0,
+            nat: None,
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);

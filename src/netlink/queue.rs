@@ -308,6 +308,7 @@ mod tests {
             dst: "192.0.2.2".parse().unwrap(),
             dst_port: 50000,
             flags: 0,
+            nat: None,
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
@@ -355,6 +356,7 @@ mod tests {
             dst: "192.0.2.2".parse().unwrap(),
             dst_port: 50000,
             flags: 0,
+            nat: None,
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);

@@ -39,6 +39,14 @@ pub fn trim_cr(line: &[u8]) -> &[u8] {
     }
 }
 
+/// Where `part` (a sub-slice of `whole`, e.g. what a parser returned) lies inside
+/// `whole`, as a byte range; `None` if it is not inside. Compares addresses only.
+pub fn range_within(whole: &[u8], part: &[u8]) -> Option<core::ops::Range<usize>> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    (end <= whole.len()).then_some(start..end)
+}
+
 /// ASCII case-insensitive "starts with".
 pub fn starts_with_ignore_case(buf: &[u8], prefix: &[u8]) -> bool {
     buf.get(..prefix.len())
@@ -114,6 +122,17 @@ pub fn parse_u8_list<const N: usize>(buf: &[u8], sep: u8) -> Result<([u8; N], us
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn range_within_locates_sub_slices_only() {
+        let whole = b"PORT 192,0,2,2,4,1\r\n";
+        let part = &whole[5..18];
+        assert_eq!(super::range_within(whole, part), Some(5..18));
+        assert_eq!(super::range_within(whole, &whole[..0]), Some(0..0));
+        assert_eq!(super::range_within(part, whole), None);
+        let other = *whole;
+        assert_eq!(super::range_within(whole, &other[1..]), None);
+    }
+
     use super::*;
 
     #[test]
