@@ -672,4 +672,195 @@ mod tests {
         );
         assert!(NatError::TooLong(70_000).to_string().contains("65535"));
     }
+
+    // ------------------------------------------------ endpoint spelling and rewrites
+
+    fn spelled(spelling: EndpointText, addr: IpAddr, port: u16) -> Vec<u8> {
+        let mut out = [0u8; MAX_ENDPOINT_TEXT];
+        let n = endpoint_text(spelling, addr, port, &mut out).unwrap();
+        out[..n].to_vec()
+    }
+
+    #[test]
+    fn endpoint_spellings() {
+        let a = v4([203, 0, 113, 1]);
+        assert_eq!(
+            spelled(EndpointText::Commas, a, 40000),
+            b"203,0,113,1,156,64"
+        );
+        assert_eq!(spelled(EndpointText::Commas, a, 1), b"203,0,113,1,0,1");
+        assert_eq!(
+            spelled(EndpointText::Eprt { delim: b'|' }, a, 65535),
+            b"|1|203.0.113.1|65535|"
+        );
+        let six = IpAddr::V6(v6("2001:db8:ffff::1"));
+        assert_eq!(
+            spelled(EndpointText::Eprt { delim: b'!' }, six, 21),
+            b"!2!2001:db8:ffff::1!21!"
+        );
+        assert_eq!(spelled(EndpointText::Port, six, 50001), b"50001");
+        let mut out = [0u8; MAX_ENDPOINT_TEXT];
+        assert_eq!(
+            endpoint_text(EndpointText::Commas, six, 1, &mut out),
+            Err(NatError::Unspellable)
+        );
+        // The longest text there is fits.
+        let longest = IpAddr::V6(v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
+        assert_eq!(
+            spelled(EndpointText::Eprt { delim: b'|' }, longest, 65535).len(),
+            3 + 39 + 7
+        );
+    }
+
+    fn rewrite(start: usize, end: usize, text: EndpointText, addr: IpAddr, exp: usize) -> Rewrite {
+        Rewrite {
+            start,
+            end,
+            text,
+            addr,
+            expectation: exp,
+        }
+    }
+
+    /// The FTP helper's output for a masqueraded PORT, applied to the packet: exact
+    /// bytes before and after, lengths and checksums.
+    #[test]
+    fn ftp_port_rewrite_end_to_end() {
+        use crate::conntrack::{Conntrack, Direction, Tuple, status};
+        use crate::helpers::{Helper, Packet, ftp};
+        let (cli, public, srv) = (
+            v4([192, 0, 2, 2]),
+            v4([203, 0, 113, 1]),
+            v4([198, 51, 100, 2]),
+        );
+        let orig = Tuple {
+            src: cli,
+            dst: srv,
+            proto: 6,
+            src_port: 40000,
+            dst_port: 21,
+        };
+        let mut reply = orig.reversed();
+        reply.dst = public;
+        let ct = Conntrack {
+            orig,
+            reply,
+            status: status::SEEN_REPLY | status::CONFIRMED | status::SRC_NAT,
+            id: None,
+            zone: None,
+        };
+        let line = b"PORT 192,0,2,2,156,64\r\n";
+        let mut private = [0u8; ftp::PRIVATE_LEN];
+        ftp::State::picked_up().encode(&mut private);
+        let pkt = Packet {
+            dir: Direction::Original,
+            src: public,
+            dst: srv,
+            src_port: 61000,
+            dst_port: 21,
+            transport: Transport::Tcp {
+                seq: 1000,
+                flags: 0x18,
+            },
+            payload: line,
+        };
+        let action = ftp::Ftp.process(&pkt, &ct, &mut private);
+        assert_eq!(action.rewrites.len(), 1);
+        let before = v4_tcp(line);
+        let mut b = in_buf(&before, 1500);
+        // The port search moved the data port by one.
+        let r = apply_rewrites(&mut b, before.len(), &action.rewrites, |_| Some(40001)).unwrap();
+        assert!(r.changed);
+        let after_payload = b"PORT 203,0,113,1,156,65\r\n";
+        assert_eq!(r.len, before.len() + 2);
+        assert_eq!(&b[..r.len], v4_tcp(after_payload).as_slice());
+        assert_eq!(verified(&b[..r.len]), after_payload);
+    }
+
+    #[test]
+    fn rewrites_apply_back_to_front_and_skip_identical_text() {
+        let a = v4([203, 0, 113, 1]);
+        let payload = b"PORT 192,0,2,2,0,21\r\nEPRT |1|192.0.2.2|22|\r\n";
+        let rws = [
+            rewrite(5, 19, EndpointText::Commas, a, 0),
+            rewrite(26, 42, EndpointText::Eprt { delim: b'|' }, a, 1),
+        ];
+        assert_eq!(&payload[26..42], b"|1|192.0.2.2|22|");
+        let before = v4_tcp(payload);
+        let mut b = in_buf(&before, 1500);
+        let ports = [21u16, 2222];
+        let r = apply_rewrites(&mut b, before.len(), &rws, |i| ports.get(i).copied()).unwrap();
+        let want = b"PORT 203,0,113,1,0,21\r\nEPRT |1|203.0.113.1|2222|\r\n";
+        assert_eq!(verified(&b[..r.len]), want);
+        // Applied again with the same ports, nothing changes.
+        let again = b[..r.len].to_vec();
+        let shifted = [
+            rewrite(5, 21, EndpointText::Commas, a, 0),
+            rewrite(28, 48, EndpointText::Eprt { delim: b'|' }, a, 1),
+        ];
+        let r2 = apply_rewrites(&mut b, r.len, &shifted, |i| ports.get(i).copied()).unwrap();
+        assert!(!r2.changed);
+        assert_eq!(&b[..r2.len], again.as_slice());
+    }
+
+    #[test]
+    fn ipv6_eprt_rewrite_changes_length_and_checksum() {
+        let public = IpAddr::V6(v6("2001:db8:ffff::1"));
+        let payload = b"EPRT |2|2001:db8:1::7|40000|\r\n";
+        let before = v6_tcp(payload);
+        let mut b = in_buf(&before, 1500);
+        let rws = [rewrite(
+            5,
+            28,
+            EndpointText::Eprt { delim: b'|' },
+            public,
+            0,
+        )];
+        assert_eq!(&payload[5..28], b"|2|2001:db8:1::7|40000|");
+        let r = apply_rewrites(&mut b, before.len(), &rws, |_| Some(40000)).unwrap();
+        assert_eq!(
+            verified(&b[..r.len]),
+            b"EPRT |2|2001:db8:ffff::1|40000|\r\n"
+        );
+        assert_eq!(r.len, before.len() + 3);
+    }
+
+    #[test]
+    fn rewrite_errors_leave_the_choice_to_the_caller() {
+        let a = v4([203, 0, 113, 1]);
+        let before = v4_tcp(b"PORT 192,0,2,2,0,21\r\n");
+        // No port for the expectation.
+        let mut b = in_buf(&before, 1500);
+        let rws = [rewrite(5, 19, EndpointText::Commas, a, 3)];
+        assert_eq!(
+            apply_rewrites(&mut b, before.len(), &rws, |_| None),
+            Err(NatError::NoPort)
+        );
+        // No room to grow: the buffer holds exactly the original packet.
+        let mut tight = before.clone();
+        assert!(matches!(
+            apply_rewrites(
+                &mut tight,
+                before.len(),
+                &[rewrite(5, 19, EndpointText::Commas, a, 0)],
+                |_| Some(21)
+            ),
+            Err(NatError::NoRoom { .. })
+        ));
+        assert_eq!(
+            tight, before,
+            "mangle leaves a packet it cannot rewrite untouched"
+        );
+        // A range past the payload.
+        let mut b = in_buf(&before, 1500);
+        assert!(matches!(
+            apply_rewrites(
+                &mut b,
+                before.len(),
+                &[rewrite(5, 99, EndpointText::Commas, a, 0)],
+                |_| Some(21)
+            ),
+            Err(NatError::RangeOutsidePayload { .. })
+        ));
+    }
 }

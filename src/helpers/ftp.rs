@@ -1055,4 +1055,207 @@ mod tests {
         assert!(st.at_line_start(o, 0x10) && st.at_line_start(o, 0xffff_fff8));
         assert!(!st.at_line_start(Direction::Reply, 0x10));
     }
+
+    // ---------------------------------------------------------------- NAT
+
+    /// Client 192.0.2.2:40000 behind a router masquerading it as 203.0.113.1:61000,
+    /// talking to 198.51.100.2:21.
+    fn masqueraded(cli: IpAddr, public: IpAddr, srv: IpAddr) -> Conntrack {
+        let orig = Tuple {
+            src: cli,
+            dst: srv,
+            proto: 6,
+            src_port: 40000,
+            dst_port: 21,
+        };
+        let mut reply = orig.reversed();
+        reply.dst = public;
+        reply.dst_port = 61000;
+        Conntrack {
+            orig,
+            reply,
+            status: status::SEEN_REPLY | status::CONFIRMED | status::SRC_NAT,
+            id: Some(2),
+            zone: None,
+        }
+    }
+
+    /// Outside client 203.0.113.9:50000 reaching a port forward on 192.0.2.1:21 that
+    /// leads to the server 198.51.100.2:21.
+    fn port_forwarded() -> Conntrack {
+        let orig = Tuple {
+            src: v4([203, 0, 113, 9]),
+            dst: v4([192, 0, 2, 1]),
+            proto: 6,
+            src_port: 50000,
+            dst_port: 21,
+        };
+        let reply = Tuple {
+            src: v4([198, 51, 100, 2]),
+            dst: orig.src,
+            proto: 6,
+            src_port: 21,
+            dst_port: 50000,
+        };
+        Conntrack {
+            orig,
+            reply,
+            status: status::SEEN_REPLY | status::CONFIRMED | status::DST_NAT,
+            id: Some(3),
+            zone: None,
+        }
+    }
+
+    fn one_rewrite(a: &Action, payload: &[u8]) -> (Rewrite, Vec<u8>) {
+        assert_eq!(a.rewrites.len(), 1, "{a:?}");
+        let rw = a.rewrites[0];
+        assert_eq!(rw.expectation, 0);
+        (rw, payload[rw.start..rw.end].to_vec())
+    }
+
+    #[test]
+    fn nat_port_expects_on_the_public_address_and_follows_master_back() {
+        let (cli, public, srv) = (
+            v4([192, 0, 2, 2]),
+            v4([203, 0, 113, 1]),
+            v4([198, 51, 100, 2]),
+        );
+        let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
+        let line = b"PORT 192,0,2,2,156,64\r\n";
+        let a = c.client(line);
+        let e = one(&a);
+        assert_eq!(
+            (e.src, e.src_port, e.dst, e.dst_port),
+            (srv, None, public, 40000)
+        );
+        assert_eq!(
+            e.nat,
+            Some(ExpectNat {
+                dir: Direction::Reply,
+                saved_addr: cli,
+                saved_port: 40000
+            })
+        );
+        let (rw, text) = one_rewrite(&a, line);
+        assert_eq!(text, b"192,0,2,2,156,64");
+        assert_eq!((rw.text, rw.addr), (EndpointText::Commas, public));
+    }
+
+    #[test]
+    fn nat_eprt_rewrite_covers_delimiters_and_keeps_the_senders() {
+        let (cli, public, srv) = (
+            v4([192, 0, 2, 2]),
+            v4([203, 0, 113, 1]),
+            v4([198, 51, 100, 2]),
+        );
+        let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
+        let line = b"EPRT !1!192.0.2.2!40001!  \r\n";
+        let a = c.client(line);
+        assert_eq!(one(&a).dst_port, 40001);
+        let (rw, text) = one_rewrite(&a, line);
+        assert_eq!(text, b"!1!192.0.2.2!40001!");
+        assert_eq!(rw.text, EndpointText::Eprt { delim: b'!' });
+    }
+
+    #[test]
+    fn nat_eprt_ipv6() {
+        let (cli, public, srv) = (
+            v6("2001:db8:1::2"),
+            v6("2001:db8:ffff::1"),
+            v6("2001:db8:2::2"),
+        );
+        let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
+        let line = b"EPRT |2|2001:db8:1::2|40002|\r\n";
+        let a = c.client(line);
+        let e = one(&a);
+        assert_eq!((e.src, e.dst, e.dst_port), (srv, public, 40002));
+        let (rw, text) = one_rewrite(&a, line);
+        assert_eq!(text, b"|2|2001:db8:1::2|40002|");
+        assert_eq!(rw.addr, public);
+    }
+
+    #[test]
+    fn nat_227_from_a_port_forwarded_server() {
+        let ct = port_forwarded();
+        let mut c = Conn::new(ct).warmed();
+        let line = b"227 Entering Passive Mode (198,51,100,2,195,80).\r\n";
+        let a = c.server(line);
+        let e = one(&a);
+        // Expected from the outside client, to the forwarded address, and mapped back
+        // to the real server (the master's reply source).
+        assert_eq!(
+            (e.src, e.dst, e.dst_port),
+            (ct.orig.src, ct.orig.dst, 50000)
+        );
+        assert_eq!(
+            e.nat,
+            Some(ExpectNat {
+                dir: Direction::Original,
+                saved_addr: ct.reply.src,
+                saved_port: 50000
+            })
+        );
+        let (rw, text) = one_rewrite(&a, line);
+        assert_eq!(text, b"198,51,100,2,195,80");
+        assert_eq!(rw.addr, ct.orig.dst);
+    }
+
+    #[test]
+    fn nat_229_rewrites_the_port_digits_only() {
+        let mut c = Conn::new(port_forwarded()).warmed();
+        let line = b"229 Entering Extended Passive Mode (|||50001|)\r\n";
+        let a = c.server(line);
+        assert_eq!(one(&a).dst_port, 50001);
+        let (rw, text) = one_rewrite(&a, line);
+        assert_eq!(text, b"50001");
+        assert_eq!(rw.text, EndpointText::Port);
+    }
+
+    #[test]
+    fn nat_pipelined_announcements_each_get_a_rewrite() {
+        let (cli, public, srv) = (
+            v4([192, 0, 2, 2]),
+            v4([203, 0, 113, 1]),
+            v4([198, 51, 100, 2]),
+        );
+        let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
+        let seg = b"PORT 192,0,2,2,0,21\r\nNOOP\r\nEPRT |1|192.0.2.2|22|\r\n";
+        let a = c.client(seg);
+        assert_eq!(a.expectations.len(), 2);
+        assert_eq!(a.rewrites.len(), 2);
+        assert_eq!(
+            &seg[a.rewrites[0].start..a.rewrites[0].end],
+            b"192,0,2,2,0,21"
+        );
+        assert_eq!(
+            &seg[a.rewrites[1].start..a.rewrites[1].end],
+            b"|1|192.0.2.2|22|"
+        );
+        assert_eq!(a.rewrites[1].expectation, 1);
+        assert!(a.rewrites[0].end <= a.rewrites[1].start);
+    }
+
+    #[test]
+    fn nat_third_party_is_refused_without_rewrite() {
+        let (cli, public, srv) = (
+            v4([192, 0, 2, 2]),
+            v4([203, 0, 113, 1]),
+            v4([198, 51, 100, 2]),
+        );
+        let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
+        // The public address is not the sender's real address either.
+        for line in [&b"PORT 192,0,2,99,4,1\r\n"[..], b"PORT 203,0,113,1,4,1\r\n"] {
+            let a = c.client(line);
+            assert!(a.expectations.is_empty() && a.rewrites.is_empty(), "{a:?}");
+            assert_eq!(a.refusals.len(), 1);
+        }
+    }
+
+    #[test]
+    fn without_nat_nothing_is_rewritten() {
+        let mut c = Conn::v4().warmed();
+        let a = c.client(b"PORT 192,168,1,10,156,64\r\n");
+        assert_eq!(one(&a).nat, None);
+        assert!(a.rewrites.is_empty());
+    }
 }

@@ -379,4 +379,59 @@ mod tests {
         assert_eq!(mask.src_port, 0);
         assert!(t[8].is_none() && t[9].is_none());
     }
+
+    #[test]
+    fn nat_expectation_carries_dir_saved_endpoint_and_follow_master() {
+        let master = Tuple {
+            src: v4([192, 0, 2, 2]),
+            dst: v4([198, 51, 100, 2]),
+            proto: IPPROTO_TCP,
+            src_port: 40000,
+            dst_port: 21,
+        };
+        let exp = Expectation {
+            class: 0,
+            proto: IPPROTO_TCP,
+            src: v4([198, 51, 100, 2]),
+            src_port: None,
+            dst: v4([203, 0, 113, 1]),
+            dst_port: 40001,
+            flags: 0,
+            nat: Some(ExpectNat {
+                dir: crate::conntrack::Direction::Reply,
+                saved_addr: v4([192, 0, 2, 2]),
+                saved_port: 40000,
+            }),
+        };
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf);
+        write_exp_new(&mut w, 9, &exp, &master, None).unwrap();
+        let msg = super::super::msg::Messages::new(w.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, attrs) = msg.nfnl().unwrap();
+        let t: [Option<Attr>; 12] = attrs.table().unwrap();
+        let tuple = parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap()).unwrap();
+        assert_eq!((tuple.dst, tuple.dst_port), (v4([203, 0, 113, 1]), 40001));
+        let nat: [Option<Attr>; 3] = t[usize::from(CTA_EXPECT_NAT)]
+            .unwrap()
+            .nested()
+            .table()
+            .unwrap();
+        assert_eq!(
+            nat[usize::from(CTA_EXPECT_NAT_DIR)]
+                .unwrap()
+                .be32()
+                .unwrap(),
+            1
+        );
+        let saved = parse_tuple(nat[usize::from(CTA_EXPECT_NAT_TUPLE)].unwrap()).unwrap();
+        // The kernel keeps the source part; the rest must be present for its parser.
+        assert_eq!((saved.src, saved.src_port), (v4([192, 0, 2, 2]), 40000));
+        assert_eq!(saved.proto, IPPROTO_TCP);
+        let func = t[usize::from(CTA_EXPECT_FN)].unwrap();
+        assert_eq!(func.payload, b"nat-follow-master\0");
+        assert_eq!(func.str().unwrap(), NAT_FOLLOW_MASTER);
+    }
 }
