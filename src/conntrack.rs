@@ -136,6 +136,32 @@ impl Conntrack {
     }
 }
 
+/// One direction's TCP sequence adjustment (struct nf_ct_seqadj): packets after
+/// `correction_pos` are shifted by `offset_after`, earlier ones by `offset_before`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqAdj {
+    pub correction_pos: u32,
+    pub offset_before: i32,
+    pub offset_after: i32,
+}
+
+impl SeqAdj {
+    /// The adjustment after a segment starting at `seq` grew by `delta` bytes, by the
+    /// kernel's rule (nf_ct_seqadj_set): a new correction only for a segment after the
+    /// last one, so a retransmission of the rewritten segment does not count twice.
+    pub fn after_change(self, seq: u32, delta: i32) -> SeqAdj {
+        let later = (self.correction_pos.wrapping_sub(seq) as i32) < 0;
+        if delta == 0 || !(self.offset_before == self.offset_after || later) {
+            return self;
+        }
+        SeqAdj {
+            correction_pos: seq,
+            offset_before: self.offset_after,
+            offset_after: self.offset_after.wrapping_add(delta),
+        }
+    }
+}
+
 /// Expectation flags (NF_CT_EXPECT_*).
 pub mod expect_flags {
     pub const PERMANENT: u32 = 1 << 0;
@@ -205,5 +231,41 @@ mod tests {
         );
         assert_eq!(r.proto, IPPROTO_UDP);
         assert_eq!(r.reversed(), t);
+    }
+
+    #[test]
+    fn seqadj_follows_the_kernels_rule() {
+        let none = SeqAdj::default();
+        let first = none.after_change(1000, 3);
+        assert_eq!(
+            first,
+            SeqAdj {
+                correction_pos: 1000,
+                offset_before: 0,
+                offset_after: 3
+            }
+        );
+        // The same segment again (retransmission): unchanged.
+        assert_eq!(first.after_change(1000, 3), first);
+        // An older segment: unchanged.
+        assert_eq!(first.after_change(900, 3), first);
+        // A later segment that shrinks.
+        let second = first.after_change(1100, -2);
+        assert_eq!(
+            second,
+            SeqAdj {
+                correction_pos: 1100,
+                offset_before: 3,
+                offset_after: 1
+            }
+        );
+        // Across the sequence wrap.
+        let w = SeqAdj {
+            correction_pos: 0xffff_fff0,
+            offset_before: 0,
+            offset_after: 5,
+        };
+        assert_eq!(w.after_change(0x10, 1).correction_pos, 0x10);
+        assert_eq!(none.after_change(5, 0), none);
     }
 }

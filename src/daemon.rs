@@ -182,6 +182,9 @@ pub enum Skip {
 pub struct Examined {
     pub slot: usize,
     pub conntrack: Conntrack,
+    /// The packet's direction and, for TCP, its sequence number.
+    pub dir: crate::conntrack::Direction,
+    pub tcp_seq: Option<u32>,
     pub action: Action,
     pub private: [u8; PRIVATE_DATA_MAX],
     pub private_len: usize,
@@ -212,9 +215,15 @@ pub fn examine(slots: &[Slot], pkt: &queue::QueuedPacket<'_>) -> Result<Examined
         private,
         private_len,
     } = crate::helpers::run(slots[slot].helper, &packet, &conntrack, help_info);
+    let tcp_seq = match d.transport {
+        crate::helpers::Transport::Tcp { seq, .. } => Some(seq),
+        crate::helpers::Transport::Udp => None,
+    };
     Ok(Examined {
         slot,
         conntrack,
+        dir,
+        tcp_seq,
         action,
         private,
         private_len,
@@ -996,6 +1005,7 @@ impl Daemon {
                             &mut self.bufs.ctl_rx,
                         );
                         attached = applied.attached;
+                        let mut private_written = false;
                         if !ex.action.rewrites.is_empty() {
                             match Self::rewrite(
                                 slot,
@@ -1009,7 +1019,42 @@ impl Daemon {
                                 Rewritten::Drop => verdict_code = queue::NF_DROP,
                             }
                         }
-                        if ex.action.private_changed {
+                        if let Some(len) = rewritten_len
+                            && len != pkt.payload.len()
+                            && ex.conntrack.orig.src.is_ipv6()
+                        {
+                            // The verdict path would record this length change at a
+                            // wrong position for IPv6 (DESIGN.md 1.6): set it, and the
+                            // private data, over ctnetlink and send the verdict
+                            // without a conntrack part.
+                            match Self::adjust_sequence(
+                                slot,
+                                ex,
+                                len as i64 - pkt.payload.len() as i64,
+                                &mut self.ctl_sock,
+                                &mut self.bufs.ctl,
+                                &mut self.bufs.ctl_rx,
+                            ) {
+                                Ok(()) => private_written = true,
+                                Err(e) => {
+                                    rewritten_len = None;
+                                    slot.stats.rewrite_errors += 1;
+                                    if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                                        warn!(
+                                            "{}: cannot set the sequence adjustment of {} -> {}:{}: {e}; packet passed unchanged",
+                                            slot.name,
+                                            ex.conntrack.orig.src,
+                                            ex.conntrack.orig.dst,
+                                            ex.conntrack.orig.dst_port
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                        if rewritten_len.is_some() {
+                            slot.stats.rewritten += 1;
+                        }
+                        if ex.action.private_changed && !private_written {
                             help = Some(queue::HelpUpdate {
                                 helper_name: self.slots[ex.slot].name,
                                 info: &ex.private[..ex.private_len],
@@ -1227,7 +1272,6 @@ impl Daemon {
         };
         match result {
             Ok(r) if r.changed => {
-                slot.stats.rewritten += 1;
                 debug!(
                     "{}: rewrote {} announcement(s) for NAT ({} -> {} bytes)",
                     slot.name,
@@ -1252,6 +1296,50 @@ impl Daemon {
                 Rewritten::Unchanged
             }
         }
+    }
+
+    /// Record a payload length change of `delta` bytes in the packet's direction as the
+    /// kernel's nf_ct_seqadj_set would, over ctnetlink: read the conntrack's current
+    /// adjustment, apply the kernel's rule, write it back together with the helper's
+    /// private data.
+    fn adjust_sequence(
+        slot: &Slot,
+        ex: &Examined,
+        delta: i64,
+        ctl: &mut Socket,
+        ctl_buf: &mut [u8],
+        ctl_rx: &mut [u8],
+    ) -> Result<(), IoError> {
+        use crate::netlink::Error as NlError;
+        let packet_seq = ex.tcp_seq.ok_or(NlError::Malformed("not TCP"))?;
+        let delta = i32::try_from(delta).map_err(|_| NlError::Malformed("length change"))?;
+        let (orig, zone, dir) = (&ex.conntrack.orig, ex.conntrack.zone, ex.dir);
+        let seq = ctl.next_seq();
+        let mut w = Writer::new(ctl_buf);
+        ctnetlink::write_ct_get(&mut w, seq, orig, zone)?;
+        let len = w.len();
+        let mut current = None;
+        ctl.transact(&ctl_buf[..len], seq, ctl_rx, |msg| {
+            if let Ok((_, attrs)) = msg.nfnl() {
+                current = Some(ctnetlink::parse_seq_adj(attrs, dir));
+            }
+        })?;
+        let current = current.ok_or(NlError::Missing("conntrack"))??;
+        let next = current.after_change(packet_seq, delta);
+        let help = ex
+            .action
+            .private_changed
+            .then(|| (slot.name, &ex.private[..ex.private_len]));
+        let seq = ctl.next_seq();
+        let mut w = Writer::new(ctl_buf);
+        ctnetlink::write_ct_update(&mut w, seq, orig, zone, dir, &next, help)?;
+        let len = w.len();
+        ctl.transact(&ctl_buf[..len], seq, ctl_rx, |_| {})?;
+        debug!(
+            "{}: sequence adjustment ({dir:?}) {current:?} -> {next:?}",
+            slot.name
+        );
+        Ok(())
     }
 }
 

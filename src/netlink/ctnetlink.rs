@@ -6,7 +6,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::attr::{Attr, Attrs, Writer};
 use super::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NfGenMsg};
 use super::{Error, Result, nfnl_type, subsys};
-use crate::conntrack::{Conntrack, ExpectNat, Expectation, Family, Tuple};
+use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, Family, SeqAdj, Tuple};
 
 // enum ctattr_type
 pub const CTA_TUPLE_ORIG: u16 = 1;
@@ -14,7 +14,18 @@ pub const CTA_TUPLE_REPLY: u16 = 2;
 pub const CTA_STATUS: u16 = 3;
 pub const CTA_HELP: u16 = 5;
 pub const CTA_ID: u16 = 12;
+pub const CTA_SEQ_ADJ_ORIG: u16 = 15;
+pub const CTA_SEQ_ADJ_REPLY: u16 = 16;
 pub const CTA_ZONE: u16 = 18;
+
+// enum ctattr_seqadj
+pub const CTA_SEQADJ_CORRECTION_POS: u16 = 1;
+pub const CTA_SEQADJ_OFFSET_BEFORE: u16 = 2;
+pub const CTA_SEQADJ_OFFSET_AFTER: u16 = 3;
+
+// enum cntl_msg_types
+pub const IPCTNL_MSG_CT_NEW: u8 = 0;
+pub const IPCTNL_MSG_CT_GET: u8 = 1;
 const CTA_TABLE: usize = 26;
 
 // enum ctattr_tuple / ctattr_ip / ctattr_l4proto
@@ -262,6 +273,91 @@ pub fn write_exp_new(
     w.end_msg(m)
 }
 
+fn seq_adj_kind(dir: Direction) -> u16 {
+    match dir {
+        Direction::Original => CTA_SEQ_ADJ_ORIG,
+        Direction::Reply => CTA_SEQ_ADJ_REPLY,
+    }
+}
+
+/// A conntrack request addressed by its original tuple (and zone).
+fn begin_ct_request(
+    w: &mut Writer<'_>,
+    seq: u32,
+    msg: u8,
+    orig: &Tuple,
+    zone: Option<u16>,
+) -> Result<super::attr::Mark> {
+    let m = w.begin_nfnl(
+        nfnl_type(subsys::CTNETLINK, msg),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        NfGenMsg {
+            family: Family::of(&orig.src).af(),
+            version: NFNETLINK_V0,
+            res_id: 0,
+        },
+    )?;
+    put_tuple(w, CTA_TUPLE_ORIG, orig)?;
+    if let Some(z) = zone {
+        w.put_be16(CTA_ZONE, z)?;
+    }
+    Ok(m)
+}
+
+/// IPCTNL_MSG_CT_GET for one conntrack (the answer is an IPCTNL_MSG_CT_NEW message).
+pub fn write_ct_get(w: &mut Writer<'_>, seq: u32, orig: &Tuple, zone: Option<u16>) -> Result<()> {
+    let m = begin_ct_request(w, seq, IPCTNL_MSG_CT_GET, orig, zone)?;
+    w.end_msg(m)
+}
+
+/// The sequence adjustment of `dir` in a conntrack message's attributes; the kernel
+/// leaves it out while the conntrack has none, which is an adjustment of zero.
+pub fn parse_seq_adj(attrs: super::attr::Attrs<'_>, dir: Direction) -> Result<SeqAdj> {
+    let t: [Option<Attr>; CTA_TABLE] = attrs.table()?;
+    let Some(adj) = t[usize::from(seq_adj_kind(dir))] else {
+        return Ok(SeqAdj::default());
+    };
+    let a: [Option<Attr>; 4] = adj.nested().table()?;
+    let get = |kind: u16| -> Result<u32> {
+        a[usize::from(kind)]
+            .ok_or(Error::Missing("CTA_SEQADJ_*"))?
+            .be32()
+    };
+    Ok(SeqAdj {
+        correction_pos: get(CTA_SEQADJ_CORRECTION_POS)?,
+        offset_before: get(CTA_SEQADJ_OFFSET_BEFORE)? as i32,
+        offset_after: get(CTA_SEQADJ_OFFSET_AFTER)? as i32,
+    })
+}
+
+/// IPCTNL_MSG_CT_NEW updating an existing conntrack: `dir`'s sequence adjustment and,
+/// if given, the helper's private data (helper name, info). Used where the queue's
+/// verdict would set the adjustment wrongly (IPv6, see DESIGN.md section 1.6).
+pub fn write_ct_update(
+    w: &mut Writer<'_>,
+    seq: u32,
+    orig: &Tuple,
+    zone: Option<u16>,
+    dir: Direction,
+    adj: &SeqAdj,
+    help: Option<(&str, &[u8])>,
+) -> Result<()> {
+    let m = begin_ct_request(w, seq, IPCTNL_MSG_CT_NEW, orig, zone)?;
+    let n = w.begin_nested(seq_adj_kind(dir))?;
+    w.put_be32(CTA_SEQADJ_CORRECTION_POS, adj.correction_pos)?;
+    w.put_be32(CTA_SEQADJ_OFFSET_BEFORE, adj.offset_before as u32)?;
+    w.put_be32(CTA_SEQADJ_OFFSET_AFTER, adj.offset_after as u32)?;
+    w.end_nested(n)?;
+    if let Some((name, info)) = help {
+        let h = w.begin_nested(CTA_HELP)?;
+        w.put_str(CTA_HELP_NAME, name)?;
+        w.put(CTA_HELP_INFO, info)?;
+        w.end_nested(h)?;
+    }
+    w.end_msg(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,5 +529,66 @@ mod tests {
         let func = t[usize::from(CTA_EXPECT_FN)].unwrap();
         assert_eq!(func.payload, b"nat-follow-master\0");
         assert_eq!(func.str().unwrap(), NAT_FOLLOW_MASTER);
+    }
+
+    #[test]
+    fn ct_update_round_trips_the_sequence_adjustment() {
+        let orig = Tuple {
+            src: "2001:db8:1::2".parse().unwrap(),
+            dst: "2001:db8:2::2".parse().unwrap(),
+            proto: IPPROTO_TCP,
+            src_port: 40000,
+            dst_port: 21,
+        };
+        let adj = SeqAdj {
+            correction_pos: 0xfffe_0001,
+            offset_before: -2,
+            offset_after: 5,
+        };
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf);
+        write_ct_update(
+            &mut w,
+            4,
+            &orig,
+            Some(3),
+            Direction::Reply,
+            &adj,
+            Some(("ftp", &[1, 2])),
+        )
+        .unwrap();
+        let msg = super::super::msg::Messages::new(w.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.header.kind, 0x0100);
+        assert_eq!(
+            msg.header.flags,
+            NLM_F_REQUEST | NLM_F_ACK,
+            "an update, never a create"
+        );
+        let (g, attrs) = msg.nfnl().unwrap();
+        assert_eq!(g.family, 10);
+        assert_eq!(parse_seq_adj(attrs, Direction::Reply).unwrap(), adj);
+        assert_eq!(
+            parse_seq_adj(attrs, Direction::Original).unwrap(),
+            SeqAdj::default()
+        );
+        let t: [Option<Attr>; CTA_TABLE] = attrs.table().unwrap();
+        assert_eq!(
+            parse_tuple(t[usize::from(CTA_TUPLE_ORIG)].unwrap()).unwrap(),
+            orig
+        );
+        assert_eq!(t[usize::from(CTA_ZONE)].unwrap().be16().unwrap(), 3);
+        let h: [Option<Attr>; 3] = t[usize::from(CTA_HELP)].unwrap().nested().table().unwrap();
+        assert_eq!(h[usize::from(CTA_HELP_INFO)].unwrap().payload, &[1, 2]);
+
+        let mut w = Writer::new(&mut buf);
+        write_ct_get(&mut w, 5, &orig, None).unwrap();
+        let msg = super::super::msg::Messages::new(w.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.header.kind, 0x0101);
     }
 }
