@@ -1024,9 +1024,10 @@ impl Daemon {
                             && ex.conntrack.orig.src.is_ipv6()
                         {
                             // The verdict path would record this length change at a
-                            // wrong position for IPv6 (DESIGN.md 1.6): set it, and the
-                            // private data, over ctnetlink and send the verdict
-                            // without a conntrack part.
+                            // wrong position for IPv6 (the kernel reads the TCP header
+                            // at ip_hdrlen(), an IPv4-only offset; README "NAT"): set
+                            // it, and the private data, over ctnetlink and send the
+                            // verdict without a conntrack part.
                             match Self::adjust_sequence(
                                 slot,
                                 ex,

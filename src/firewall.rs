@@ -48,9 +48,10 @@ pub fn ruleset(cfg: &Config) -> String {
     }
     // prerouting: forwarded and incoming connections; output: the router's own.
     // Priority mangle (-150): after conntrack (-200) has a conntrack to attach the helper
-    // to, and before DNAT (-100). A port-forwarded connection must have its helper when
-    // its NAT binding is made, or the kernel (6.1; fixed upstream in 2025) gives it no
-    // sequence-adjustment area and a length-changing rewrite breaks the session.
+    // to, and before DNAT (-100). Kernels without the 2025 fix "nft_ct: add seqadj
+    // extension for natted connections" give a port-forwarded connection no
+    // sequence-adjustment area unless it has its helper when its NAT binding is made,
+    // and a length-changing rewrite would then break the session.
     for (chain, hook) in [("prerouting", "prerouting"), ("output", "output")] {
         let _ = writeln!(s, "\tchain {chain} {{");
         let _ = writeln!(

@@ -2,10 +2,11 @@
 //! range of the application payload inside a queued L3 packet, then fix every length and
 //! checksum that covers it.
 //!
-//! The packet lives in the daemon's fixed send buffer; nothing here allocates and nothing
-//! panics. TCP sequence numbers are *not* touched: when the verdict carries a payload of a
-//! different length and the connection is NATed, the kernel applies sequence adjustment
-//! itself (ctnetlink_glue_seqadj, IPv4 only in the kernels we read; see DESIGN.md §1.6).
+//! The packet lives in a fixed daemon buffer; nothing here allocates and nothing panics.
+//! TCP sequence numbers are *not* touched: when the verdict carries a payload of a
+//! different length and the connection is NATed, the kernel records the sequence
+//! adjustment itself (ctnetlink_glue_seqadj), correctly for IPv4 only; for IPv6 the daemon
+//! records it over ctnetlink (README, section "NAT").
 
 use core::fmt;
 use core::ops::Range;

@@ -1,6 +1,7 @@
-//! Arbitrary payload, private data, direction, sequence number and address family
-//! through the FTP helper: it must never panic, must leave private data decodable, and
-//! must never expect a connection to an address other than the announcer's.
+//! Arbitrary payload, private data, direction, sequence number, address family and NAT
+//! through the FTP helper: it must never panic, must leave private data decodable, must
+//! never expect a connection to an address other than the announcer's (or, under NAT,
+//! its translated address), and its rewrites must apply to the packet without panicking.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -8,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use cthelperd::conntrack::{Conntrack, Direction, Tuple, status};
 use cthelperd::helpers::ftp::{Ftp, PRIVATE_LEN, State};
 use cthelperd::helpers::{Helper, Packet, Transport};
+use cthelperd::nat;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -32,6 +34,12 @@ fuzz_target!(|data: &[u8]| {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20)),
         )
     };
+    // flags & 16: the client is masqueraded behind the router's outside address.
+    let masqueraded = flags & 16 != 0;
+    let public = match cli {
+        IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+        IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x100)),
+    };
     let ct = Conntrack {
         orig: Tuple {
             src: cli,
@@ -42,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         },
         reply: Tuple {
             src: srv,
-            dst: cli,
+            dst: if masqueraded { public } else { cli },
             proto: 6,
             src_port: 21,
             dst_port: 40000,
@@ -51,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
             status::SEEN_REPLY
         } else {
             0
-        },
+        } | if masqueraded { status::SRC_NAT } else { 0 },
         id: None,
         zone: None,
     };
@@ -83,11 +91,35 @@ fuzz_target!(|data: &[u8]| {
     for e in &action.expectations {
         assert_eq!(
             e.dst,
-            ct.tuple(dir).src,
+            ct.tuple(dir.opposite()).dst,
             "expectation towards a third party"
         );
         assert_eq!(e.src, ct.tuple(dir.opposite()).src);
         assert_ne!(e.dst_port, 0);
+        match e.nat {
+            Some(n) => {
+                assert!(masqueraded);
+                assert_eq!(n.saved_addr, ct.tuple(dir).src, "NAT back to a third party");
+            }
+            None => assert!(!masqueraded),
+        }
+    }
+    let mut end = 0;
+    for rw in &action.rewrites {
+        assert!(masqueraded && rw.start >= end && rw.start <= rw.end && rw.end <= payload.len());
+        assert!(rw.expectation < action.expectations.len());
+        end = rw.end;
+    }
+    if !action.rewrites.is_empty() {
+        // The rewrites applied to the packet carrying this payload, with an arbitrary port.
+        let mut buf = vec![0u8; 2048];
+        if let Some(len) = tcp_packet(&mut buf, t.src, t.dst, payload) {
+            let port = u16::from_be_bytes([seq.to_be_bytes()[0], seq.to_be_bytes()[3]]);
+            if let Ok(r) = nat::apply_rewrites(&mut buf, len, &action.rewrites, |_| Some(port)) {
+                let d = cthelperd::wire::dissect(&buf[..r.len]).expect("rewritten packet dissects");
+                assert_eq!(d.l4_offset + 20 + d.payload.len(), r.len);
+            }
+        }
     }
     // What we wrote back must decode to itself.
     let st = State::decode(&private);
@@ -96,3 +128,38 @@ fuzz_target!(|data: &[u8]| {
     // And a second pass over the same bytes must not panic either.
     let _ = Ftp.process(&pkt, &ct, &mut private);
 });
+
+/// An IPv4 or IPv6 packet with a 20-byte TCP header and `payload`, in `buf`.
+fn tcp_packet(buf: &mut [u8], src: IpAddr, dst: IpAddr, payload: &[u8]) -> Option<usize> {
+    let ip_len = if src.is_ipv4() { 20 } else { 40 };
+    let len = ip_len + 20 + payload.len();
+    if len > buf.len() {
+        return None;
+    }
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            buf[0] = 0x45;
+            buf[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            buf[8] = 64;
+            buf[9] = 6;
+            buf[12..16].copy_from_slice(&s.octets());
+            buf[16..20].copy_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            buf[0] = 0x60;
+            buf[4..6].copy_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+            buf[6] = 6;
+            buf[7] = 64;
+            buf[8..24].copy_from_slice(&s.octets());
+            buf[24..40].copy_from_slice(&d.octets());
+        }
+        _ => return None,
+    }
+    let tcp = &mut buf[ip_len..];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&21u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18;
+    tcp[20..20 + payload.len()].copy_from_slice(payload);
+    Some(len)
+}

@@ -333,7 +333,7 @@ pub fn parse_seq_adj(attrs: super::attr::Attrs<'_>, dir: Direction) -> Result<Se
 
 /// IPCTNL_MSG_CT_NEW updating an existing conntrack: `dir`'s sequence adjustment and,
 /// if given, the helper's private data (helper name, info). Used where the queue's
-/// verdict would set the adjustment wrongly (IPv6, see DESIGN.md section 1.6).
+/// verdict would set the adjustment wrongly (IPv6: README, section "NAT").
 pub fn write_ct_update(
     w: &mut Writer<'_>,
     seq: u32,
