@@ -1585,4 +1585,108 @@ mod tests {
         assert!(l.allow(t0 + LogLimit::WINDOW, "t"));
         assert_eq!(l.suppressed, 0);
     }
+
+    /// A 227 from a port-forwarded server (outside client 203.0.113.9 -> 192.0.2.1:21,
+    /// forwarded to 198.51.100.2:21), queued with private data that makes it parsed.
+    fn queued_forwarded_227(buf: &mut [u8]) -> usize {
+        let public: [u8; 4] = [192, 0, 2, 1];
+        let outside: [u8; 4] = [203, 0, 113, 9];
+        let text = b"227 Entering Passive Mode (198,51,100,2,156,64)\r\n";
+        let ip = crate::wire::ipv4::tests::build(
+            public,
+            outside,
+            IPPROTO_TCP,
+            &crate::wire::tcp::tests::build(21, 50000, 7000, 0x18, text),
+        );
+        let orig = Tuple {
+            src: outside.into(),
+            dst: public.into(),
+            proto: IPPROTO_TCP,
+            src_port: 50000,
+            dst_port: 21,
+        };
+        let reply = Tuple {
+            src: SERVER.into(),
+            dst: outside.into(),
+            proto: IPPROTO_TCP,
+            src_port: 21,
+            dst_port: 50000,
+        };
+        let mut info = [0u8; 32];
+        crate::helpers::ftp::State::picked_up().encode(&mut info);
+        let ct = CtFixture {
+            tuples: (orig, reply),
+            status: status::CONFIRMED | status::SEEN_REPLY | status::DST_NAT,
+            helper: Some("ftp"),
+            info: Some(&info),
+            ct_info: ctinfo::ESTABLISHED_REPLY,
+        };
+        write_queued(buf, 0, &ip, Some(&ct))
+    }
+
+    fn applied(port: Option<u16>) -> Applied {
+        let mut ports = [None; MAX_EXPECTATIONS_PER_PACKET];
+        ports[0] = port;
+        Applied {
+            attached: None,
+            ports,
+        }
+    }
+
+    #[test]
+    fn forwarded_227_is_rewritten_with_the_port_the_search_found() {
+        let mut slots = slots_from_config(&Config::default()).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = queued_forwarded_227(&mut buf);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        let ex = examine(&slots, &pkt).unwrap();
+        let exp = ex.action.expectations[0];
+        assert_eq!(exp.dst, core::net::IpAddr::from([192, 0, 2, 1]));
+        assert!(exp.nat.is_some());
+        let mut out = [0u8; 2048];
+        let slot = &mut slots[ex.slot];
+        let got = Daemon::rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut out);
+        let Rewritten::Packet(len) = got else {
+            panic!("not rewritten");
+        };
+        let d = crate::wire::dissect(&out[..len]).unwrap();
+        assert_eq!(
+            d.payload,
+            b"227 Entering Passive Mode (192,0,2,1,156,65)\r\n"
+        );
+        assert_eq!(len, pkt.payload.len() - 3);
+        assert_eq!(slot.stats.rewrite_errors, 0);
+
+        // No expectation for the announcement: the packet is dropped, as nf_nat_ftp does.
+        assert!(matches!(
+            Daemon::rewrite(slot, &ex, &applied(None), pkt.payload, &mut out),
+            Rewritten::Drop
+        ));
+        assert_eq!(slot.stats.rewrite_errors, 1);
+
+        // A buffer too small for the packet: it passes unchanged, counted.
+        let mut tiny = [0u8; 40];
+        assert!(matches!(
+            Daemon::rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut tiny),
+            Rewritten::Unchanged
+        ));
+        assert_eq!(slot.stats.rewrite_errors, 2);
+
+        // The announced endpoint already right (same address and port): nothing to send.
+        let mut same = ex.action.rewrites.clone();
+        same[0].addr = SERVER.into();
+        let ex_same = Examined {
+            action: Action {
+                rewrites: same,
+                ..Action::default()
+            },
+            ..ex
+        };
+        assert!(matches!(
+            Daemon::rewrite(slot, &ex_same, &applied(Some(40000)), pkt.payload, &mut out),
+            Rewritten::Unchanged
+        ));
+        assert_eq!(slot.stats.rewrite_errors, 2);
+    }
 }
