@@ -1098,7 +1098,7 @@ impl Daemon {
     /// master go through ctnetlink with an ACK so failures are known; an unconfirmed
     /// master (a first packet, such as a TFTP request) is not yet findable there, so
     /// its first expectation rides on the verdict and is returned. An expectation of a
-    /// NATed master whose port is taken on the outside address (EBUSY) is retried on the
+    /// NATed master whose port is taken on the outside address (EEXIST, EBUSY) is retried on the
     /// next ports, as the kernel's NAT helpers do; the port it got is reported so the
     /// announcement can name it.
     fn apply(
@@ -1168,6 +1168,9 @@ impl Daemon {
             }
             let mut exp = *exp;
             let mut attempts = 1;
+            // A NAT expectation is created exclusively so that a port another master
+            // holds is seen (write_exp_new); one this master already holds is refreshed.
+            let mut exclusive = exp.nat.is_some();
             let result = loop {
                 let seq = ctl.next_seq();
                 let mut w = Writer::new(ctl_buf);
@@ -1177,6 +1180,7 @@ impl Daemon {
                     &exp,
                     &ex.conntrack.orig,
                     ex.conntrack.zone,
+                    exclusive,
                 )
                 .map(|()| w.len());
                 let result = built
@@ -1184,13 +1188,24 @@ impl Daemon {
                     .and_then(|len| ctl.transact(&ctl_buf[..len], seq, ctl_rx, |_| {}));
                 match result {
                     Err(e)
-                        if e.errno() == Some(Errno::EBUSY)
+                        if exclusive
+                            && e.errno() == Some(Errno::EEXIST)
+                            && Self::expectation_master(ctl, ctl_buf, ctl_rx, &exp, ex)
+                                == Some(ex.conntrack.orig) =>
+                    {
+                        // Ours (a repeated or retransmitted announcement): keep its
+                        // port, as the kernel does, and refresh it.
+                        exclusive = false;
+                    }
+                    Err(e)
+                        if matches!(e.errno(), Some(Errno::EBUSY | Errno::EEXIST))
                             && exp.nat.is_some()
                             && attempts < NAT_PORT_ATTEMPTS
                             && exp.dst_port < u16::MAX =>
                     {
                         attempts += 1;
                         exp.dst_port += 1;
+                        exclusive = true;
                     }
                     other => break other,
                 }
@@ -1231,6 +1246,29 @@ impl Daemon {
             }
         }
         applied
+    }
+
+    /// The master (original tuple) of the pending expectation with `exp`'s tuple, if
+    /// the kernel has one.
+    fn expectation_master(
+        ctl: &mut Socket,
+        ctl_buf: &mut [u8],
+        ctl_rx: &mut [u8],
+        exp: &crate::conntrack::Expectation,
+        ex: &Examined,
+    ) -> Option<crate::conntrack::Tuple> {
+        let seq = ctl.next_seq();
+        let mut w = Writer::new(ctl_buf);
+        ctnetlink::write_exp_get(&mut w, seq, exp, ex.conntrack.zone).ok()?;
+        let len = w.len();
+        let mut master = None;
+        ctl.transact(&ctl_buf[..len], seq, ctl_rx, |msg| {
+            if let Ok((_, attrs)) = msg.nfnl() {
+                master = ctnetlink::parse_exp_master(attrs).ok();
+            }
+        })
+        .ok()?;
+        master
     }
 
     /// Rewrite the announcements of a packet on a NATed connection into `buf`, with the

@@ -4,7 +4,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::attr::{Attr, Attrs, Writer};
-use super::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NfGenMsg};
+use super::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NfGenMsg};
 use super::{Error, Result, nfnl_type, subsys};
 use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, Family, SeqAdj, Tuple};
 
@@ -249,19 +249,23 @@ fn put_expect_nat(w: &mut Writer<'_>, exp: &Expectation, nat: &ExpectNat) -> Res
 }
 
 /// IPCTNL_MSG_EXP_NEW with an ACK request, so the kernel reports whether the
-/// expectation was created. Without NLM_F_EXCL an identical pending expectation is
-/// refreshed rather than refused, as when a client repeats PASV.
+/// expectation was created. The kernel first looks an existing expectation up by tuple:
+/// if there is one, a request without `exclusive` (NLM_F_EXCL) refreshes it and reports
+/// success — right when a client repeats PASV, wrong when the expectation belongs to
+/// another master (another inside host behind the same NAT announced the same port);
+/// an exclusive one is refused with EEXIST instead.
 pub fn write_exp_new(
     w: &mut Writer<'_>,
     seq: u32,
     exp: &Expectation,
     master: &Tuple,
     zone: Option<u16>,
+    exclusive: bool,
 ) -> Result<()> {
     let family = Family::of(&master.src).af();
     let m = w.begin_nfnl(
         nfnl_type(subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_NEW),
-        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK,
+        NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK | if exclusive { NLM_F_EXCL } else { 0 },
         seq,
         NfGenMsg {
             family,
@@ -271,6 +275,36 @@ pub fn write_exp_new(
     )?;
     put_expectation(w, exp, Some(master), zone)?;
     w.end_msg(m)
+}
+
+/// IPCTNL_MSG_EXP_GET for the expectation with `exp`'s tuple.
+pub fn write_exp_get(
+    w: &mut Writer<'_>,
+    seq: u32,
+    exp: &Expectation,
+    zone: Option<u16>,
+) -> Result<()> {
+    let m = w.begin_nfnl(
+        nfnl_type(subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_GET),
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        NfGenMsg {
+            family: Family::of(&exp.src).af(),
+            version: NFNETLINK_V0,
+            res_id: 0,
+        },
+    )?;
+    put_tuple(w, CTA_EXPECT_TUPLE, &exp.tuple())?;
+    if let Some(z) = zone {
+        w.put_be16(CTA_EXPECT_ZONE, z)?;
+    }
+    w.end_msg(m)
+}
+
+/// The master's original tuple in an expectation message.
+pub fn parse_exp_master(attrs: super::attr::Attrs<'_>) -> Result<Tuple> {
+    let t: [Option<Attr>; 12] = attrs.table()?;
+    parse_tuple(t[usize::from(CTA_EXPECT_MASTER)].ok_or(Error::Missing("CTA_EXPECT_MASTER"))?)
 }
 
 fn seq_adj_kind(dir: Direction) -> u16 {
@@ -456,7 +490,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
-        write_exp_new(&mut w, 9, &exp, &master, None).unwrap();
+        write_exp_new(&mut w, 9, &exp, &master, None, false).unwrap();
         let msg = super::super::msg::Messages::new(w.as_slice())
             .next()
             .unwrap()
@@ -501,11 +535,16 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
-        write_exp_new(&mut w, 9, &exp, &master, None).unwrap();
+        write_exp_new(&mut w, 9, &exp, &master, None, true).unwrap();
         let msg = super::super::msg::Messages::new(w.as_slice())
             .next()
             .unwrap()
             .unwrap();
+        assert_eq!(
+            msg.header.flags,
+            NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK | NLM_F_EXCL,
+            "exclusive when asked"
+        );
         let (_, attrs) = msg.nfnl().unwrap();
         let t: [Option<Attr>; 12] = attrs.table().unwrap();
         let tuple = parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap()).unwrap();
@@ -529,6 +568,22 @@ mod tests {
         let func = t[usize::from(CTA_EXPECT_FN)].unwrap();
         assert_eq!(func.payload, b"nat-follow-master\0");
         assert_eq!(func.str().unwrap(), NAT_FOLLOW_MASTER);
+        // The kernel's answer to a GET has the same layout: its master can be read.
+        assert_eq!(parse_exp_master(attrs).unwrap(), master);
+        let mut w = Writer::new(&mut buf);
+        write_exp_get(&mut w, 10, &exp, None).unwrap();
+        let msg = super::super::msg::Messages::new(w.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.header.kind, 0x0201);
+        let (_, attrs) = msg.nfnl().unwrap();
+        let t: [Option<Attr>; 12] = attrs.table().unwrap();
+        assert_eq!(
+            parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap()).unwrap(),
+            exp.tuple()
+        );
+        assert!(parse_exp_master(attrs).is_err());
     }
 
     #[test]

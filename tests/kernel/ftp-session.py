@@ -3,7 +3,8 @@
 
     ftp-session.py HOST FILE SHA256
 
-Connects to HOST:21 (IPv4 or IPv6), logs in anonymously and prints "0 ok ...".
+Connects to HOST:21 (IPv4 or IPv6; from the address in $FTP_SOURCE if set), logs
+in anonymously and prints "0 ok ...".
 Then reads one command per line and answers each with exactly one line
 "<n> ok <detail>" or "<n> err <detail>" (n = 1, 2, ...):
 
@@ -21,6 +22,7 @@ to list an expectation while it is pending. Only Python's standard library.
 """
 import ftplib
 import hashlib
+import os
 import re
 import socket
 import sys
@@ -37,7 +39,8 @@ def main():
 
     f = ftplib.FTP(timeout=TIMEOUT)
     try:
-        f.connect(host, 21)
+        source = os.environ.get("FTP_SOURCE")
+        f.connect(host, 21, source_address=(source, 0) if source else None)
         f.login()
     except Exception as e:  # noqa: BLE001 - report anything
         out(False, f"connect/login: {e!r}")

@@ -8,9 +8,11 @@
 #
 # Topology (lib.sh): client 192.0.2.2 / 2001:db8:1::2 -- r0 router r1 --
 # server 198.51.100.2 / 2001:db8:2::2, made a NAT setup:
-#   * the router masquerades everything leaving r1 (table inet nat: IPv4 and,
-#     informational only, NAT66), so the server sees every client connection
-#     as coming from 198.51.100.1 / 2001:db8:2::1;
+#   * the router masquerades IPv4 leaving r1 and source-NATs IPv6 leaving r1
+#     to 2001:db8:2::100 (table inet nat), so the server sees every client
+#     connection as coming from 198.51.100.1 / 2001:db8:2::100 (an address
+#     whose text is longer than the client's, so an EPRT rewrite changes the
+#     length: the IPv6 sequence adjustment the daemon sets over ctnetlink);
 #   * the server has NO route back to the client networks (its default routes
 #     are deleted): anything the router does not translate fails;
 #   * forward policy drop except established,related and new tcp/21, udp/69
@@ -44,9 +46,12 @@
 #         their expectations point at 198.51.100.1; one control session does
 #         three active transfers (each PORT rewrite is +3 bytes, so the
 #         kernel's TCP sequence adjustment must carry the session) then a
-#         passive one, PWD and NOOP; TFTP get and put; NAT66 EPSV (IPv6,
-#         informational: nothing is rewritten); the kernel's own ftp/tftp
-#         helpers are not loaded
+#         passive one, PWD and NOOP; port search: a second inside host
+#         announcing the same port while the first one's expectation is
+#         pending gets the next port (EBUSY); TFTP get and put; IPv6 through
+#         source NAT: EPSV, EPRT (+2 bytes) and one session with three
+#         rewritten EPRTs, a passive transfer, PWD and NOOP; the kernel's own
+#         ftp/tftp helpers are not loaded
 #   D     port forward (DNAT) with the roles swapped: the client is an outside
 #         host that can reach only 192.0.2.0/24, the router forwards
 #         192.0.2.1:21 to the server, the server's 227 (198,51,100,2) must reach
@@ -74,14 +79,21 @@ done
 setup_topology || exit 2
 ip -n server route del default
 ip -n server -6 route del default
+# the router's IPv6 outside address for source NAT (longer text than $C6)
+R6X=2001:db8:2::100
+ip -n router addr add $R6X/64 dev r1 nodad
+# a second inside host (for the port search)
+C4B=192.0.2.3
+ip -n client addr add $C4B/24 dev c0
 
-# The router's NAT: masquerade what leaves r1 (IPv4 and IPv6).
+# The router's NAT: masquerade IPv4 and source-NAT IPv6 leaving r1.
 nat_masquerade() {
     rx nft delete table inet nat 2>/dev/null
     rx nft -f - <<'EOF'
 table inet nat {
     chain postrouting {
         type nat hook postrouting priority srcnat; policy accept;
+        oifname "r1" meta nfproto ipv6 snat ip6 to 2001:db8:2::100
         oifname "r1" masquerade
     }
 }
@@ -203,10 +215,10 @@ txfer() {
 # ---------------------------------------------------------------- sessions (as ftp.sh)
 declare -A SESS_FD SESS_N SESS_PID
 SESS_REPLY=
-sess_open() { # sess_open NAME HOST: a long-lived ftplib session in the client namespace
+sess_open() { # sess_open NAME HOST [SOURCE]: a long-lived ftplib session in the client namespace
     local name=$1 host=$2 fifo=/tmp/sess-$1.in fd
     rm -f "$fifo"; mkfifo "$fifo"
-    ip netns exec client $PY "$HERE/ftp-session.py" "$host" blob.bin "$SUM" <"$fifo" \
+    ip netns exec client env FTP_SOURCE="${3:-}" $PY "$HERE/ftp-session.py" "$host" blob.bin "$SUM" <"$fifo" \
         >"$RESULTS/sess-$name.out" 2>"$RESULTS/sess-$name.err" &
     SESS_PID[$name]=$!
     exec {fd}>"$fifo"
@@ -385,6 +397,47 @@ else
 fi
 sess_close B-hold
 
+# Port search: two inside hosts announce the same port. Both announcements
+# become the router's outside address and that port, so the second
+# expectation clashes with the first while the first is pending; the daemon
+# must take the next port and announce that. The first host announcing its
+# port again keeps it (its own expectation is refreshed, as the kernel does).
+# The server's connection attempts are rejected on its way out (TCP reset, so
+# it answers at once) and never reach the router: the expectations stay pending.
+BUSY=45000
+sx nft -f - <<EOF
+table inet hold {
+    chain out {
+        type filter hook output priority filter; policy accept;
+        ip daddr $R4S tcp dport { $BUSY, $((BUSY + 1)) } reject with tcp reset
+    }
+}
+EOF
+mark=$(srv_mark)
+sess_open B-busy1 $S4 $C4; rc1=$?
+sess_open B-busy2 $S4 $C4B; rc2=$?
+[ $rc1 = 0 ] && [ $rc2 = 0 ]; check "B port search: two control sessions from $C4 and $C4B" pass $?
+# the answers are "425 can't connect": only what the server was told matters
+sess_cmd B-busy1 hold-active $C4 $BUSY
+sess_cmd B-busy1 hold-active $C4 $BUSY
+sess_cmd B-busy2 hold-active $C4B $BUSY
+rx conntrack -L expect -f ipv4 >"$RESULTS/expect-list-busy.txt" 2>&1
+srv_since "$mark" >"$RESULTS/server-B-busy.log"
+indent <"$RESULTS/expect-list-busy.txt"
+grep '<- PORT ' "$RESULTS/server-B-busy.log" | indent
+grep -qE "proto=6 src=$S4 dst=$R4S sport=0 dport=$BUSY .* master-src=$C4 " "$RESULTS/expect-list-busy.txt" &&
+    grep -qE "proto=6 src=$S4 dst=$R4S sport=0 dport=$((BUSY + 1)) .* master-src=$C4B " "$RESULTS/expect-list-busy.txt"
+check "B port search: expectations pending for $C4 on port $BUSY and $C4B on $((BUSY + 1)) of $R4S" pass $?
+p1="PORT 198,51,100,1,$((BUSY / 256)),$((BUSY % 256))"
+p2="PORT 198,51,100,1,$((BUSY / 256)),$((BUSY % 256 + 1))"
+[ "$(grep -c -- "<- $p1\$" "$RESULTS/server-B-busy.log")" = 2 ] && grep -q -- "<- $p2\$" "$RESULTS/server-B-busy.log"
+check "B port search: the server was told port $BUSY twice by the first host and $((BUSY + 1)) by the second" pass $?
+for n in B-busy1 B-busy2; do
+    kill "${SESS_PID[$n]}" 2>/dev/null; exec {SESS_FD[$n]}>&-; wait "${SESS_PID[$n]}" 2>/dev/null
+done
+sx nft delete table inet hold
+rx conntrack -D expect -f ipv4 >/dev/null 2>&1
+
 # TFTP: the server answers from a new port to the router's outside address;
 # the expectation must map that back to the client (NAT follow-master).
 txfer B-tget get; check "B TFTP get through the masquerade" pass $?
@@ -392,16 +445,30 @@ txfer B-tput put; check "B TFTP put through the masquerade" pass $?
 grep -qE "\[NEW\] .*proto=17 src=$S4 dst=$R4S sport=0 " "$RESULTS/expect-events.txt"
 check "B TFTP expectation: from $S4 to the router's outside address $R4S" pass $?
 
-# IPv6 through NAT66 (informational): EPSV only. Its reply carries no address,
-# so nothing is rewritten and no length changes: the kernel (6.1) applies the
-# sequence adjustment of a length-changing rewrite correctly only for IPv4
-# (ctnetlink_glue_seqadj uses ip_hdrlen()).
-XFER_FORBID=PASV fxfer B-EPSV6 "[$S6]"
-check "B passive EPSV through NAT66 (IPv6, informational: nothing rewritten)" pass $?
-# EPRT over IPv6: 2001:db8:1::2 -> 2001:db8:2::1 happens to keep the length.
-# Not a check: whether the daemon rewrites IPv6 at all is its choice.
-XFER_FORBID=PORT fxfer B-EPRT6 "[$S6]" -P "[$C6]"; rc=$?
-say "B active EPRT through NAT66 (informational): rc=$rc; server received: $(grep -m1 '<- EPRT ' "$RESULTS/server-B-EPRT6.log")"
+# IPv6 through source NAT to $R6X. EPSV carries no address. EPRT from
+# 2001:db8:1::2 becomes 2001:db8:2::100, 2 bytes longer: the kernel (6.1)
+# records the sequence adjustment of a verdict correctly only for IPv4
+# (nf_ct_tcp_seqadj_set reads the TCP header at ip_hdrlen()), so the daemon
+# sets it over ctnetlink for IPv6 — the session below depends on it.
+XFER_FORBID=PASV fxfer B-EPSV6 "[$S6]"; check "B passive EPSV through IPv6 source NAT" pass $?
+XFER_FORBID=PORT fxfer B-EPRT6 "[$S6]" -P "[$C6]"; check "B active EPRT through IPv6 source NAT" pass $?
+rport=$(grep -m1 '<- EPRT ' "$RESULTS/server-B-EPRT6.log")
+say "B-EPRT6: client sent: $(grep -m1 '^> EPRT ' "$RESULTS/curl-B-EPRT6.log"); server received: ${rport:-none}"
+[[ "$rport" == *"<- EPRT |2|$R6X|"* ]]
+check "B EPRT6: the server received the router's outside address (EPRT |2|$R6X|...)" pass $?
+say "B session (IPv6): 3 x active (EPRT, +2 bytes each), passive, PWD, NOOP on one control connection"
+mark=$(srv_mark)
+sess_open B-sess6 $S6; check "B session (IPv6): login" pass $?
+for n in 1 2 3; do
+    sess_cmd B-sess6 retr-active; check "B session (IPv6): active transfer $n (after $(( (n - 1) * 2 )) bytes of rewrites)" pass $?
+done
+sess_cmd B-sess6 retr; check "B session (IPv6): passive transfer after the rewrites" pass $?
+sess_cmd B-sess6 pwd; check "B session (IPv6): PWD" pass $?
+sess_cmd B-sess6 noop; check "B session (IPv6): NOOP" pass $?
+sess_close B-sess6
+srv_since "$mark" >"$RESULTS/server-B-sess6.log"
+grep -q 'sequence adjustment' "$RESULTS/daemon.log"
+check "B session (IPv6): the daemon set the sequence adjustment over ctnetlink" pass $?
 
 for m in nf_conntrack_ftp nf_nat_ftp nf_conntrack_tftp nf_nat_tftp; do
     ! lsmod | grep -q "^$m "; check "B kernel $m not loaded" pass $?
