@@ -1229,17 +1229,10 @@ impl Daemon {
                     if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
                         continue;
                     }
-                    let tried = if attempts > 1 {
-                        format!(
-                            " (ports {} to {} tried)",
-                            exp.dst_port + 1 - attempts,
-                            exp.dst_port
-                        )
-                    } else {
-                        String::new()
-                    };
+                    // The first port the search tried (no allocation on the packet path).
+                    let first = exp.dst_port + 1 - attempts;
                     warn!(
-                        "{}: cannot create expectation {} -> {}:{}{tried}: {e}",
+                        "{}: cannot create expectation {} -> {}:{} (ports tried from {first}): {e}",
                         slot.name, exp.src, exp.dst, exp.dst_port
                     );
                 }
