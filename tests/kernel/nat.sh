@@ -212,46 +212,6 @@ txfer() {
     return $rc
 }
 
-# ---------------------------------------------------------------- sessions (as ftp.sh)
-declare -A SESS_FD SESS_N SESS_PID
-SESS_REPLY=
-sess_open() { # sess_open NAME HOST [SOURCE]: a long-lived ftplib session in the client namespace
-    local name=$1 host=$2 fifo=/tmp/sess-$1.in fd
-    rm -f "$fifo"; mkfifo "$fifo"
-    ip netns exec client env FTP_SOURCE="${3:-}" $PY "$HERE/ftp-session.py" "$host" blob.bin "$SUM" <"$fifo" \
-        >"$RESULTS/sess-$name.out" 2>"$RESULTS/sess-$name.err" &
-    SESS_PID[$name]=$!
-    exec {fd}>"$fifo"
-    SESS_FD[$name]=$fd
-    SESS_N[$name]=0
-    sess_wait "$name" 0
-}
-sess_wait() { # sess_wait NAME N: wait for reply N (at most 40 s)
-    local name=$1 n=$2 i
-    for ((i = 0; i < 400; i++)); do
-        SESS_REPLY=$(grep -m1 "^$n " "$RESULTS/sess-$name.out" 2>/dev/null)
-        [ -n "$SESS_REPLY" ] && break
-        kill -0 "${SESS_PID[$name]}" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "$SESS_REPLY" >>"$RESULTS/sessions.log"
-    [ -n "$SESS_REPLY" ] || SESS_REPLY="$n err no reply"
-    [[ "$SESS_REPLY" == "$n ok "* ]]
-}
-sess_cmd() { # sess_cmd NAME CMD...: 0 iff the session answered ok
-    local name=$1
-    shift
-    SESS_N[$name]=$((SESS_N[$name] + 1))
-    echo "$name> $*" >>"$RESULTS/sessions.log"
-    echo "$*" >&"${SESS_FD[$name]}"
-    sess_wait "$name" "${SESS_N[$name]}"
-}
-sess_close() {
-    local name=$1
-    sess_cmd "$name" quit
-    exec {SESS_FD[$name]}>&-
-    wait "${SESS_PID[$name]}" 2>/dev/null
-}
 
 # expect_event PROTO SRC DST PORT: a NEW expectation event from SRC (any
 # source port) to DST:PORT was seen — i.e. the expected connection's tuple as
