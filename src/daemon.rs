@@ -455,12 +455,12 @@ impl Daemon {
         &mut self,
         build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
     ) -> Result<(), IoError> {
-        let seq = self.ctl_sock.next_seq();
-        let mut w = Writer::new(&mut self.bufs.ctl);
-        build(&mut w, seq)?;
-        let len = w.len();
-        self.ctl_sock
-            .transact(&self.bufs.ctl[..len], seq, &mut self.bufs.ctl_rx, |_| {})
+        Ctl {
+            sock: &mut self.ctl_sock,
+            buf: &mut self.bufs.ctl,
+            rx: &mut self.bufs.ctl_rx,
+        }
+        .request(build, |_| {})
     }
 
     fn bind_queue(&mut self, q: u16) -> Result<(), IoError> {
@@ -997,63 +997,28 @@ impl Daemon {
                 match &outcome {
                     Ok(ex) => {
                         let slot = &mut self.slots[ex.slot];
-                        let applied = Self::apply(
-                            slot,
-                            ex,
-                            &mut self.ctl_sock,
-                            &mut self.bufs.ctl,
-                            &mut self.bufs.ctl_rx,
-                        );
+                        let mut ctl = Ctl {
+                            sock: &mut self.ctl_sock,
+                            buf: &mut self.bufs.ctl,
+                            rx: &mut self.bufs.ctl_rx,
+                        };
+                        let applied = Self::apply(slot, ex, &mut ctl);
                         attached = applied.attached;
                         let mut private_written = false;
                         if !ex.action.rewrites.is_empty() {
-                            match Self::rewrite(
+                            let t = Self::translate(
                                 slot,
                                 ex,
                                 &applied,
                                 pkt.payload,
                                 &mut self.bufs.mangle,
-                            ) {
-                                Rewritten::Packet(len) => rewritten_len = Some(len),
-                                Rewritten::Unchanged => {}
-                                Rewritten::Drop => verdict_code = queue::NF_DROP,
+                                &mut ctl,
+                            );
+                            if t.drop {
+                                verdict_code = queue::NF_DROP;
                             }
-                        }
-                        if let Some(len) = rewritten_len
-                            && len != pkt.payload.len()
-                            && ex.conntrack.orig.src.is_ipv6()
-                        {
-                            // The verdict path would record this length change at a
-                            // wrong position for IPv6 (the kernel reads the TCP header
-                            // at ip_hdrlen(), an IPv4-only offset; README "NAT"): set
-                            // it, and the private data, over ctnetlink and send the
-                            // verdict without a conntrack part.
-                            match Self::adjust_sequence(
-                                slot,
-                                ex,
-                                len as i64 - pkt.payload.len() as i64,
-                                &mut self.ctl_sock,
-                                &mut self.bufs.ctl,
-                                &mut self.bufs.ctl_rx,
-                            ) {
-                                Ok(()) => private_written = true,
-                                Err(e) => {
-                                    rewritten_len = None;
-                                    slot.stats.rewrite_errors += 1;
-                                    if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                                        warn!(
-                                            "{}: cannot set the sequence adjustment of {} -> {}:{}: {e}; packet passed unchanged",
-                                            slot.name,
-                                            ex.conntrack.orig.src,
-                                            ex.conntrack.orig.dst,
-                                            ex.conntrack.orig.dst_port
-                                        );
-                                    }
-                                }
-                            }
-                        }
-                        if rewritten_len.is_some() {
-                            slot.stats.rewritten += 1;
+                            rewritten_len = t.len;
+                            private_written = t.private_written;
                         }
                         if ex.action.private_changed && !private_written {
                             help = Some(queue::HelpUpdate {
@@ -1101,13 +1066,7 @@ impl Daemon {
     /// NATed master whose port is taken on the outside address (EEXIST, EBUSY) is retried on the
     /// next ports, as the kernel's NAT helpers do; the port it got is reported so the
     /// announcement can name it.
-    fn apply(
-        slot: &mut Slot,
-        ex: &Examined,
-        ctl: &mut Socket,
-        ctl_buf: &mut [u8],
-        ctl_rx: &mut [u8],
-    ) -> Applied {
+    fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applied {
         slot.stats.packets += 1;
         if ex.action.parse_error {
             slot.stats.parse_errors += 1;
@@ -1172,25 +1131,24 @@ impl Daemon {
             // holds is seen (write_exp_new); one this master already holds is refreshed.
             let mut exclusive = exp.nat.is_some();
             let result = loop {
-                let seq = ctl.next_seq();
-                let mut w = Writer::new(ctl_buf);
-                let built = ctnetlink::write_exp_new(
-                    &mut w,
-                    seq,
-                    &exp,
-                    &ex.conntrack.orig,
-                    ex.conntrack.zone,
-                    exclusive,
-                )
-                .map(|()| w.len());
-                let result = built
-                    .map_err(IoError::from)
-                    .and_then(|len| ctl.transact(&ctl_buf[..len], seq, ctl_rx, |_| {}));
+                let result = ctl.request(
+                    |w, seq| {
+                        ctnetlink::write_exp_new(
+                            w,
+                            seq,
+                            &exp,
+                            &ex.conntrack.orig,
+                            ex.conntrack.zone,
+                            exclusive,
+                        )
+                    },
+                    |_| {},
+                );
                 match result {
                     Err(e)
                         if exclusive
                             && e.errno() == Some(Errno::EEXIST)
-                            && Self::expectation_master(ctl, ctl_buf, ctl_rx, &exp, ex)
+                            && Self::expectation_master(ctl, &exp, ex.conntrack.zone)
                                 == Some(ex.conntrack.orig) =>
                     {
                         // Ours (a repeated or retransmitted announcement): keep its
@@ -1244,22 +1202,19 @@ impl Daemon {
     /// The master (original tuple) of the pending expectation with `exp`'s tuple, if
     /// the kernel has one.
     fn expectation_master(
-        ctl: &mut Socket,
-        ctl_buf: &mut [u8],
-        ctl_rx: &mut [u8],
+        ctl: &mut Ctl<'_>,
         exp: &crate::conntrack::Expectation,
-        ex: &Examined,
+        zone: Option<u16>,
     ) -> Option<crate::conntrack::Tuple> {
-        let seq = ctl.next_seq();
-        let mut w = Writer::new(ctl_buf);
-        ctnetlink::write_exp_get(&mut w, seq, exp, ex.conntrack.zone).ok()?;
-        let len = w.len();
         let mut master = None;
-        ctl.transact(&ctl_buf[..len], seq, ctl_rx, |msg| {
-            if let Ok((_, attrs)) = msg.nfnl() {
-                master = ctnetlink::parse_exp_master(attrs).ok();
-            }
-        })
+        ctl.request(
+            |w, seq| ctnetlink::write_exp_get(w, seq, exp, zone),
+            |msg| {
+                if let Ok((_, attrs)) = msg.nfnl() {
+                    master = ctnetlink::parse_exp_master(attrs).ok();
+                }
+            },
+        )
         .ok()?;
         master
     }
@@ -1338,41 +1293,120 @@ impl Daemon {
         slot: &Slot,
         ex: &Examined,
         delta: i64,
-        ctl: &mut Socket,
-        ctl_buf: &mut [u8],
-        ctl_rx: &mut [u8],
+        ctl: &mut Ctl<'_>,
     ) -> Result<(), IoError> {
         use crate::netlink::Error as NlError;
         let packet_seq = ex.tcp_seq.ok_or(NlError::Malformed("not TCP"))?;
         let delta = i32::try_from(delta).map_err(|_| NlError::Malformed("length change"))?;
         let (orig, zone, dir) = (&ex.conntrack.orig, ex.conntrack.zone, ex.dir);
-        let seq = ctl.next_seq();
-        let mut w = Writer::new(ctl_buf);
-        ctnetlink::write_ct_get(&mut w, seq, orig, zone)?;
-        let len = w.len();
         let mut current = None;
-        ctl.transact(&ctl_buf[..len], seq, ctl_rx, |msg| {
-            if let Ok((_, attrs)) = msg.nfnl() {
-                current = Some(ctnetlink::parse_seq_adj(attrs, dir));
-            }
-        })?;
+        ctl.request(
+            |w, seq| ctnetlink::write_ct_get(w, seq, orig, zone),
+            |msg| {
+                if let Ok((_, attrs)) = msg.nfnl() {
+                    current = Some(ctnetlink::parse_seq_adj(attrs, dir));
+                }
+            },
+        )?;
         let current = current.ok_or(NlError::Missing("conntrack"))??;
         let next = current.after_change(packet_seq, delta);
         let help = ex
             .action
             .private_changed
             .then(|| (slot.name, &ex.private[..ex.private_len]));
-        let seq = ctl.next_seq();
-        let mut w = Writer::new(ctl_buf);
-        ctnetlink::write_ct_update(&mut w, seq, orig, zone, dir, &next, help)?;
-        let len = w.len();
-        ctl.transact(&ctl_buf[..len], seq, ctl_rx, |_| {})?;
+        ctl.request(
+            |w, seq| ctnetlink::write_ct_update(w, seq, orig, zone, dir, &next, help),
+            |_| {},
+        )?;
         debug!(
             "{}: sequence adjustment ({dir:?}) {current:?} -> {next:?}",
             slot.name
         );
         Ok(())
     }
+
+    /// The NAT part of answering a packet with announcements to rewrite: the rewritten
+    /// packet in `mangle`, and for an IPv6 length change the sequence adjustment (with
+    /// the private data) set over ctnetlink, because the verdict path would record it at
+    /// a wrong position (the kernel reads the TCP header at ip_hdrlen(), an IPv4-only
+    /// offset; README "NAT"); the verdict must then carry no conntrack part.
+    fn translate(
+        slot: &mut Slot,
+        ex: &Examined,
+        applied: &Applied,
+        packet: &[u8],
+        mangle: &mut [u8],
+        ctl: &mut Ctl<'_>,
+    ) -> Translated {
+        let mut t = Translated {
+            drop: false,
+            len: None,
+            private_written: false,
+        };
+        match Self::rewrite(slot, ex, applied, packet, mangle) {
+            Rewritten::Packet(len) => t.len = Some(len),
+            Rewritten::Unchanged => return t,
+            Rewritten::Drop => {
+                t.drop = true;
+                return t;
+            }
+        }
+        if t.len != Some(packet.len()) && ex.conntrack.orig.src.is_ipv6() {
+            let delta = t.len.unwrap_or(0) as i64 - packet.len() as i64;
+            match Self::adjust_sequence(slot, ex, delta, ctl) {
+                Ok(()) => t.private_written = true,
+                Err(e) => {
+                    t.len = None;
+                    slot.stats.rewrite_errors += 1;
+                    if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                        warn!(
+                            "{}: cannot set the sequence adjustment of {} -> {}:{}: {e}; packet passed unchanged",
+                            slot.name,
+                            ex.conntrack.orig.src,
+                            ex.conntrack.orig.dst,
+                            ex.conntrack.orig.dst_port
+                        );
+                    }
+                    return t;
+                }
+            }
+        }
+        slot.stats.rewritten += 1;
+        t
+    }
+}
+
+/// The control socket and its buffers, borrowed apart from the rest of the daemon so the
+/// packet path can use them while a helper slot is borrowed too.
+struct Ctl<'a> {
+    sock: &'a mut Socket,
+    buf: &'a mut [u8],
+    rx: &'a mut [u8],
+}
+
+impl Ctl<'_> {
+    /// Send one request built by `build` (given the sequence number) and wait for its
+    /// ACK; `on_reply` sees any other message answering it.
+    fn request(
+        &mut self,
+        build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
+        on_reply: impl FnMut(&crate::netlink::msg::Message<'_>),
+    ) -> Result<(), IoError> {
+        let seq = self.sock.next_seq();
+        let mut w = Writer::new(self.buf);
+        build(&mut w, seq)?;
+        let len = w.len();
+        self.sock.transact(&self.buf[..len], seq, self.rx, on_reply)
+    }
+}
+
+/// What `translate` decided for a packet.
+struct Translated {
+    drop: bool,
+    /// The rewritten packet's length in the mangle buffer, if it is to be sent.
+    len: Option<usize>,
+    /// The private data went out over ctnetlink (the verdict must not carry it).
+    private_written: bool,
 }
 
 /// What `apply` did with a packet's expectations.
