@@ -128,6 +128,26 @@ pub struct Slot {
     pub log_limit: LogLimit,
 }
 
+impl Slot {
+    /// Count an announcement that needed a NAT rewrite and did not get one, and log
+    /// why (rate-limited, like every per-packet line).
+    fn rewrite_failed(&mut self, why: core::fmt::Arguments<'_>) {
+        self.stats.rewrite_errors += 1;
+        if self.log_limit.allow(std::time::Instant::now(), self.name) {
+            warn!("{}: {why}", self.name);
+        }
+    }
+}
+
+/// A master connection in log lines: "src -> dst:port" of its original tuple.
+struct Endpoints<'a>(&'a crate::conntrack::Tuple);
+
+impl core::fmt::Display for Endpoints<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} -> {}:{}", self.0.src, self.0.dst, self.0.dst_port)
+    }
+}
+
 /// The built-in helper implementation for a kernel helper name.
 pub fn builtin_helper(name: &str) -> Option<&'static dyn Helper> {
     static FTP: crate::helpers::ftp::Ftp = crate::helpers::ftp::Ftp;
@@ -1234,17 +1254,11 @@ impl Daemon {
         // endpoint nobody expects, and an unrewritten one the real endpoint the peer
         // cannot reach (and should not learn): drop the packet so the sender
         // retransmits, as the kernel's nf_nat_ftp does.
+        let master = Endpoints(&ex.conntrack.orig);
         if rewrites.iter().any(|rw| port_of(rw.expectation).is_none()) {
-            slot.stats.rewrite_errors += 1;
-            if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                warn!(
-                    "{}: dropped a packet of {} -> {}:{}: no expectation for its NATed announcement",
-                    slot.name,
-                    ex.conntrack.orig.src,
-                    ex.conntrack.orig.dst,
-                    ex.conntrack.orig.dst_port
-                );
-            }
+            slot.rewrite_failed(format_args!(
+                "dropped a packet of {master}: no expectation for its NATed announcement"
+            ));
             return Rewritten::Drop;
         }
         let result = match buf.get_mut(..packet.len()) {
@@ -1270,16 +1284,9 @@ impl Daemon {
             }
             Ok(_) => Rewritten::Unchanged,
             Err(e) => {
-                slot.stats.rewrite_errors += 1;
-                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                    warn!(
-                        "{}: cannot rewrite an announcement of {} -> {}:{} for NAT: {e}; packet passed unchanged",
-                        slot.name,
-                        ex.conntrack.orig.src,
-                        ex.conntrack.orig.dst,
-                        ex.conntrack.orig.dst_port
-                    );
-                }
+                slot.rewrite_failed(format_args!(
+                    "cannot rewrite an announcement of {master} for NAT: {e}; packet passed unchanged"
+                ));
                 Rewritten::Unchanged
             }
         }
@@ -1357,16 +1364,10 @@ impl Daemon {
                 Ok(()) => t.private_written = true,
                 Err(e) => {
                     t.len = None;
-                    slot.stats.rewrite_errors += 1;
-                    if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                        warn!(
-                            "{}: cannot set the sequence adjustment of {} -> {}:{}: {e}; packet passed unchanged",
-                            slot.name,
-                            ex.conntrack.orig.src,
-                            ex.conntrack.orig.dst,
-                            ex.conntrack.orig.dst_port
-                        );
-                    }
+                    slot.rewrite_failed(format_args!(
+                        "cannot set the sequence adjustment of {}: {e}; packet passed unchanged",
+                        Endpoints(&ex.conntrack.orig)
+                    ));
                     return t;
                 }
             }
