@@ -1058,8 +1058,15 @@ mod tests {
 
     // ---------------------------------------------------------------- NAT
 
-    /// Client 192.0.2.2:40000 behind a router masquerading it as 203.0.113.1:61000,
-    /// talking to 198.51.100.2:21.
+    /// Inside client, the router's outside address, server (IPv4).
+    const MASQ4: (IpAddr, IpAddr, IpAddr) = (
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
+        IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)),
+        IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)),
+    );
+
+    /// Client `cli`:40000 behind a router masquerading it as `public`:61000, talking to
+    /// `srv`:21.
     fn masqueraded(cli: IpAddr, public: IpAddr, srv: IpAddr) -> Conntrack {
         let orig = Tuple {
             src: cli,
@@ -1115,11 +1122,7 @@ mod tests {
 
     #[test]
     fn nat_port_expects_on_the_public_address_and_follows_master_back() {
-        let (cli, public, srv) = (
-            v4([192, 0, 2, 2]),
-            v4([203, 0, 113, 1]),
-            v4([198, 51, 100, 2]),
-        );
+        let (cli, public, srv) = MASQ4;
         let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
         let line = b"PORT 192,0,2,2,156,64\r\n";
         let a = c.client(line);
@@ -1143,11 +1146,7 @@ mod tests {
 
     #[test]
     fn nat_eprt_rewrite_covers_delimiters_and_keeps_the_senders() {
-        let (cli, public, srv) = (
-            v4([192, 0, 2, 2]),
-            v4([203, 0, 113, 1]),
-            v4([198, 51, 100, 2]),
-        );
+        let (cli, public, srv) = MASQ4;
         let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
         let line = b"EPRT !1!192.0.2.2!40001!  \r\n";
         let a = c.client(line);
@@ -1213,11 +1212,7 @@ mod tests {
 
     #[test]
     fn nat_pipelined_announcements_each_get_a_rewrite() {
-        let (cli, public, srv) = (
-            v4([192, 0, 2, 2]),
-            v4([203, 0, 113, 1]),
-            v4([198, 51, 100, 2]),
-        );
+        let (cli, public, srv) = MASQ4;
         let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
         let seg = b"PORT 192,0,2,2,0,21\r\nNOOP\r\nEPRT |1|192.0.2.2|22|\r\n";
         let a = c.client(seg);
@@ -1237,11 +1232,7 @@ mod tests {
 
     #[test]
     fn nat_third_party_is_refused_without_rewrite() {
-        let (cli, public, srv) = (
-            v4([192, 0, 2, 2]),
-            v4([203, 0, 113, 1]),
-            v4([198, 51, 100, 2]),
-        );
+        let (cli, public, srv) = MASQ4;
         let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
         // The public address is not the sender's real address either.
         for line in [&b"PORT 192,0,2,99,4,1\r\n"[..], b"PORT 203,0,113,1,4,1\r\n"] {
