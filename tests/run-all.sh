@@ -1,7 +1,7 @@
 #!/bin/bash
 # tests/run-all.sh — every test of cthelperd, in the order a reviewer wants them:
 #   cargo fmt --check, cargo clippy --all-targets -D warnings, cargo test
-#   (unit + integration), the cross builds for router CPUs with their unit tests
+#   (unit + integration), cargo +<rust-version> check (tests/msrv.sh), the cross builds for router CPUs with their unit tests
 #   under qemu-user and the .ipk packages (cross/), cargo build, then the real-kernel VM scenarios
 #   (tests/kernel/run.sh, all scenarios, against target/debug/cthelperd).
 # Runs every step even if an earlier one failed (except that the VM scenarios
@@ -24,6 +24,8 @@ step() { # step NAME CMD...
 step fmt cargo fmt --check
 step clippy cargo clippy --all-targets -- -D warnings
 step test cargo test
+# Cargo.toml's rust-version builds (the toolchain the OpenWrt feed must at least have)
+step msrv tests/msrv.sh
 # OpenWrt service and feed Makefile (stand-ins for procd and the SDK includes)
 step openwrt-init tests/openwrt/test-init.sh
 step openwrt-makefile tests/openwrt/test-makefile.sh

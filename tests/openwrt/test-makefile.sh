@@ -41,6 +41,8 @@ define BuildPackage
 $(eval $(Package/$(1)))
 dump:
 	@echo 'name=$(PKG_NAME) version=$(PKG_VERSION) release=$(PKG_RELEASE)'
+	@echo 'license=$(PKG_LICENSE) license_files=$(PKG_LICENSE_FILES)'
+	@echo 'maintainer=$(PKG_MAINTAINER)'
 	@echo 'build_depends=$(PKG_BUILD_DEPENDS)'
 	@echo 'section=$(SECTION) category=$(CATEGORY)'
 	@echo 'depends=$(strip $(DEPENDS))'
@@ -74,6 +76,13 @@ field() { sed -n "s/^$1=//p" <<<"$out"; }
 cargo_version=$(sed -n '/^\[package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
 check "PKG_VERSION = Cargo.toml version ($cargo_version)" \
     "$(sed -n 's/^name=cthelperd version=\([^ ]*\) release=1$/\1/p' <<<"$out")" "$cargo_version"
+cargo_license=$(sed -n '/^\[package\]/,/^\[/s/^license *= *"\(.*\)"/\1/p' Cargo.toml | head -1)
+check "Cargo.toml license is GPL-2.0-or-later" "$cargo_license" "GPL-2.0-or-later"
+check "PKG_LICENSE = Cargo.toml license, PKG_LICENSE_FILES = LICENSE" "$(field license)" "$cargo_license license_files=LICENSE"
+grep -q "GNU GENERAL PUBLIC LICENSE" LICENSE 2>/dev/null && grep -q "Version 2, June 1991" LICENSE &&
+    ok "LICENSE is the GPL version 2 text" || bad "LICENSE is missing or not the GPL-2.0 text"
+[[ "$(field maintainer)" =~ ^[^\<]+\ \<[^@\>]+@[^\>]+\>$ ]] && ok "PKG_MAINTAINER is 'Name <address>'" ||
+    bad "PKG_MAINTAINER" "$(field maintainer)"
 check "PKG_BUILD_DEPENDS" "$(field build_depends)" "rust/host"
 check "section/category" "$(field section)" "net category=Network"
 check "DEPENDS" "$(field depends)" \
@@ -90,8 +99,9 @@ check "through a feed symlink, CTHELPERD_SRC is still the tree" "$(field src)" "
 
 # Build/Prepare copies the crate
 if out=$("${MK[@]}" prepare 2>&1) && [ -f "$T/build/cthelperd/Cargo.toml" ] &&
-    [ -f "$T/build/cthelperd/Cargo.lock" ] && [ -f "$T/build/cthelperd/src/main.rs" ]; then
-    ok "Build/Prepare: Cargo.toml, Cargo.lock, src/ in PKG_BUILD_DIR"
+    [ -f "$T/build/cthelperd/Cargo.lock" ] && [ -f "$T/build/cthelperd/src/main.rs" ] &&
+    [ -f "$T/build/cthelperd/LICENSE" ]; then
+    ok "Build/Prepare: Cargo.toml, Cargo.lock, LICENSE, src/ in PKG_BUILD_DIR"
 else
     bad "Build/Prepare" "$out"
 fi
