@@ -1530,7 +1530,12 @@ mod tests {
             info: Some(info),
             ct_info: ctinfo::ESTABLISHED_REPLY,
         };
-        write_queued(buf, 0, &ip, with_ct.then_some(&ct))
+        write_queued(
+            buf,
+            Config::default().queue_of(0),
+            &ip,
+            with_ct.then_some(&ct),
+        )
     }
 
     fn run(slots: &[Slot], buf: &[u8]) -> Result<Examined, Skip> {
@@ -1601,7 +1606,7 @@ mod tests {
     }
 
     /// The first packet of a TFTP connection as the kernel queues it: an unconfirmed
-    /// conntrack, CT_INFO NEW, helper "tftp" with no private data, queue 1.
+    /// conntrack, CT_INFO NEW, helper "tftp" with no private data, on its default queue.
     fn queued_tftp(buf: &mut [u8], payload: &[u8]) -> usize {
         use crate::conntrack::IPPROTO_UDP;
         let ip = crate::wire::ipv4::tests::build(
@@ -1617,7 +1622,7 @@ mod tests {
             info: None,
             ct_info: ctinfo::NEW,
         };
-        write_queued(buf, 1, &ip, Some(&ct))
+        write_queued(buf, Config::default().queue_of(1), &ip, Some(&ct))
     }
 
     #[test]
@@ -1627,7 +1632,7 @@ mod tests {
         let n = queued_tftp(&mut buf, b"\x00\x01blob.bin\x00octet\x00");
         let ex = run(&slots, &buf[..n]).unwrap();
         assert_eq!(slots[ex.slot].name, "tftp");
-        assert_eq!(slots[ex.slot].queue, 1);
+        assert_eq!(slots[ex.slot].queue, Config::default().queue_of(1));
         assert_eq!(ex.private_len, 0);
         assert!(!ex.action.private_changed && !ex.action.parse_error);
         let exp = ex.action.expectations.first().expect("an expectation");
@@ -1687,7 +1692,7 @@ mod tests {
             info: Some(&info),
             ct_info: ctinfo::ESTABLISHED_REPLY,
         };
-        write_queued(buf, 0, &ip, Some(&ct))
+        write_queued(buf, Config::default().queue_of(0), &ip, Some(&ct))
     }
 
     fn applied(port: Option<u16>) -> Applied {

@@ -157,6 +157,9 @@ mod tests {
             proto: IPPROTO_UDP,
         }
     }
+    /// The default queue base: ftp takes queue Q, tftp Q + 1.
+    const Q: u16 = crate::config::DEFAULT_QUEUE_BASE;
+
     fn s(queue: u16, expect_max: u32, expect_timeout: u32) -> Settings {
         Settings {
             queue,
@@ -182,8 +185,8 @@ mod tests {
         assert_eq!(
             plan(&old, &new, false),
             vec![
-                Action::Register(ftp(Family::Ipv4), s(0, 1, 120)),
-                Action::Register(ftp(Family::Ipv6), s(0, 1, 120)),
+                Action::Register(ftp(Family::Ipv4), s(Q, 1, 120)),
+                Action::Register(ftp(Family::Ipv6), s(Q, 1, 120)),
                 Action::Firewall,
             ]
         );
@@ -201,16 +204,16 @@ mod tests {
                 Action::Disable(tftp(Family::Ipv4)),
                 Action::Disable(tftp(Family::Ipv6)),
                 Action::Drain,
-                Action::UnbindQueue(1),
+                Action::UnbindQueue(Q + 1),
             ]
         );
         // and back: bind before register, register before the firewall
         assert_eq!(
             plan(&new, &old, false),
             vec![
-                Action::BindQueue(1),
-                Action::Register(tftp(Family::Ipv4), s(1, 1, 300)),
-                Action::Register(tftp(Family::Ipv6), s(1, 1, 300)),
+                Action::BindQueue(Q + 1),
+                Action::Register(tftp(Family::Ipv4), s(Q + 1, 1, 300)),
+                Action::Register(tftp(Family::Ipv6), s(Q + 1, 1, 300)),
                 Action::Firewall,
             ]
         );
@@ -228,7 +231,7 @@ mod tests {
         assert_eq!(
             plan(&new, &old, false),
             vec![
-                Action::Register(ftp(Family::Ipv4), s(0, 1, 300)),
+                Action::Register(ftp(Family::Ipv4), s(Q, 1, 300)),
                 Action::Firewall
             ]
         );
@@ -238,18 +241,18 @@ mod tests {
     fn queue_base_change_moves_every_helper() {
         let old = Config::default();
         let mut new = old.clone();
-        new.queue_base = 1;
+        new.queue_base = Q + 1;
         assert_eq!(
             plan(&old, &new, false),
             vec![
-                Action::BindQueue(2),
-                Action::Register(ftp(Family::Ipv4), s(1, 1, 300)),
-                Action::Register(ftp(Family::Ipv6), s(1, 1, 300)),
-                Action::Register(tftp(Family::Ipv4), s(2, 1, 300)),
-                Action::Register(tftp(Family::Ipv6), s(2, 1, 300)),
+                Action::BindQueue(Q + 2),
+                Action::Register(ftp(Family::Ipv4), s(Q + 1, 1, 300)),
+                Action::Register(ftp(Family::Ipv6), s(Q + 1, 1, 300)),
+                Action::Register(tftp(Family::Ipv4), s(Q + 2, 1, 300)),
+                Action::Register(tftp(Family::Ipv6), s(Q + 2, 1, 300)),
                 Action::Firewall,
                 Action::Drain,
-                Action::UnbindQueue(0),
+                Action::UnbindQueue(Q),
             ]
         );
     }
@@ -265,8 +268,8 @@ mod tests {
             plan(&old, &new, false),
             vec![
                 Action::LogLevel(log::LevelFilter::Debug),
-                Action::QueueParams(0),
-                Action::QueueParams(1),
+                Action::QueueParams(Q),
+                Action::QueueParams(Q + 1),
                 Action::RemoveFirewall,
             ]
         );
@@ -284,8 +287,8 @@ mod tests {
             &p[5..],
             &[
                 Action::Drain,
-                Action::UnbindQueue(0),
-                Action::UnbindQueue(1)
+                Action::UnbindQueue(Q),
+                Action::UnbindQueue(Q + 1)
             ]
         );
     }

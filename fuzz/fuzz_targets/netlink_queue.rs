@@ -11,7 +11,12 @@ use cthelperd::netlink::queue::parse_packet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(slots) = slots_from_config(&Config::default()) else {
+    // Queue 0: the seeds are kernel messages recorded when that was the default queue_base.
+    let cfg = Config {
+        queue_base: 0,
+        ..Config::default()
+    };
+    let Ok(slots) = slots_from_config(&cfg) else {
         return;
     };
     for msg in Messages::new(data) {

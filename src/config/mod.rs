@@ -105,6 +105,13 @@ const BUILTINS: [Builtin; 2] = [
     },
 ];
 
+/// The default queue of the first helper. Not 0: queue 0 is what iptables' NFQUEUE and
+/// nft's `queue` statement use when no number is given, and what IPS/IDS setups and most
+/// examples take, so a second NFQUEUE user on the router would collide with us (the
+/// second bind fails with EPERM, or worse, its rules send packets to our queues). Small
+/// numbers are what people type; 48000 is far from them and from the top of the range
+/// (`cthelperd check` probes 65000..65499), and leaves room for the helpers after it.
+pub const DEFAULT_QUEUE_BASE: u16 = 48000;
 const DEFAULT_EXPECT_MAX: u32 = 1;
 const DEFAULT_EXPECT_TIMEOUT: u32 = 300;
 /// Upper bounds that catch typos (an extra digit) without limiting real use.
@@ -138,7 +145,7 @@ impl Default for Config {
             enabled: true,
             log_level: LevelFilter::Info,
             syslog: false,
-            queue_base: 0,
+            queue_base: DEFAULT_QUEUE_BASE,
             queue_maxlen: 1024,
             fail_open: false,
             firewall: true,
@@ -512,7 +519,7 @@ mod tests {
             vec![Family::Ipv4, Family::Ipv6]
         );
         assert_eq!((ftp.expect_max, ftp.expect_timeout), (1, 300));
-        assert_eq!(c.queue_of(0), 0);
+        assert_eq!(c.queue_of(0), 48000);
         let tftp = &c.helpers[1];
         assert_eq!(tftp.name, "tftp");
         assert_eq!(tftp.proto, IPPROTO_UDP);
@@ -522,7 +529,23 @@ mod tests {
             vec![Family::Ipv4, Family::Ipv6]
         );
         assert_eq!((tftp.expect_max, tftp.expect_timeout), (1, 300));
-        assert_eq!(c.queue_of(1), 1);
+        assert_eq!(c.queue_of(1), 48001);
+    }
+
+    #[test]
+    fn default_queues_stay_clear_of_the_numbers_everyone_else_picks() {
+        // 0 is the NFQUEUE default; the low numbers are what examples and people use.
+        let c = Config::default();
+        assert_eq!(c.queue_base, 48000);
+        for i in 0..MAX_HELPERS {
+            assert!(
+                c.queue_of(i) >= 1024 && c.queue_of(i) < 65000,
+                "{}",
+                c.queue_of(i)
+            );
+        }
+        let shipped = Config::parse(SHIPPED, "init.d/cthelperd.config").unwrap();
+        assert_eq!(shipped.queue_base, 48000, "the shipped file says the same");
     }
 
     #[test]

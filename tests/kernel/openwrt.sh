@@ -12,7 +12,8 @@
 # Checks
 #   check-config: shipped file valid, output round-trips; a bad file -> exit 2
 #     with file:line: option; the daemon refuses to start on it
-#   start: table inet cthelperd with ct helper ftp + tftp (l3proto inet)
+#   start: table inet cthelperd with ct helper ftp + tftp (l3proto inet); the
+#     helpers on the shipped queues 48000 / 48001
 #   PASV (IPv4), EPSV (IPv6) transfers
 #   fw4 flush + reload during a slow transfer: it completes, a new one works,
 #     table inet cthelperd untouched
@@ -122,6 +123,11 @@ grep -q 'ct helper ftp' "$RESULTS/nft-cthelperd-1.txt" && grep -q 'ct helper tft
 check "daemon installed table inet cthelperd (ct helper ftp + tftp, l3proto inet, port rules)" pass $?
 ! rx nft list table inet helpers >/dev/null 2>&1
 check "no helper rules other than the daemon's (no table inet helpers)" pass $?
+# the shipped queue_base: ftp on queue 48000, tftp on 48001, both families
+nfct_helpers >"$RESULTS/helpers-1.txt"
+[ "$(awk '$1 == "ftp" && $4 == 48000' "$RESULTS/helpers-1.txt" | wc -l)" = 2 ] &&
+    [ "$(awk '$1 == "tftp" && $4 == 48001' "$RESULTS/helpers-1.txt" | wc -l)" = 2 ]
+check "helpers on the shipped queues: ftp 48000, tftp 48001 (IPv4 and IPv6)" pass $?
 
 xfer PASV4 4 --disable-epsv; check "PASV transfer (IPv4)" pass $?
 xfer EPSV6 6; check "EPSV transfer (IPv6)" pass $?
@@ -197,9 +203,9 @@ xfer PASV4-after-tftp-off 4 --disable-epsv; check "PASV transfer after disabling
 "$CTHELPERD" status --control-socket $SOCK >"$RESULTS/status.txt" 2>&1; rc=$?
 indent <"$RESULTS/status.txt"
 [ $rc = 0 ] && grep -qE '^helper ftp .* packets [1-9][0-9]* expectations [1-9]' "$RESULTS/status.txt" &&
-    grep -qE '^queue 0: queue_total [0-9]+ queue_dropped [0-9]+ queue_user_dropped [0-9]+ id_sequence [1-9]' "$RESULTS/status.txt" &&
+    grep -qE '^queue 48000: queue_total [0-9]+ queue_dropped [0-9]+ queue_user_dropped [0-9]+ id_sequence [1-9]' "$RESULTS/status.txt" &&
     grep -q '^global: verdict_errors 0 ' "$RESULTS/status.txt"
-check "status: ftp packets and expectations > 0, queue 0 kernel counters, no verdict errors" pass $?
+check "status: ftp packets and expectations > 0, queue 48000 kernel counters, no verdict errors" pass $?
 
 # ---------------------------------------------------------------- stop
 stop_daemon TERM; check "SIGTERM: exit status 0" pass $?

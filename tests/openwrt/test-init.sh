@@ -72,7 +72,7 @@ variant() { # variant FILE SED-SCRIPT
 
 TRIGGERS='reload_trigger [cthelperd]
 validation_begin
-schema [cthelperd] [globals] [enabled:bool:1] [log_level:or("error","warn","info","debug"):info] [syslog:bool:0] [queue_base:range(0,65535):0] [queue_maxlen:uinteger:1024] [fail_open:bool:0] [firewall:bool:1]
+schema [cthelperd] [globals] [enabled:bool:1] [log_level:or("error","warn","info","debug"):info] [syslog:bool:0] [queue_base:range(0,65535):48000] [queue_maxlen:uinteger:1024] [fail_open:bool:0] [firewall:bool:1]
 schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp")] [port:list(port)] [expect_max:uinteger] [expect_timeout:uinteger]
 validation_end'
 
@@ -129,7 +129,7 @@ f=$(variant bad-level "s/option log_level 'info'/option log_level 'verbose'/")
 run "start, invalid globals.log_level: refused, no instance, message" \
     start "$f" "$(started 1)" "invalid configuration, not started"
 
-f=$(variant bad-queue "s/option queue_base '0'/option queue_base '70000'/")
+f=$(variant bad-queue "s/option queue_base '48000'/option queue_base '70000'/")
 run "start, globals.queue_base out of range: refused" \
     start "$f" "$(started 1)" "invalid configuration"
 
@@ -184,6 +184,20 @@ for t in globals helper; do
         bad "schema lacks '$t' options of the shipped file" "$missing"
     fi
 done
+
+# The schema's defaults are the shipped file's values (which are the daemon's defaults,
+# a Rust unit test checks that), so that validation and the daemon agree on a missing option.
+schema_defaults() { # "option value" per schema entry with a default, of section type $1
+    grep "^schema \[cthelperd\] \[$1\]" <<<"$TRIGGERS" | grep -o '\[[a-z_]*:[^]]*\]' |
+        sed -n 's/^\[\([a-z_]*\):.*:\([^:"]*\)\]$/\1 \2/p' | sort
+}
+shipped_globals=$(awk '$1 == "config" { cur = $2 } $1 == "option" && cur == "globals" { gsub("\047", "", $3); print $2, $3 }' "$SHIPPED" | sort)
+missing=$(comm -23 <(schema_defaults globals) <(printf '%s\n' "$shipped_globals"))
+if [ -z "$missing" ] && [ -n "$(schema_defaults globals)" ]; then
+    ok "schema defaults of globals equal the shipped file's values (queue_base $(sed -n 's/^queue_base //p' <<<"$shipped_globals"))"
+else
+    bad "schema defaults differ from the shipped file" "$missing"
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
