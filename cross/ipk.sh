@@ -67,6 +67,7 @@ for t in "${TARGETS[@]}"; do
 Package: cthelperd
 Version: $PKG_VERSION
 Depends: libc, kmod-nfnetlink-cthelper, kmod-nfnetlink-queue, kmod-nf-conntrack-netlink, kmod-nft-core, nftables
+Conflicts: kmod-nf-nathelper, kmod-nf-nathelper-extra, kmod-nf-nathelper-tftp
 Source: cthelperd
 SourceName: cthelperd
 Section: net

@@ -23,6 +23,7 @@ ARCH = {  # OpenWrt arch -> (ELF e_machine, big-endian?, qemu)
 }
 REQUIRED = ["Package", "Version", "Depends", "Architecture", "Installed-Size", "Description"]
 KMODS = ["kmod-nfnetlink-cthelper", "kmod-nft-core", "nftables"]  # nftables: the daemon runs nft
+CONFLICTS = ["kmod-nf-nathelper", "kmod-nf-nathelper-extra", "kmod-nf-nathelper-tftp"]
 
 
 class Bad(Exception):
@@ -84,7 +85,7 @@ def verify(path):
     fields = parse_control(control_tar.extractfile("./control").read().decode())
     for k in REQUIRED:
         need(fields.get(k), f"control lacks {k}")
-    for k in ("Package", "Version", "Architecture", "Installed-Size", "Depends"):
+    for k in ("Package", "Version", "Architecture", "Installed-Size", "Depends", "Conflicts"):
         print(f"   {k}: {fields[k]}")
     need(fields["Package"] == "cthelperd", "Package is not cthelperd")
     arch = fields["Architecture"]
@@ -93,6 +94,10 @@ def verify(path):
     deps = [d.strip() for d in fields["Depends"].split(",")]
     for k in KMODS:
         need(k in deps, f"Depends lacks {k}")
+    # the packages that autoload the kernel's own ftp/tftp helpers (same names: EEXIST)
+    conflicts = [d.strip() for d in fields.get("Conflicts", "").split(",")]
+    for k in CONFLICTS:
+        need(k in conflicts, f"Conflicts lacks {k}")
     for script in ("./postinst", "./prerm"):
         if script in control_tar.getnames():
             m = control_tar.getmember(script)

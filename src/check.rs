@@ -85,6 +85,97 @@ fn missing(option: &str, kmod: &str, config: Option<&str>, err: &IoError) -> Str
     format!("{err}; needs {option} (OpenWrt: {kmod}); this kernel: {state}")
 }
 
+/// A kernel helper that owns a name cthelperd registers under: while its module is
+/// loaded (or built in), nfnetlink_cthelper refuses our registration of that name with
+/// EEXIST. OpenWrt's packages load them at boot (AutoProbe).
+pub struct KernelHelper {
+    /// The helper name cthelperd registers.
+    pub name: &'static str,
+    /// The kernel module that registers the same name.
+    pub module: &'static str,
+    /// Its NAT companion, which depends on it and must be unloaded first.
+    pub nat_module: &'static str,
+    /// The OpenWrt package that installs and autoloads it.
+    pub package: &'static str,
+}
+
+pub const KERNEL_HELPERS: [KernelHelper; 2] = [
+    KernelHelper {
+        name: "ftp",
+        module: "nf_conntrack_ftp",
+        nat_module: "nf_nat_ftp",
+        package: "kmod-nf-nathelper",
+    },
+    KernelHelper {
+        name: "tftp",
+        module: "nf_conntrack_tftp",
+        nat_module: "nf_nat_tftp",
+        package: "kmod-nf-nathelper-extra (24.10; kmod-nf-nathelper-tftp from 25.x)",
+    },
+];
+
+/// How a kernel helper module is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    /// In /proc/modules: can be unloaded.
+    Module,
+    /// In /sys/module but not in /proc/modules: compiled into the kernel.
+    BuiltIn,
+}
+
+/// Whether `module` is loaded: /proc/modules lists it (`proc_modules`, its text), or
+/// /sys/module/<module> exists (`sys_module`, normally "/sys/module"), which also
+/// shows built-in modules that have parameters, as the conntrack helpers do.
+pub fn module_presence(
+    module: &str,
+    sys_module: &std::path::Path,
+    proc_modules: Option<&str>,
+) -> Option<Presence> {
+    let listed = proc_modules.is_some_and(|text| {
+        text.lines()
+            .any(|l| l.split_ascii_whitespace().next() == Some(module))
+    });
+    if listed {
+        Some(Presence::Module)
+    } else if sys_module.join(module).is_dir() {
+        Some(Presence::BuiltIn)
+    } else {
+        None
+    }
+}
+
+/// The finding for the kernel's own helpers: FAIL, with what to do, for every one
+/// that is present.
+pub fn kernel_helpers_finding(sys_module: &std::path::Path, proc_modules: Option<&str>) -> Finding {
+    let mut problems = Vec::new();
+    for h in &KERNEL_HELPERS {
+        match module_presence(h.module, sys_module, proc_modules) {
+            None => {}
+            Some(Presence::Module) => problems.push(format!(
+                "{} is loaded and owns helper name \"{}\" (cthelperd's registration fails with \
+                 EEXIST): rmmod {} {}, and remove the package that loads it at boot: opkg remove {}",
+                h.module, h.name, h.nat_module, h.module, h.package
+            )),
+            Some(Presence::BuiltIn) => problems.push(format!(
+                "{} is built into this kernel and owns helper name \"{}\" (cthelperd's \
+                 registration fails with EEXIST): it cannot be unloaded; disable cthelperd's {} \
+                 helper or use a kernel with it as a module",
+                h.module, h.name, h.name
+            )),
+        }
+    }
+    Finding {
+        what: "kernel helpers",
+        ok: problems.is_empty(),
+        detail: if problems.is_empty() {
+            let names: Vec<&str> = KERNEL_HELPERS.iter().map(|h| h.module).collect();
+            format!("{} not loaded", names.join(", "))
+        } else {
+            problems.join("; ")
+        },
+    }
+}
+
 /// Run every probe. The daemon can run iff all findings are ok.
 pub fn run() -> Vec<Finding> {
     let config = kernel_config();
@@ -101,6 +192,12 @@ pub fn run() -> Vec<Finding> {
             None => "cannot read /proc/self/status".into(),
         },
     });
+
+    let modules = std::fs::read_to_string("/proc/modules").ok();
+    out.push(kernel_helpers_finding(
+        std::path::Path::new("/sys/module"),
+        modules.as_deref(),
+    ));
 
     let mut sock = match Socket::open() {
         Ok(s) => s,
@@ -218,4 +315,83 @@ pub fn run() -> Vec<Finding> {
         let _ = request(&mut sock, |w, seq| queue::write_unbind(w, seq, probe_queue));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sys_module_with(modules: &[&str]) -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cthelperd-sysmodule-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        for m in modules {
+            std::fs::create_dir_all(dir.join(m).join("parameters")).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    const PROC_MODULES: &str = "nf_nat_ftp 16384 0 - Live 0x0000000000000000\n\
+        nf_conntrack_ftp 20480 1 nf_nat_ftp, Live 0x0000000000000000\n\
+        nfnetlink_cthelper 16384 0 - Live 0x0000000000000000\n";
+
+    #[test]
+    fn a_loaded_kernel_ftp_helper_fails_check_and_names_the_fix() {
+        let sys = sys_module_with(&["nf_conntrack_ftp", "nf_nat_ftp"]);
+        let f = kernel_helpers_finding(&sys, Some(PROC_MODULES));
+        assert!(!f.ok);
+        assert_eq!(f.what, "kernel helpers");
+        assert!(
+            f.detail.contains("nf_conntrack_ftp is loaded"),
+            "{}",
+            f.detail
+        );
+        assert!(
+            f.detail.contains("rmmod nf_nat_ftp nf_conntrack_ftp"),
+            "{}",
+            f.detail
+        );
+        assert!(
+            f.detail.contains("opkg remove kmod-nf-nathelper"),
+            "{}",
+            f.detail
+        );
+        assert!(!f.detail.contains("tftp"), "{}", f.detail);
+        let _ = std::fs::remove_dir_all(&sys);
+    }
+
+    #[test]
+    fn a_built_in_kernel_helper_cannot_be_unloaded() {
+        let sys = sys_module_with(&["nf_conntrack_tftp"]);
+        let f = kernel_helpers_finding(&sys, Some("nfnetlink_queue 1 0 - Live 0x0\n"));
+        assert!(!f.ok);
+        assert!(
+            f.detail
+                .contains("nf_conntrack_tftp is built into this kernel"),
+            "{}",
+            f.detail
+        );
+        assert!(f.detail.contains("\"tftp\""), "{}", f.detail);
+        assert_eq!(
+            module_presence("nf_conntrack_tftp", &sys, None),
+            Some(Presence::BuiltIn)
+        );
+        let _ = std::fs::remove_dir_all(&sys);
+    }
+
+    #[test]
+    fn no_kernel_helpers_is_ok() {
+        let sys = sys_module_with(&["nfnetlink_cthelper"]);
+        // a module whose name only starts with the helper's is not it
+        let f = kernel_helpers_finding(&sys, Some("nf_conntrack_ftp_x 1 0 - Live 0x0\n"));
+        assert!(f.ok, "{}", f.detail);
+        assert_eq!(f.detail, "nf_conntrack_ftp, nf_conntrack_tftp not loaded");
+        let _ = std::fs::remove_dir_all(&sys);
+    }
 }

@@ -7,7 +7,8 @@
 # init script's UCI file path; "-" keeps the script's own), runs ACTION
 # (start | reload | triggers | vars) and records every procd call, one per
 # line, on stdout; each argument in [brackets] so that word boundaries show.
-# FAKE_RUNNING=1 makes procd_running succeed.
+# FAKE_RUNNING=1 makes procd_running succeed. FAKE_MODULES is the init script's
+# /sys/module (default: a directory that does not exist, so no module is loaded).
 #
 # uci_load_validate reads CONF with a small UCI parser and checks the datatypes
 # the init script uses (bool, uinteger, port, range(a,b), or("lit",...),
@@ -33,6 +34,8 @@ procd_add_validation() { rec validation_begin; "$@"; rec validation_end; }
 procd_send_signal() { rec send_signal "$@"; }
 procd_kill() { rec kill "$@"; }
 procd_running() { rec running "$@"; [ "${FAKE_RUNNING:-0}" = 1 ]; }
+# busybox logger: recorded like a procd call
+logger() { rec logger "$@"; }
 
 # rc.common with USE_PROCD: start = procd_open_service; start_service;
 # procd_close_service (which runs service_triggers).
@@ -195,6 +198,8 @@ uci_load_validate() {
 _init=$1 _conf=$2 _action=$3
 . "$_init"
 [ "$_conf" = - ] || CONF=$_conf
+# kernel modules: FAKE_MODULES (a directory of module directories), never the host's
+MODULES=${FAKE_MODULES:-/nonexistent/sys/module}
 
 case "$_action" in
 start) start ;;

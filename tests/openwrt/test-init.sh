@@ -148,6 +148,24 @@ run "start, invalid helper family: refused" \
 sed "0,/option enabled '1'/s//option enabled '0'/; s/list port '21'/list port 'ftp'/" "$SHIPPED" >"$TMP/off-bad"
 run "start, disabled and an invalid helper: no instance, no complaint" start "$TMP/off-bad" "$(started 0)"
 
+# The kernel's own helper of the same name loaded: the daemon's registration would
+# fail (EEXIST) and procd respawn it in a loop; the script names the fix instead.
+mkdir -p "$TMP/mod-ftp/nf_conntrack_ftp" "$TMP/mod-tftp/nf_conntrack_tftp" "$TMP/mod-other/nf_conntrack_irc"
+kmsg() { # kmsg HELPER PACKAGE: the message for a loaded nf_conntrack_HELPER
+    echo "kernel module nf_conntrack_$1 is loaded and owns the helper name '$1': cthelperd not started (its registration would fail). Fix: rmmod nf_nat_$1 nf_conntrack_$1, and remove what loads it at boot: opkg remove $2"
+}
+FAKE_MODULES=$TMP/mod-ftp run "start, nf_conntrack_ftp loaded: no instance, logged and on stderr with rmmod + opkg remove" \
+    start "$TMP/cthelperd" "$(started 1 "logger [-t] [cthelperd] [-p] [daemon.err] [$(kmsg ftp kmod-nf-nathelper)]")" \
+    "nf_conntrack_ftp is loaded.*rmmod nf_nat_ftp nf_conntrack_ftp.*opkg remove kmod-nf-nathelper\$"
+FAKE_MODULES=$TMP/mod-tftp run "start, no file, nf_conntrack_tftp loaded: no instance (the defaults include tftp)" \
+    start "$TMP/does-not-exist" "$(started 1 "logger [-t] [cthelperd] [-p] [daemon.err] [$(kmsg tftp "kmod-nf-nathelper-extra (kmod-nf-nathelper-tftp from 25.x)")]")" \
+    "nf_conntrack_tftp is loaded"
+f=$(variant tftp-off "/config helper 'tftp'/,/^\$/s/option enabled '1'/option enabled '0'/")
+FAKE_MODULES=$TMP/mod-tftp run "start, nf_conntrack_tftp loaded but cthelperd's tftp disabled: instance" \
+    start "$f" "$(started 0 "$(instance "$f")")"
+FAKE_MODULES=$TMP/mod-other run "start, another kernel helper (nf_conntrack_irc) loaded: instance" \
+    start "$TMP/cthelperd" "$(started 0 "$(instance "$TMP/cthelperd")")"
+
 # reload: HUP to a running daemon; otherwise (re)evaluate via start.
 FAKE_RUNNING=1 run "reload, running: SIGHUP to the instance, nothing restarted" \
     reload "$TMP/cthelperd" 'running [cthelperd]
