@@ -1,16 +1,31 @@
-//! Logging backends for the `log` facade: standard streams (procd hands them to logd) or
-//! syslog (`/dev/log`). Errors and warnings go to stderr and everything else to stdout, because procd
-//! logs a service's stderr at priority err and its stdout at info: one stream for all
-//! would file every routine line as an error in logread.
+//! Logging backends for the `log` facade: standard streams or syslog (`/dev/log`).
+//!
+//! On the standard streams errors and warnings go to stderr and everything else to
+//! stdout, each line `cthelperd: <level>: message`. Under procd the init script passes
+//! `--syslog`: procd would log both streams itself as `cthelperd[pid]: cthelperd: ...`
+//! (a second tag) and at two priorities only (stderr err, stdout info, so debug lines
+//! would show as info). Over /dev/log every line carries its own priority (debug at
+//! LOG_DEBUG) and the one tag `cthelperd[pid]`.
+//!
+//! The logger is installed once, before the configuration is read (so that a
+//! configuration error reaches syslog too), and can switch to syslog afterwards when
+//! the file asks for it.
 
 use std::io::Write;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+/// The installed logger: syslog once `syslog` is set, the standard streams until then.
 /// Filters on `log::max_level()`, so that a reload can change the level.
-struct StderrLogger;
+struct Logger {
+    syslog: std::sync::OnceLock<SyslogLogger>,
+}
 
-impl Log for StderrLogger {
+static LOGGER: Logger = Logger {
+    syslog: std::sync::OnceLock::new(),
+};
+
+impl Log for Logger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         metadata.level() <= log::max_level()
     }
@@ -19,21 +34,28 @@ impl Log for StderrLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let tag = match record.level() {
-            Level::Error => "error",
-            Level::Warn => "warning",
-            Level::Info => "info",
-            Level::Debug => "debug",
-            Level::Trace => "trace",
-        };
-        if record.level() <= Level::Warn {
-            write_line(&mut std::io::stderr().lock(), tag, record);
-        } else {
-            write_line(&mut std::io::stdout().lock(), tag, record);
+        match self.syslog.get() {
+            Some(s) => s.send(record),
+            None => log_to_streams(record),
         }
     }
 
     fn flush(&self) {}
+}
+
+fn log_to_streams(record: &Record<'_>) {
+    let tag = match record.level() {
+        Level::Error => "error",
+        Level::Warn => "warning",
+        Level::Info => "info",
+        Level::Debug => "debug",
+        Level::Trace => "trace",
+    };
+    if record.level() <= Level::Warn {
+        write_line(&mut std::io::stderr().lock(), tag, record);
+    } else {
+        write_line(&mut std::io::stdout().lock(), tag, record);
+    }
 }
 
 /// Format into a fixed buffer and write the line with one call, so that concurrent
@@ -89,17 +111,24 @@ struct SyslogLogger {
 }
 
 const SYSLOG_PATH: &str = "/dev/log";
+/// Another syslog socket, for tests (`tests/syslog.rs`): the environment variable
+/// CTHELPERD_SYSLOG_SOCKET.
+const SYSLOG_PATH_ENV: &str = "CTHELPERD_SYSLOG_SOCKET";
 const LOG_DAEMON: u8 = 3 << 3;
 
 impl SyslogLogger {
     fn connect() -> std::io::Result<SyslogLogger> {
         let socket = std::os::unix::net::UnixDatagram::unbound()?;
-        socket.connect(SYSLOG_PATH)?;
+        socket.connect(syslog_path())?;
         Ok(SyslogLogger {
             socket,
             pid: std::process::id(),
         })
     }
+}
+
+fn syslog_path() -> std::path::PathBuf {
+    std::env::var_os(SYSLOG_PATH_ENV).map_or_else(|| SYSLOG_PATH.into(), Into::into)
 }
 
 /// RFC 5424 severities for the `log` levels.
@@ -112,15 +141,9 @@ fn severity(level: Level) -> u8 {
     }
 }
 
-impl Log for SyslogLogger {
-    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
-    }
-
-    fn log(&self, record: &Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
+impl SyslogLogger {
+    /// One datagram for one record (the level filter is `Logger`'s).
+    fn send(&self, record: &Record<'_>) {
         let mut msg = heapless::Vec::<u8, 1024>::new();
         // A message longer than the buffer is cut, not dropped.
         let _ = write!(
@@ -132,38 +155,44 @@ impl Log for SyslogLogger {
         );
         if self.socket.send(&msg).is_err() {
             // syslogd restarted and re-created its socket: reconnect once.
-            if self.socket.connect(SYSLOG_PATH).is_ok() {
+            if self.socket.connect(syslog_path()).is_ok() {
                 let _ = self.socket.send(&msg);
             }
         }
     }
-
-    fn flush(&self) {}
 }
 
-/// Install the logger. Falls back to the standard streams (with a warning) when syslog
-/// is asked for but unreachable.
+/// Install the logger (once; later calls only set the level and may switch to syslog).
+/// Falls back to the standard streams, with a warning, when syslog is asked for but
+/// unreachable.
 pub fn init(level: LevelFilter, use_syslog: bool) {
+    let _ = log::set_logger(&LOGGER);
+    log::set_max_level(level);
     if use_syslog {
-        match SyslogLogger::connect() {
-            Ok(logger) => {
-                // Installed once for the life of the process.
-                if log::set_logger(Box::leak(Box::new(logger))).is_ok() {
-                    log::set_max_level(level);
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "cthelperd: warning: syslog unavailable ({SYSLOG_PATH}: {e}); logging to stderr/stdout"
-                );
-            }
+        enable_syslog();
+    }
+}
+
+/// Send every further line to syslog. False (and a warning on stderr) if /dev/log
+/// cannot be reached; the standard streams stay in use then.
+pub fn enable_syslog() -> bool {
+    if LOGGER.syslog.get().is_some() {
+        return true;
+    }
+    match SyslogLogger::connect() {
+        Ok(logger) => {
+            let _ = LOGGER.syslog.set(logger);
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "cthelperd: warning: syslog unavailable ({}: {e}); logging to stderr/stdout",
+                syslog_path().display()
+            );
+            false
         }
     }
-    static STREAMS: StderrLogger = StderrLogger;
-    let _ = log::set_logger(&STREAMS);
-    log::set_max_level(level);
 }
 
 #[cfg(test)]
@@ -178,24 +207,44 @@ mod tests {
         let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
         socket.connect(&dir).unwrap();
         let logger = SyslogLogger { socket, pid: 42 };
-        log::set_max_level(LevelFilter::Info);
-        logger.log(
+        logger.send(
             &Record::builder()
                 .level(Level::Warn)
                 .args(format_args!("queue {} overrun", 3))
                 .build(),
         );
-        logger.log(
-            &Record::builder()
-                .level(Level::Debug)
-                .args(format_args!("hidden"))
-                .build(),
-        );
         let mut buf = [0u8; 256];
         let n = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"<28>cthelperd[42]: queue 3 overrun");
-        server.set_nonblocking(true).unwrap();
-        assert!(server.recv(&mut buf).is_err(), "debug is below the level");
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn debug_lines_go_out_at_debug_priority_with_one_tag() {
+        let path = std::env::temp_dir().join(format!("cthelperd-syslog-d-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let socket = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        socket.connect(&path).unwrap();
+        let logger = SyslogLogger { socket, pid: 7 };
+        let mut buf = [0u8; 256];
+        for (level, pri) in [
+            (Level::Debug, "<31>"),
+            (Level::Info, "<30>"),
+            (Level::Error, "<27>"),
+        ] {
+            logger.send(
+                &Record::builder()
+                    .level(level)
+                    .args(format_args!("expecting 6 192.0.2.2 -> 198.51.100.2:40011"))
+                    .build(),
+            );
+            let n = server.recv(&mut buf).unwrap();
+            assert_eq!(
+                std::str::from_utf8(&buf[..n]).unwrap(),
+                format!("{pri}cthelperd[7]: expecting 6 192.0.2.2 -> 198.51.100.2:40011")
+            );
+        }
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -123,15 +123,23 @@ fn main() {
         Some(Command::CheckConfig(c)) => run_check_config(c.file.as_deref()),
         Some(Command::Status(c)) => run_status(c.control_socket.or(cli.control_socket)),
         Some(Command::Run(_)) | None => {
+            // Logging first, so that a configuration error goes where every other line
+            // goes (syslog under procd: the init script passes --syslog).
+            logging::init(level.unwrap_or(LevelFilter::Info), cli.syslog);
             let cfg = match Config::load(cli.config.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(e) => {
-                    eprintln!("cthelperd: error: {e}");
+                    error!("{e}");
                     std::process::exit(EXIT_USAGE);
                 }
             };
             // The command line wins over the file.
             logging::init(level.unwrap_or(cfg.log_level), cli.syslog || cfg.syslog);
+            log::debug!(
+                "configuration: {} helper sections, queue_base {}",
+                cfg.helpers.len(),
+                cfg.queue_base
+            );
             if !cfg.enabled {
                 log::info!("disabled in the configuration (globals.enabled '0'); exiting");
                 std::process::exit(EXIT_OK);
