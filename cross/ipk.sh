@@ -12,6 +12,7 @@
 # Package members that come from issue #5 are picked up when they exist:
 #   init script  init.d/cthelperd          -> /etc/init.d/cthelperd
 #   UCI config   init.d/cthelperd.config   -> /etc/config/cthelperd
+#   capabilities init.d/cthelperd.capabilities.json -> /etc/capabilities/cthelperd.json
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -36,6 +37,7 @@ EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}"
 first_of() { for f in "$@"; do [ -f "$f" ] && { echo "$f"; return; }; done; true; }
 INIT="$(first_of init.d/cthelperd)"
 CONF="$(first_of init.d/cthelperd.config)"
+CAPS="$(first_of init.d/cthelperd.capabilities.json)"
 [ -n "$INIT" ] || log "note: no init script yet (init.d/cthelperd): /etc/init.d/cthelperd left out"
 [ -n "$CONF" ] || log "note: no UCI config yet (init.d/cthelperd.config): /etc/config/cthelperd left out"
 
@@ -53,6 +55,11 @@ for t in "${TARGETS[@]}"; do
     if [ -n "$INIT" ]; then
         mkdir -p "$work/data/etc/init.d"
         install -m 0755 "$INIT" "$work/data/etc/init.d/cthelperd"
+    fi
+    if [ -n "$CAPS" ]; then
+        # procd's ujail: CAP_NET_ADMIN only (init.d/cthelperd)
+        mkdir -p "$work/data/etc/capabilities"
+        install -m 0644 "$CAPS" "$work/data/etc/capabilities/cthelperd.json"
     fi
     if [ -n "$CONF" ]; then
         mkdir -p "$work/data/etc/config"

@@ -9,6 +9,7 @@ netfilter netlink socket, no panic) because qemu-user refuses netlink sockets.
 """
 import gzip
 import io
+import json
 import os
 import subprocess
 import sys
@@ -115,6 +116,16 @@ def verify(path):
     need(files["./usr/sbin/cthelperd"].mode == 0o755, "binary mode is not 0755")
     if "./etc/init.d/cthelperd" in files:
         need(files["./etc/init.d/cthelperd"].mode == 0o755, "init script mode is not 0755")
+        # the init script runs the daemon with the capabilities file procd's ujail reads
+        init = data_tar.extractfile("./etc/init.d/cthelperd").read().decode()
+        if "CAPS=/etc/capabilities/cthelperd.json" in init:
+            caps = "./etc/capabilities/cthelperd.json"
+            need(caps in files, "data lacks ./etc/capabilities/cthelperd.json")
+            need(files[caps].mode == 0o644, "capabilities file mode is not 0644")
+            sets = json.loads(data_tar.extractfile(caps).read())
+            need(all(sets.get(k) == ["CAP_NET_ADMIN"] for k in
+                     ("bounding", "effective", "ambient", "permitted", "inheritable")),
+                 f"capabilities are not CAP_NET_ADMIN only: {sets}")
     else:
         print("   MISSING (issue #5 not yet in the tree): /etc/init.d/cthelperd")
     conffiles = []

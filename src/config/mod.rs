@@ -571,6 +571,21 @@ mod tests {
     }
 
     #[test]
+    fn globals_is_found_by_type_whatever_its_name() {
+        // The init script (init.d/cthelperd) finds it the same way; tests/openwrt/test-init.sh.
+        for head in [
+            "config globals",
+            "config globals 'globals'",
+            "config globals 'main'",
+        ] {
+            let c = Config::parse(&format!("{head}\n\toption enabled 'off'\n"), "f").unwrap();
+            assert!(!c.enabled, "{head}");
+        }
+        let late = "config helper\n\toption name 'ftp'\nconfig globals\n\toption enabled '0'\n";
+        assert!(!Config::parse(late, "f").unwrap().enabled);
+    }
+
+    #[test]
     fn empty_file_means_no_helpers_and_default_globals() {
         let c = Config::parse("# nothing\n", "f").unwrap();
         assert!(c.helpers.is_empty());

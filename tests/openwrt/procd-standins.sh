@@ -8,7 +8,8 @@
 # (start | reload | triggers | vars) and records every procd call, one per
 # line, on stdout; each argument in [brackets] so that word boundaries show.
 # FAKE_RUNNING=1 makes procd_running succeed. FAKE_MODULES is the init script's
-# /sys/module (default: a directory that does not exist, so no module is loaded).
+# /sys/module (default: a directory that does not exist, so no module is loaded),
+# FAKE_CAPS its /etc/capabilities/cthelperd.json (default: none).
 #
 # uci_load_validate reads CONF with a small UCI parser and checks the datatypes
 # the init script uses (bool, uinteger, port, range(a,b), or("lit",...),
@@ -29,6 +30,7 @@ procd_open_instance() { rec open_instance "$@"; }
 procd_set_param() { rec set_param "$@"; }
 procd_append_param() { rec append_param "$@"; }
 procd_close_instance() { rec close_instance "$@"; }
+procd_add_jail() { rec add_jail "$@"; }
 procd_add_reload_trigger() { rec reload_trigger "$@"; }
 procd_add_validation() { rec validation_begin; "$@"; rec validation_end; }
 procd_send_signal() { rec send_signal "$@"; }
@@ -200,6 +202,8 @@ _init=$1 _conf=$2 _action=$3
 [ "$_conf" = - ] || CONF=$_conf
 # kernel modules: FAKE_MODULES (a directory of module directories), never the host's
 MODULES=${FAKE_MODULES:-/nonexistent/sys/module}
+# the capabilities file: FAKE_CAPS (default: none, so no jail)
+CAPS=${FAKE_CAPS:-/nonexistent/cthelperd.json}
 
 case "$_action" in
 start) start ;;

@@ -31,6 +31,8 @@ bad() { fail=$((fail + 1)); echo "FAIL $1"; [ $# -gt 1 ] && printf '%s\n' "$2" |
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
+# the shipped capabilities file, where the script looks for it
+export FAKE_CAPS=$PWD/init.d/cthelperd.capabilities.json
 
 # --- 1. syntax -----------------------------------------------------------------
 for sh in "sh" "busybox ash" "dash"; do
@@ -78,11 +80,16 @@ validation_end'
 
 instance() { # instance [CONF]: the expected instance lines
     echo 'open_instance'
-    echo 'set_param [command] [/usr/sbin/cthelperd]'
+    echo 'set_param [command] [/usr/sbin/cthelperd] [--syslog]'
     [ -n "${1:-}" ] && echo "append_param [command] [--config] [$1]"
     echo 'set_param [respawn] [3600] [0] [5]'
     echo 'set_param [stdout] [1]'
     echo 'set_param [stderr] [1]'
+    if [ -e "$FAKE_CAPS" ]; then
+        echo 'add_jail [cthelperd]'
+        echo "set_param [capabilities] [$FAKE_CAPS]"
+        echo 'set_param [no_new_privs] [1]'
+    fi
     echo 'close_instance'
 }
 
@@ -101,8 +108,23 @@ run "service_triggers: reload trigger on package cthelperd, validation of global
 
 # The shipped file (at a test path: the command line names the file it was given).
 cp "$SHIPPED" "$TMP/cthelperd"
-run "start, shipped file: one instance, --config FILE, respawn 3600 0 5, stdout+stderr to logd" \
+run "start, shipped file: one instance, --syslog --config FILE, respawn 3600 0 5, stdout+stderr to logd, CAP_NET_ADMIN only (ujail)" \
     start "$TMP/cthelperd" "$(started 0 "$(instance "$TMP/cthelperd")")"
+FAKE_CAPS=$TMP/no-caps.json run "start, no capabilities file: instance without the jail" \
+    start "$TMP/cthelperd" "$(FAKE_CAPS=$TMP/no-caps.json; started 0 "$(instance "$TMP/cthelperd")")"
+# the capabilities file: CAP_NET_ADMIN in every set (ambient, so that nft gets it too), nothing else
+if out=$(python3 -c '
+import json, sys
+caps = json.load(open(sys.argv[1]))
+sets = ["bounding", "effective", "ambient", "permitted", "inheritable"]
+assert sorted(caps) == sorted(sets), sorted(caps)
+for k in sets:
+    assert caps[k] == ["CAP_NET_ADMIN"], (k, caps[k])
+' init.d/cthelperd.capabilities.json 2>&1); then
+    ok "capabilities file: CAP_NET_ADMIN only, in all five sets"
+else
+    bad "capabilities file" "$out"
+fi
 
 # only the first 'enabled' line (globals) is changed:
 sed "0,/option enabled '1'/s//option enabled '0'/" "$SHIPPED" >"$TMP/disabled"
@@ -117,6 +139,23 @@ run "start, globals.enabled \"off\" (double quotes): no instance" start "$TMP/di
 f=$(variant helper-off "/config helper 'ftp'/,/^$/s/option enabled '1'/option enabled '0'/")
 run "start, a helper disabled, globals enabled: instance (helpers are the daemon's business)" \
     start "$f" "$(started 0 "$(instance "$f")")"
+
+# globals found by type, as the daemon finds it: anonymous or any name
+sed "s/^config globals 'globals'/config globals/; 0,/option enabled '1'/s//option enabled '0'/" "$SHIPPED" >"$TMP/anon-off"
+run "start, anonymous 'config globals' with enabled '0': no instance (the daemon reads it too)" \
+    start "$TMP/anon-off" "$(started 0)"
+sed "s/^config globals 'globals'/config globals 'main'/; 0,/option enabled '1'/s//option enabled '0'/" "$SHIPPED" >"$TMP/named-off"
+run "start, 'config globals 'main'' with enabled '0': no instance" start "$TMP/named-off" "$(started 0)"
+sed "s/^config globals 'globals'/config globals/; s/option log_level 'info'/option log_level 'loud'/" "$SHIPPED" >"$TMP/anon-bad"
+run "start, anonymous globals with an invalid value: refused" \
+    start "$TMP/anon-bad" "$(started 1)" "invalid configuration"
+{ cat "$SHIPPED"; printf "\nconfig globals\n\toption syslog '1'\n"; } >"$TMP/two-globals"
+run "start, two globals sections (the daemon refuses that): refused, message" \
+    start "$TMP/two-globals" "$(started 1)" "2 globals sections"
+sed -n "/^config helper/,\$p" "$SHIPPED" >"$TMP/globals-after-helpers"
+printf "\nconfig globals\n\toption enabled 'off'\n" >>"$TMP/globals-after-helpers"
+run "start, anonymous globals after the helper sections, enabled 'off': no instance" \
+    start "$TMP/globals-after-helpers" "$(started 0)"
 
 printf "config helper 'ftp'\n\toption name 'ftp'\n\toption proto 'tcp'\n\tlist port '21'\n\tlist port '2121'\n" >"$TMP/no-globals"
 run "start, no globals section: defaults (enabled), instance" \
@@ -181,6 +220,9 @@ $(started 0 "$(instance "$TMP/cthelperd")")"
 
 FAKE_RUNNING=1 run "reload, running, enabled set to '0': no instance (procd stops it), no signal" \
     reload "$TMP/disabled" "$(started 0)"
+
+FAKE_RUNNING=1 run "reload, running, anonymous globals with enabled '0': no instance, no signal" \
+    reload "$TMP/anon-off" "$(started 0)"
 
 FAKE_RUNNING=1 run "reload, running, file removed: SIGHUP (daemon falls back to defaults)" \
     reload "$TMP/does-not-exist" 'running [cthelperd]

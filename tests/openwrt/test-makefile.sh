@@ -121,12 +121,17 @@ printf '#!/bin/sh\n' >"$T/build/cthelperd/ipkg-install/bin/cthelperd"
 if out=$("${MK[@]}" install DESTDIR="$T/dest" 2>&1); then ok "Package/cthelperd/install runs"; else bad "install" "$out"; fi
 layout=$(cd "$T/dest" && find . -type f -printf '%m %p\n' | sort)
 check "installed files and modes" "$layout" "600 ./etc/config/cthelperd
+644 ./etc/capabilities/cthelperd.json
 755 ./etc/init.d/cthelperd
 755 ./usr/sbin/cthelperd"
 cmp -s "$T/dest/etc/config/cthelperd" init.d/cthelperd.config &&
     cmp -s "$T/dest/etc/init.d/cthelperd" init.d/cthelperd &&
-    ok "installed config and init script are the files in init.d/" ||
-    bad "installed config/init differ from init.d/"
+    cmp -s "$T/dest/etc/capabilities/cthelperd.json" init.d/cthelperd.capabilities.json &&
+    ok "installed config, init script and capabilities are the files in init.d/" ||
+    bad "installed config/init/capabilities differ from init.d/"
+grep -q "^CAPS=/etc/capabilities/cthelperd.json$" init.d/cthelperd &&
+    ok "the init script reads the capabilities where the package puts them" ||
+    bad "init script CAPS path"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
