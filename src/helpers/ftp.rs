@@ -2,17 +2,21 @@
 //! net/netfilter/nf_conntrack_ftp.c.
 //!
 //! What carries over from the kernel, and where we deliberately differ:
-//! - Only data that starts at a line start is parsed. Per direction the private data keeps
-//!   the two most recent TCP sequence numbers that followed a '\n' (the kernel's
-//!   `seq_aft_nl`), and a segment is parsed only if its sequence number is one of them.
+//! - Only the first line of a segment is parsed, and only if the segment starts at a line
+//!   start: per direction the private data keeps the two most recent TCP sequence numbers
+//!   that followed a '\n' (the kernel's `seq_aft_nl`), and a segment whose sequence number
+//!   is not one of them is not parsed at all. Like the kernel, one announcement per
+//!   segment. Later lines of a segment are never parsed: a server that echoes a
+//!   client-chosen line feed ("550 foo\n227 (...)") would otherwise let the client forge a
+//!   227 and open a port of a port-forwarded server (issue #11). The cost is the kernel's
+//!   too: a PORT pipelined behind another command in one segment is not seen.
+//! - In the reply direction we also follow multi-line replies ("ddd-" ... "ddd "), which
+//!   the kernel does not: a body line that happens to start a segment (a file name or
+//!   echoed text cut at the MSS, a retransmission) is not a reply and is not parsed. The
+//!   closing "ddd " line is a reply line and is parsed. See [`State`] for what is kept.
 //! - Commands are matched case-insensitively ("port" works, as with strncasecmp).
 //! - The announced address must be the sender's own address in its direction's tuple
 //!   (the kernel's default `loose=0`): no expectations towards third parties.
-//! - The kernel looks only at the first line of a segment; we look at every complete line
-//!   of a segment that starts at a line start, which catches pipelined commands. In
-//!   replies we skip the body of multi-line replies ("ddd-" ... "ddd "), which the kernel
-//!   never needs to because it never looks past the first line; this keeps a server that
-//!   echoes client-chosen text inside a multi-line reply from being used to forge a 227.
 //! - Arguments are validated strictly (each PORT/227 number <= 255, ports 1..=65535,
 //!   exactly six numbers); the kernel only gained the <= 255 check in 2026.
 //! - The kernel drops a packet whose command it recognises but cannot parse ("partial
@@ -46,24 +50,187 @@ pub const SEQS_PER_DIR: usize = 2;
 /// Expectation class (policy index) FTP data connections count against.
 pub const EXPECT_CLASS: u32 = 0;
 
-/// Private-data layout, version 1 (all integers big-endian):
+/// Private-data layout, version 1 (all integers big-endian). Bytes 20..32 were reserved
+/// (zero) before multi-line replies were followed; zero still means "none" there, so
+/// private data written before keeps its meaning.
 ///
 /// | offset | size | field                                                          |
 /// |--------|------|----------------------------------------------------------------|
 /// | 0      | 1    | layout version (1); 0 = fresh                                  |
 /// | 1      | 1    | number of valid line-start seqs, Original direction (0..=2)    |
 /// | 2      | 1    | same for Reply                                                 |
-/// | 3      | 1    | flags: bit 0/1 = pick up next segment in Original/Reply        |
+/// | 3      | 1    | flags: bit 0/1 = pick up next segment in Original/Reply;       |
+/// |        |      | bit 2 = the reply cursor (24..32) is valid                     |
 /// | 4      | 8    | Original line-start seqs [2 x u32]                             |
 /// | 12     | 8    | Reply line-start seqs [2 x u32]                                |
-/// | 20     | 12   | reserved, zero                                                 |
+/// | 20     | 4    | Reply: multi-line reply code in force at each reply line start |
+/// |        |      | [2 x u16]; 0 = none (the line starts a reply), else 100..=999  |
+/// | 24     | 4    | Reply cursor: sequence number where the newest reply segment   |
+/// |        |      | ended                                                          |
+/// | 28     | 2    | cursor code: the multi-line code in force there (see `head`)   |
+/// | 30     | 2    | cursor head: 0 = the line in progress is decided and `code` is |
+/// |        |      | the one in force on the next line; 1 + 1000 * n + v = the     |
+/// |        |      | line in progress began with n (0..=3) digits of value v, and   |
+/// |        |      | belongs to the reply `code` (n = 0: the cursor is at a line    |
+/// |        |      | start)                                                         |
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
     count: [u8; 2],
     seqs: [[u32; SEQS_PER_DIR]; 2],
+    /// Reply direction: the code of the multi-line reply a line starting at each recorded
+    /// reply line start belongs to (0: none, the line starts a reply).
+    codes: [u16; SEQS_PER_DIR],
     /// The kernel's NF_CT_FTP_SEQ_PICKUP: parse the next segment in that direction even
     /// though its position is unknown. Only set for connections adopted mid-stream.
     pickup: [bool; 2],
+    /// Reply direction: where the newest reply segment ended, and the multi-line state
+    /// there, so a reply cut in the middle of a line (a long STAT or FEAT answer cut at
+    /// the MSS) is followed into the next segment.
+    cursor: Option<Cursor>,
+}
+
+/// The reply stream position after the newest reply segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    seq: u32,
+    line: Line,
+}
+
+/// Multi-line reply tracking (RFC 959 4.2) for one reply line: a line "ddd-" opens a
+/// multi-line reply, whose body lines are text, and the line "ddd " (or "ddd" alone)
+/// with the same code closes it. Only the first four bytes of a line decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    /// The line's first bytes are still coming: it belongs to the multi-line reply
+    /// `code` (0: none), and began with `len` (at most 3) digits of value `digits`.
+    Head { code: u16, len: u8, digits: u16 },
+    /// The rest of the line does not matter: `next` is the code in force on the next line.
+    Rest { next: u16 },
+}
+
+impl Line {
+    const fn start(code: u16) -> Line {
+        Line::Head {
+            code,
+            len: 0,
+            digits: 0,
+        }
+    }
+
+    /// The next byte of the line (never its '\n').
+    fn feed(self, b: u8) -> Line {
+        let Line::Head { code, len, digits } = self else {
+            return self;
+        };
+        if len >= 3 {
+            return Line::Rest {
+                next: Line::after(code, digits, Some(b)),
+            };
+        }
+        // Reply codes are 100..=999: a leading 0 is not one.
+        if !b.is_ascii_digit() || (len == 0 && b == b'0') {
+            return Line::Rest { next: code };
+        }
+        let len = len + 1;
+        let digits = digits * 10 + u16::from(b - b'0');
+        // Inside a multi-line reply only its own code can begin the closing line.
+        if code != 0 && code / 10u16.pow(u32::from(3 - len)) != digits {
+            return Line::Rest { next: code };
+        }
+        Line::Head { code, len, digits }
+    }
+
+    /// Feed the start of a line; bytes after the fourth change nothing.
+    fn feed_all(mut self, bytes: &[u8]) -> Line {
+        for &b in bytes {
+            if let Line::Rest { .. } = self {
+                break;
+            }
+            self = self.feed(b);
+        }
+        self
+    }
+
+    /// The line ended: the code in force on the next line.
+    fn end(self) -> u16 {
+        match self {
+            Line::Rest { next } => next,
+            Line::Head {
+                code,
+                len: 3,
+                digits,
+            } => Line::after(code, digits, None),
+            Line::Head { code, .. } => code,
+        }
+    }
+
+    /// The code in force after a line that began with the three digits `digits` and
+    /// then `then` (`None`: the line ended there). "ddd-" opens a multi-line reply;
+    /// inside one, its own code followed by a space (or CR, or nothing) closes it.
+    fn after(code: u16, digits: u16, then: Option<u8>) -> u16 {
+        if code == 0 {
+            if then == Some(b'-') { digits } else { 0 }
+        } else if digits == code && matches!(then, None | Some(b' ' | b'\r')) {
+            0
+        } else {
+            code
+        }
+    }
+
+    /// The code the line in progress belongs to or, once decided, the next line's: the
+    /// best guess for a segment that starts somewhere unknown.
+    fn code(self) -> u16 {
+        match self {
+            Line::Head { code, .. } => code,
+            Line::Rest { next } => next,
+        }
+    }
+
+    fn encode(self) -> (u16, u16) {
+        match self {
+            Line::Head { code, len, digits } => (code, 1 + 1000 * u16::from(len) + digits),
+            Line::Rest { next } => (next, 0),
+        }
+    }
+
+    fn decode(code: u16, head: u16) -> Option<Line> {
+        if !valid_code(code) {
+            return None;
+        }
+        if head == 0 {
+            return Some(Line::Rest { next: code });
+        }
+        let h = head - 1;
+        let (len, digits) = (h / 1000, h % 1000);
+        let least = match len {
+            0 => 0,
+            1 => 1,
+            2 => 10,
+            3 => 100,
+            _ => return None,
+        };
+        let bound = 10u16.pow(u32::from(len));
+        if digits >= bound || digits < least {
+            return None;
+        }
+        let len = u8::try_from(len).ok()?;
+        Some(Line::Head { code, len, digits })
+    }
+}
+
+fn valid_code(code: u16) -> bool {
+    code == 0 || (100..=999).contains(&code)
+}
+
+/// Follow the multi-line state from `line` through `payload`. Only the first bytes of
+/// each line are looked at.
+fn track(mut line: Line, payload: &[u8]) -> Line {
+    let mut rest = payload;
+    while let Some(lf) = text::find_lf(rest) {
+        line = Line::start(line.feed_all(rest.get(..lf).unwrap_or(&[])).end());
+        rest = rest.get(lf + 1..).unwrap_or(&[]);
+    }
+    line.feed_all(rest)
 }
 
 mod off {
@@ -71,7 +238,13 @@ mod off {
     pub const COUNT: usize = 1;
     pub const FLAGS: usize = 3;
     pub const SEQS: usize = 4;
+    pub const CODES: usize = 20;
+    pub const CURSOR_SEQ: usize = 24;
+    pub const CURSOR_CODE: usize = 28;
+    pub const CURSOR_HEAD: usize = 30;
 }
+
+const FLAG_CURSOR: u8 = 4;
 
 impl State {
     /// State for a connection whose history is unknown (e.g. adopted after a failover):
@@ -85,20 +258,23 @@ impl State {
     }
 
     /// Decode private data. Anything that is not a well-formed version-1 layout (short
-    /// buffer, unknown version, impossible counts) is treated as a fresh connection:
-    /// losing line tracking costs at most one missed command, misreading it could cost more.
+    /// buffer, unknown version, impossible counts or codes) is treated as a fresh
+    /// connection: losing line tracking costs at most one missed command, misreading it
+    /// could cost more.
     pub fn decode(private: &[u8]) -> State {
-        let Some(buf) = private.get(..PRIVATE_LEN) else {
-            return State::default();
-        };
+        Self::try_decode(private).unwrap_or_default()
+    }
+
+    fn try_decode(private: &[u8]) -> Option<State> {
+        let buf = private.get(..PRIVATE_LEN)?;
         if crate::wire::byte(buf, off::VERSION) != LAYOUT_VERSION {
-            return State::default();
+            return None;
         }
         let mut st = State::default();
         for d in 0..2 {
             let n = crate::wire::byte(buf, off::COUNT + d);
             if usize::from(n) > SEQS_PER_DIR {
-                return State::default();
+                return None;
             }
             st.count[d] = n;
             for (i, slot) in st.seqs[d].iter_mut().enumerate() {
@@ -107,9 +283,26 @@ impl State {
                 }
             }
         }
+        for (i, code) in st.codes.iter_mut().enumerate() {
+            if i < usize::from(st.count[Direction::Reply.index()]) {
+                *code = crate::wire::be16(buf, off::CODES + i * 2);
+                if !valid_code(*code) {
+                    return None;
+                }
+            }
+        }
         let flags = crate::wire::byte(buf, off::FLAGS);
         st.pickup = [flags & 1 != 0, flags & 2 != 0];
-        st
+        if flags & FLAG_CURSOR != 0 {
+            st.cursor = Some(Cursor {
+                seq: crate::wire::be32(buf, off::CURSOR_SEQ),
+                line: Line::decode(
+                    crate::wire::be16(buf, off::CURSOR_CODE),
+                    crate::wire::be16(buf, off::CURSOR_HEAD),
+                )?,
+            });
+        }
+        Some(st)
     }
 
     /// Encode into `private` (which must hold `PRIVATE_LEN` bytes; shorter buffers are
@@ -128,7 +321,20 @@ impl State {
                 }
             }
         }
-        out[off::FLAGS] = u8::from(self.pickup[0]) | (u8::from(self.pickup[1]) << 1);
+        for (i, code) in self.codes.iter().enumerate() {
+            if i < usize::from(self.count[Direction::Reply.index()]) {
+                crate::wire::set_be16(&mut out, off::CODES + i * 2, *code);
+            }
+        }
+        let mut flags = u8::from(self.pickup[0]) | (u8::from(self.pickup[1]) << 1);
+        if let Some(c) = self.cursor {
+            flags |= FLAG_CURSOR;
+            let (code, head) = c.line.encode();
+            crate::wire::set_be32(&mut out, off::CURSOR_SEQ, c.seq);
+            crate::wire::set_be16(&mut out, off::CURSOR_CODE, code);
+            crate::wire::set_be16(&mut out, off::CURSOR_HEAD, head);
+        }
+        out[off::FLAGS] = flags;
         if buf == out.as_slice() {
             return false;
         }
@@ -147,25 +353,93 @@ impl State {
         self.valid(dir).contains(&seq)
     }
 
-    /// Remember that a line starts at `seq` in `dir`. With both slots in use the older
-    /// one is replaced, and only by a later sequence number (mod 2^32), as the kernel's
-    /// update_nl_seq does, so a retransmitted old segment cannot evict the current one.
+    /// If `seq` is a recorded line start in `dir`: the multi-line reply code in force
+    /// there (always 0 in the Original direction).
+    fn line_start(&self, dir: Direction, seq: u32) -> Option<u16> {
+        let i = self.valid(dir).iter().position(|&s| s == seq)?;
+        Some(match dir {
+            Direction::Original => 0,
+            Direction::Reply => self.codes.get(i).copied().unwrap_or(0),
+        })
+    }
+
+    /// Remember that a line starts at `seq` in `dir`, outside any multi-line reply. With
+    /// both slots in use the older one is replaced, and only by a later sequence number
+    /// (mod 2^32), as the kernel's update_nl_seq does, so a retransmitted old segment
+    /// cannot evict the current one.
     pub fn record_line_start(&mut self, dir: Direction, seq: u32) {
+        self.record(dir, seq, 0);
+    }
+
+    /// `record_line_start` with the multi-line reply code in force there (Reply only).
+    fn record(&mut self, dir: Direction, seq: u32, code: u16) {
         if self.at_line_start(dir, seq) {
             return;
         }
         let d = dir.index();
+        let code = if dir == Direction::Reply { code } else { 0 };
         let n = usize::from(self.count[d]);
-        if n < SEQS_PER_DIR {
-            self.seqs[d][n] = seq;
+        let slot = if n < SEQS_PER_DIR {
             self.count[d] += 1;
-            return;
+            n
+        } else {
+            let [a, b] = self.seqs[d];
+            let oldest = if seq_before(a, b) { 0 } else { 1 };
+            if !seq_before(self.seqs[d][oldest], seq) {
+                return;
+            }
+            oldest
+        };
+        self.seqs[d][slot] = seq;
+        if dir == Direction::Reply {
+            self.codes[slot] = code;
         }
-        let [a, b] = self.seqs[d];
-        let oldest = if seq_before(a, b) { 0 } else { 1 };
-        if seq_before(self.seqs[d][oldest], seq) {
-            self.seqs[d][oldest] = seq;
+    }
+
+    /// The newest known multi-line state of the reply stream.
+    fn newest_reply_code(&self) -> u16 {
+        if let Some(c) = self.cursor {
+            return c.line.code();
         }
+        let r = Direction::Reply;
+        match self.valid(r) {
+            [a] => self.line_start(r, *a).unwrap_or(0),
+            [a, b] => {
+                let newest = if seq_before(*a, *b) { *b } else { *a };
+                self.line_start(r, newest).unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Where a segment at `seq` starts: whether its first line may be parsed, and the
+    /// multi-line state at its first byte. Consumes a pickup.
+    fn position(&mut self, dir: Direction, seq: u32) -> (bool, Line) {
+        if let Some(code) = self.line_start(dir, seq) {
+            return (true, Line::start(code));
+        }
+        if self.pickup[dir.index()] {
+            self.pickup[dir.index()] = false;
+            return (true, Line::start(0));
+        }
+        if dir == Direction::Reply
+            && let Some(c) = self.cursor.filter(|c| c.seq == seq)
+        {
+            // Continues the line the previous reply segment ended in.
+            return (false, c.line);
+        }
+        // Somewhere unknown (a loss, reordering, a partial retransmission): its first
+        // line cannot be judged; assume the newest known multi-line state after it.
+        (
+            false,
+            Line::Rest {
+                next: if dir == Direction::Reply {
+                    self.newest_reply_code()
+                } else {
+                    0
+                },
+            },
+        )
     }
 }
 
@@ -218,25 +492,46 @@ impl Helper for Ftp {
         // and USER/AUTH, and it means data whose stream position we cannot vouch for
         // (we never saw the start of the stream) is never trusted. Learning the ISN from the
         // SYN would lift this, but the SYN is not guaranteed to reach a user-space helper.
-        let parse = if st.at_line_start(dir, seq) {
-            true
-        } else if st.pickup[dir.index()] {
-            st.pickup[dir.index()] = false;
-            true
-        } else {
-            false
-        };
-        if parse {
-            scan_segment(dir, payload, ct, &mut action);
+        let (at_line_start, start) = st.position(dir, seq);
+        if at_line_start && first_line_is_a_reply(start, payload) {
+            parse_first_line(dir, payload, ct, &mut action);
         }
+        // Wraps with the sequence space; a payload never exceeds 64 KiB.
+        let end = seq.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+        let after = match dir {
+            Direction::Original => Line::start(0),
+            Direction::Reply => track(start, payload),
+        };
         if last == b'\n' {
-            // Wraps with the sequence space; a payload never exceeds 64 KiB.
-            let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-            st.record_line_start(dir, seq.wrapping_add(len));
+            st.record(dir, end, after.code());
+        }
+        if dir == Direction::Reply && st.cursor.is_none_or(|c| !seq_before(end, c.seq)) {
+            st.cursor = Some(Cursor {
+                seq: end,
+                line: after,
+            });
         }
         action.private_changed = st.encode(private);
         action
     }
+}
+
+/// Is the first line of a segment that starts at a line start with multi-line state
+/// `start` a line we may parse: not the body of a multi-line reply (its closing line is
+/// a reply line)? Always true in the Original direction, where the state is 0.
+fn first_line_is_a_reply(start: Line, payload: &[u8]) -> bool {
+    let code = start.code();
+    if code == 0 {
+        return true;
+    }
+    let first = match text::find_lf(payload) {
+        Some(lf) => start.feed_all(payload.get(..lf).unwrap_or(&[])).end(),
+        None => match start.feed_all(payload) {
+            Line::Rest { next } => next,
+            Line::Head { .. } => code,
+        },
+    };
+    first == 0
 }
 
 /// What a recognised line announced, and where: `text` is the part of the line that
@@ -250,49 +545,21 @@ struct Announce<'a> {
     spelling: EndpointText,
 }
 
-/// Parse every complete line of a segment known to start at a line start.
-fn scan_segment(dir: Direction, payload: &[u8], ct: &Conntrack, action: &mut Action) {
-    let mut rest = payload;
-    // Code of a multi-line reply whose body we are in (reply direction only).
-    let mut multiline: Option<[u8; 3]> = None;
-    while !rest.is_empty() {
-        let Some((line, next)) = text::split_line(rest) else {
-            // The line continues in a segment that will not start at a line start, so it
-            // will never be parsed: if it is a command we act on, we are losing it.
-            if multiline.is_none() && looks_like_announcement(dir, rest) {
-                action.parse_error = true;
-            }
-            break;
-        };
-        rest = next;
-        if dir == Direction::Reply {
-            if let Some(code) = multiline {
-                // Inside a multi-line reply only the closing "ddd " line is a reply line.
-                if line.get(..3) == Some(&code[..]) && line.get(3) == Some(&b' ') {
-                    multiline = None;
-                } else {
-                    continue;
-                }
-            } else if let Some(code) = multiline_start(line) {
-                multiline = Some(code);
-                continue;
-            }
+/// Parse the first line of a segment known to start at a line start (the kernel's
+/// find_pattern at the segment's first byte). Later lines are not looked at.
+fn parse_first_line(dir: Direction, payload: &[u8], ct: &Conntrack, action: &mut Action) {
+    let Some((line, _)) = text::split_line(payload) else {
+        // The line continues in a segment that will not start at a line start, so it
+        // will never be parsed: if it is a command we act on, we are losing it.
+        if looks_like_announcement(dir, payload) {
+            action.parse_error = true;
         }
-        match parse_line(dir, line) {
-            Ok(Some(ann)) => announce(dir, payload, ann, ct, action),
-            Ok(None) => {}
-            Err(()) => action.parse_error = true,
-        }
-    }
-}
-
-/// "ddd-" opens a multi-line reply (RFC 959 4.2).
-fn multiline_start(line: &[u8]) -> Option<[u8; 3]> {
-    match line {
-        [a, b, c, b'-', ..] if a.is_ascii_digit() && b.is_ascii_digit() && c.is_ascii_digit() => {
-            Some([*a, *b, *c])
-        }
-        _ => None,
+        return;
+    };
+    match parse_line(dir, line) {
+        Ok(Some(ann)) => announce(dir, payload, ann, ct, action),
+        Ok(None) => {}
+        Err(()) => action.parse_error = true,
     }
 }
 
@@ -913,9 +1180,115 @@ mod tests {
 
     #[test]
     fn pipelined_commands_in_one_segment() {
+        // Like nf_conntrack_ftp, only the first line of a segment is parsed. This used to
+        // parse every line (two expectations here), which let an echoing server forge a
+        // 227 on a later line (issue #11). A client that pipelines PORT behind another
+        // command loses active mode through the helper, as it does with the kernel's.
         let mut c = Conn::v4().warmed();
         let a = c.client(b"TYPE I\r\nPORT 192,168,1,10,4,1\r\nPORT 192,168,1,10,4,2\r\n");
-        assert_eq!(a.expectations.len(), 2);
+        nothing(&a);
+        assert!(!a.parse_error);
+        // A PORT first in the segment is parsed; the PORT after it is not.
+        let a = c.client(b"PORT 192,168,1,10,4,3\r\nPORT 192,168,1,10,4,4\r\n");
+        assert_eq!(one(&a).dst_port, 1027);
+        // The next segment starts at a recorded line start again.
+        assert_eq!(one(&c.client(b"PORT 192,168,1,10,4,5\r\n")).dst_port, 1029);
+    }
+
+    #[test]
+    fn port_after_another_command_in_the_same_segment_is_not_parsed() {
+        let mut c = Conn::v4().warmed();
+        nothing(&c.client(b"NOOP\r\nPORT 192,168,1,10,4,1\r\n"));
+        nothing(&c.client(b"NOOP\r\neprt |1|192.168.1.10|1025|\r\n"));
+        // An unfinished PORT on a later line is not a parse error: it was never going
+        // to be parsed.
+        assert!(!c.client(b"NOOP\r\nPORT 192,168,").parse_error);
+    }
+
+    #[test]
+    fn echoed_line_feed_cannot_forge_a_227() {
+        // Issue #11: a port-forwarded server echoes a client-chosen line feed in a reply.
+        // An outside client must not get a pinhole to the server's port 22 out of it.
+        let ct = port_forwarded();
+        let mut c = Conn::new(ct).warmed();
+        for seg in [
+            &b"550 foo\n227 Entering Passive Mode (198,51,100,2,0,22): x\r\n"[..],
+            b"550 foo\r\n227 Entering Passive Mode (198,51,100,2,0,22)\r\n",
+            b"500 x\n229 Entering Extended Passive Mode (|||22|)\r\n",
+        ] {
+            let a = c.server(seg);
+            assert!(a.expectations.is_empty() && a.rewrites.is_empty(), "{a:?}");
+            assert!(a.refusals.is_empty() && !a.parse_error, "{a:?}");
+        }
+        // The session itself still works: a 227 that starts a segment is honoured.
+        let a = c.server(b"227 Entering Passive Mode (198,51,100,2,195,80).\r\n");
+        assert_eq!(one(&a).dst, ct.orig.dst);
+        // Without NAT the same.
+        let mut c = Conn::v4().warmed();
+        nothing(&c.server(b"550 foo\n227 Entering Passive Mode (192,168,1,20,0,22)\r\n"));
+        assert_eq!(one(&c.server(b"227 (192,168,1,20,4,1)\r\n")).dst_port, 1025);
+    }
+
+    #[test]
+    fn multiline_reply_body_in_the_next_segment_is_not_parsed() {
+        // Each segment starts at a recorded line start, but the body of a multi-line
+        // reply is text (a file name, an echoed argument), not a reply.
+        let mut c = Conn::v4().warmed();
+        nothing(&c.server(b"211-Features:\r\n"));
+        nothing(&c.server(b"227 Entering Passive Mode (192,168,1,20,4,1)\r\n"));
+        nothing(&c.server(b"229 Entering Extended Passive Mode (|||1026|)\r\n"));
+        nothing(&c.server(b"211-still the body\r\n"));
+        nothing(&c.server(b"2110 not the end\r\n"));
+        // The closing line "211 " ends the reply; the next reply is parsed again.
+        nothing(&c.server(b"211 End\r\n"));
+        let a = c.server(b"227 Entering Passive Mode (192,168,1,20,4,3)\r\n");
+        assert_eq!(one(&a).dst_port, 1027);
+    }
+
+    #[test]
+    fn multiline_reply_split_anywhere_is_followed() {
+        let mut c = Conn::v4().warmed();
+        // Segment boundaries inside lines, as a long STAT reply is cut at the MSS.
+        nothing(&c.server(b"213-Status of /:\r\n-rw-r--r-- 1 ftp ftp 0 a\r\n-rw-r"));
+        nothing(&c.server(b"--r-- 1 ftp ftp 0 b\r\n"));
+        nothing(&c.server(b"227 Entering Passive Mode (192,168,1,20,4,1)\r\n"));
+        // A line that starts like the closing line but is not one ("21" + "39 ...").
+        nothing(&c.server(b"21"));
+        nothing(&c.server(b"39 bytes\r\n"));
+        nothing(&c.server(b"227 Entering Passive Mode (192,168,1,20,4,2)\r\n"));
+        // The closing line cut after its first two digits.
+        nothing(&c.server(b"-rw-r--r-- 1 ftp ftp 0 c\r\n21"));
+        nothing(&c.server(b"3 End of status\r\n"));
+        let a = c.server(b"227 Entering Passive Mode (192,168,1,20,4,3)\r\n");
+        assert_eq!(one(&a).dst_port, 1027);
+        // A multi-line reply opened on a later line of a segment counts too.
+        nothing(&c.server(b"200 ok\r\n211-Features:\r\n"));
+        nothing(&c.server(b"227 Entering Passive Mode (192,168,1,20,4,4)\r\n"));
+    }
+
+    #[test]
+    fn retransmitted_multiline_body_stays_body() {
+        // The client withholds its ACK and the server sends a segment again: the line
+        // start it begins at must be judged as it was the first time.
+        let mut c = Conn::v4().warmed();
+        nothing(&c.server(b"211-Features:\r\n"));
+        let body = c.next_seq[1];
+        nothing(&c.server(b"227 (192,168,1,20,4,1)\r\n211 End\r\n"));
+        nothing(&c.send_at(
+            Direction::Reply,
+            body,
+            b"227 (192,168,1,20,4,1)\r\n211 End\r\n",
+        ));
+        // After the closing line, replies are parsed again.
+        assert_eq!(one(&c.server(b"227 (192,168,1,20,4,2)\r\n")).dst_port, 1026);
+    }
+
+    #[test]
+    fn closing_line_of_a_multiline_227_is_parsed() {
+        // RFC 959 allows a multi-line 227; its last line "227 " is a reply line.
+        let mut c = Conn::v4().warmed();
+        nothing(&c.server(b"227-Entering Passive Mode\r\n"));
+        assert_eq!(one(&c.server(b"227 (192,168,1,20,4,1)\r\n")).dst_port, 1025);
     }
 
     #[test]
@@ -924,10 +1297,10 @@ mod tests {
         let a = c.server(
             b"230-Welcome\r\n227 (192,168,1,20,4,1)\r\n230 Logged in\r\n227 (192,168,1,20,4,2)\r\n",
         );
-        assert_eq!(one(&a).dst_port, 1026);
-        // The closing line of a multi-line reply is parsed.
+        // Only the first line of a segment is parsed, and here it opens a multi-line reply.
+        nothing(&a);
         let a = c.server(b"227-Entering Passive Mode\r\n227 (192,168,1,20,4,3)\r\n");
-        assert_eq!(one(&a).dst_port, 1027);
+        nothing(&a);
         // RFC 959 multi-line text may start with other codes; only "ddd " of the same code ends it.
         let a = c.server(b"211-Features\r\n229 (|||1|)\r\n211 End\r\n");
         nothing(&a);
@@ -976,6 +1349,115 @@ mod tests {
             ..pkt
         };
         assert!(!Ftp.process(&pkt, &c.ct, &mut private).private_changed);
+    }
+
+    #[test]
+    fn segment_at_an_unknown_position_keeps_the_multiline_state() {
+        // The client acknowledges only part of a multi-line reply and the server sends the
+        // rest again from there: a segment that starts mid-line, at no recorded position.
+        // Its end is a line start (as in the kernel), still inside the reply.
+        let mut c = Conn::v4().warmed();
+        nothing(&c.server(b"213-Status:\r\n"));
+        let seq = c.next_seq[1].wrapping_add(100);
+        nothing(&c.send_at(Direction::Reply, seq, b"ile1\r\n"));
+        let seq = seq.wrapping_add(6);
+        let body = b"227 (192,168,1,20,4,1)\r\n";
+        nothing(&c.send_at(Direction::Reply, seq, body));
+        // The closing line ends it, as anywhere.
+        let seq = seq.wrapping_add(body.len() as u32);
+        nothing(&c.send_at(Direction::Reply, seq, b"213 End\r\n"));
+        let a = c.send_at(Direction::Reply, seq.wrapping_add(9), body);
+        assert_eq!(one(&a).dst_port, 1025);
+    }
+
+    #[test]
+    fn private_data_written_before_multiline_tracking_still_decodes() {
+        // Layout 1 as written when bytes 20..32 were reserved (zero).
+        let mut old = [0u8; PRIVATE_LEN];
+        old[..4].copy_from_slice(&[LAYOUT_VERSION, 2, 1, 0]);
+        old[4..8].copy_from_slice(&100u32.to_be_bytes());
+        old[8..12].copy_from_slice(&200u32.to_be_bytes());
+        old[12..16].copy_from_slice(&300u32.to_be_bytes());
+        let st = State::decode(&old);
+        assert!(st.at_line_start(Direction::Original, 100));
+        assert!(st.at_line_start(Direction::Original, 200));
+        assert_eq!(
+            st.line_start(Direction::Reply, 300),
+            Some(0),
+            "no multi-line reply"
+        );
+        assert_eq!(st.cursor, None);
+        let mut again = old;
+        assert!(!st.encode(&mut again), "re-encodes to the same bytes");
+    }
+
+    #[test]
+    fn multiline_state_in_private_data() {
+        let mut c = Conn::v4().warmed();
+        nothing(&c.server(b"211-Features:\r\n"));
+        let at = c.next_seq[1];
+        let st = State::decode(&c.private);
+        assert_eq!(st.line_start(Direction::Reply, at), Some(211));
+        assert_eq!(
+            st.cursor,
+            Some(Cursor {
+                seq: at,
+                line: Line::start(211)
+            })
+        );
+        // Reply line starts [greeting end: none, here: 211], cursor here, at a line start.
+        assert_eq!(&c.private[20..24], &[0, 0, 0, 211]);
+        assert_eq!(&c.private[24..28], &at.to_be_bytes());
+        assert_eq!(&c.private[28..32], &[0, 211, 0, 1]);
+        assert_eq!(c.private[3], FLAG_CURSOR);
+        // Cut after the first two digits of what may be the closing line.
+        nothing(&c.server(b" EPSV\r\n21"));
+        let st = State::decode(&c.private);
+        let line = Line::Head {
+            code: 211,
+            len: 2,
+            digits: 21,
+        };
+        assert_eq!(st.cursor.map(|c| c.line), Some(line));
+        assert_eq!(&c.private[28..32], &[0, 211, 0x07, 0xe6], "1 + 2000 + 21");
+        let mut again = c.private;
+        assert!(!st.encode(&mut again));
+        // Impossible values are not trusted: the whole area reads as fresh.
+        for (off, bytes) in [
+            (22, [0x03, 0xe8]), // code 1000
+            (22, [0, 50]),      // code 50
+            (28, [0x03, 0xe8]), // cursor code 1000
+            (30, [0x13, 0x88]), // head 5000
+            (30, [0x07, 0xd6]), // 1 + 2000 + 5: two digits "05"
+        ] {
+            let mut bad = c.private;
+            bad[off..off + 2].copy_from_slice(&bytes);
+            assert_eq!(State::decode(&bad), State::default(), "{off} {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn multiline_line_rules() {
+        let after = |code: u16, line: &[u8]| Line::start(code).feed_all(line).end();
+        assert_eq!(after(0, b"211-Features"), 211);
+        assert_eq!(after(0, b"211 one line"), 0);
+        assert_eq!(after(0, b"011-x"), 0, "not a reply code");
+        assert_eq!(after(0, b"21-x"), 0);
+        assert_eq!(after(211, b"211 End"), 0);
+        assert_eq!(after(211, b"211"), 0, "a closing line without text");
+        assert_eq!(after(211, b"211\r"), 0);
+        assert_eq!(after(211, b"211-more"), 211);
+        assert_eq!(after(211, b"2110"), 211);
+        assert_eq!(after(211, b"212 End"), 211);
+        assert_eq!(after(211, b" 211 End"), 211);
+        assert_eq!(after(211, b""), 211);
+        // The same, fed in pieces.
+        assert_eq!(track(Line::start(211), b"21").feed_all(b"1 x").end(), 0);
+        assert_eq!(track(Line::start(0), b"2").feed_all(b"27-").end(), 227);
+        assert_eq!(
+            track(Line::start(0), b"x\n150-a\nb\n150 c\n226-d\n"),
+            Line::start(226)
+        );
     }
 
     #[test]
@@ -1211,23 +1693,18 @@ mod tests {
     }
 
     #[test]
-    fn nat_pipelined_announcements_each_get_a_rewrite() {
+    fn nat_only_the_first_announcement_of_a_segment_is_rewritten() {
+        // Later lines are not parsed (as in the kernel), so they are not rewritten either:
+        // the inside address in the EPRT goes out as the client wrote it, and no
+        // expectation stands behind it.
         let (cli, public, srv) = MASQ4;
         let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
         let seg = b"PORT 192,0,2,2,0,21\r\nNOOP\r\nEPRT |1|192.0.2.2|22|\r\n";
         let a = c.client(seg);
-        assert_eq!(a.expectations.len(), 2);
-        assert_eq!(a.rewrites.len(), 2);
-        assert_eq!(
-            &seg[a.rewrites[0].start..a.rewrites[0].end],
-            b"192,0,2,2,0,21"
-        );
-        assert_eq!(
-            &seg[a.rewrites[1].start..a.rewrites[1].end],
-            b"|1|192.0.2.2|22|"
-        );
-        assert_eq!(a.rewrites[1].expectation, 1);
-        assert!(a.rewrites[0].end <= a.rewrites[1].start);
+        assert_eq!(one(&a).dst_port, 21);
+        let (rw, text) = one_rewrite(&a, seg);
+        assert_eq!(text, b"192,0,2,2,0,21");
+        assert_eq!(rw.addr, public);
     }
 
     #[test]
