@@ -124,6 +124,8 @@ pub struct Slot {
     pub queue: u16,
     pub expect_max: u32,
     pub expect_timeout: u32,
+    /// What the helper is told about its configuration (`allow_low_ports`).
+    pub policy: crate::helpers::Policy,
     pub stats: Stats,
     pub log_limit: LogLimit,
 }
@@ -178,6 +180,7 @@ pub fn slots_from_config(
             queue: cfg.queue_of(index),
             expect_max: h.expect_max,
             expect_timeout: h.expect_timeout,
+            policy: h.policy(),
             stats: Stats::default(),
             log_limit: LogLimit::new(),
         };
@@ -234,7 +237,13 @@ pub fn examine(slots: &[Slot], pkt: &queue::QueuedPacket<'_>) -> Result<Examined
         action,
         private,
         private_len,
-    } = crate::helpers::run(slots[slot].helper, &packet, &conntrack, help_info);
+    } = crate::helpers::run(
+        slots[slot].helper,
+        &packet,
+        &conntrack,
+        help_info,
+        slots[slot].policy,
+    );
     let tcp_seq = match d.transport {
         crate::helpers::Transport::Tcp { seq, .. } => Some(seq),
         crate::helpers::Transport::Udp => None,
@@ -748,6 +757,7 @@ impl Daemon {
                 queue: n.queue,
                 expect_max: n.expect_max,
                 expect_timeout: n.expect_timeout,
+                policy: n.policy,
                 stats: old.map_or(Stats::default(), |o| o.stats),
                 log_limit: LogLimit::new(),
             });
@@ -1660,9 +1670,13 @@ mod tests {
     /// A 227 from a port-forwarded server (outside client 203.0.113.9 -> 192.0.2.1:21,
     /// forwarded to 198.51.100.2:21), queued with private data that makes it parsed.
     fn queued_forwarded_227(buf: &mut [u8]) -> usize {
+        queued_forwarded(buf, b"227 Entering Passive Mode (198,51,100,2,156,64)\r\n")
+    }
+
+    /// A reply segment `text` from that port-forwarded server.
+    fn queued_forwarded(buf: &mut [u8], text: &[u8]) -> usize {
         let public: [u8; 4] = [192, 0, 2, 1];
         let outside: [u8; 4] = [203, 0, 113, 9];
-        let text = b"227 Entering Passive Mode (198,51,100,2,156,64)\r\n";
         let ip = crate::wire::ipv4::tests::build(
             public,
             outside,
@@ -1693,6 +1707,28 @@ mod tests {
             ct_info: ctinfo::ESTABLISHED_REPLY,
         };
         write_queued(buf, Config::default().queue_of(0), &ip, Some(&ct))
+    }
+
+    #[test]
+    fn examine_hands_the_configured_policy_to_the_helper() {
+        let mut buf = [0u8; 1024];
+        let n = queued_forwarded(
+            &mut buf,
+            b"227 Entering Passive Mode (198,51,100,2,0,22)\r\n",
+        );
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let ex = run(&slots, &buf[..n]).unwrap();
+        assert!(ex.action.expectations.is_empty());
+        assert_eq!(
+            ex.action.refusals.first().map(|r| r.reason),
+            Some(crate::helpers::RefusalReason::LowPort)
+        );
+        let mut cfg = Config::default();
+        cfg.helpers[0].allow_low_ports = true;
+        let slots = slots_from_config(&cfg).unwrap();
+        assert!(slots[0].policy.allow_low_ports);
+        let ex = run(&slots, &buf[..n]).unwrap();
+        assert_eq!(ex.action.expectations.first().map(|e| e.dst_port), Some(22));
     }
 
     fn applied(port: Option<u16>) -> Applied {

@@ -765,7 +765,7 @@ mod tests {
             },
             payload: line,
         };
-        let action = ftp::Ftp.process(&pkt, &ct, &mut private);
+        let action = ftp::Ftp.process(&pkt, &ct, &mut private, Default::default());
         assert_eq!(action.rewrites.len(), 1);
         let before = v4_tcp(line);
         let mut b = in_buf(&before, 1500);

@@ -178,6 +178,16 @@ mod tests {
     }
 
     #[test]
+    fn changed_helper_policy_needs_no_kernel_message() {
+        // allow_low_ports lives in the daemon's slots (installed on every reload), not in
+        // the kernel registration.
+        let old = Config::default();
+        let mut new = old.clone();
+        new.helpers[0].allow_low_ports = true;
+        assert_eq!(plan(&old, &new, false), vec![Action::Firewall]);
+    }
+
+    #[test]
     fn changed_expect_timeout_updates_that_helper_only() {
         let old = Config::default();
         let mut new = old.clone();

@@ -2,13 +2,16 @@
 //! through the FTP helper: it must never panic, must leave private data decodable, must
 //! never expect a connection to an address other than the announcer's (or, under NAT,
 //! its translated address), and its rewrites must apply to the packet without panicking.
+//! Issue #11's oracle: an expectation only when the segment's first line is the
+//! announcement (never from a later line, e.g. one an echoing server was made to send),
+//! at most one per segment, and no port below 1024 on a port forward unless allowed.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cthelperd::conntrack::{Conntrack, Direction, Tuple, status};
-use cthelperd::helpers::ftp::{Ftp, PRIVATE_LEN, State};
-use cthelperd::helpers::{Helper, Packet, Transport};
+use cthelperd::helpers::ftp::{Ftp, LOW_PORT_LIMIT, PRIVATE_LEN, State};
+use cthelperd::helpers::{Helper, Packet, Policy, Transport};
 use cthelperd::nat;
 use libfuzzer_sys::fuzz_target;
 
@@ -34,8 +37,15 @@ fuzz_target!(|data: &[u8]| {
             IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20)),
         )
     };
-    // flags & 16: the client is masqueraded behind the router's outside address.
+    // flags & 16: the client is masqueraded behind the router's outside address;
+    // otherwise flags & 32: the server is reached through a port forward on it.
     let masqueraded = flags & 16 != 0;
+    let forwarded = !masqueraded && flags & 32 != 0;
+    let nated = masqueraded || forwarded;
+    // flags & 64: the helper's policy allows low ports.
+    let policy = Policy {
+        allow_low_ports: flags & 64 != 0,
+    };
     let public = match cli {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 0x100)),
@@ -43,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
     let ct = Conntrack {
         orig: Tuple {
             src: cli,
-            dst: srv,
+            dst: if forwarded { public } else { srv },
             proto: 6,
             src_port: 40000,
             dst_port: 21,
@@ -59,7 +69,8 @@ fuzz_target!(|data: &[u8]| {
             status::SEEN_REPLY
         } else {
             0
-        } | if masqueraded { status::SRC_NAT } else { 0 },
+        } | if masqueraded { status::SRC_NAT } else { 0 }
+            | if forwarded { status::DST_NAT } else { 0 },
         id: None,
         zone: None,
     };
@@ -87,8 +98,31 @@ fuzz_target!(|data: &[u8]| {
         transport: Transport::Tcp { seq, flags: 0x18 },
         payload,
     };
-    let action = Ftp.process(&pkt, &ct, &mut private);
+    let action = Ftp.process(&pkt, &ct, &mut private, policy);
+    // The first line of the segment (up to its '\n', or all of it).
+    let first_line = match payload.iter().position(|&b| b == b'\n') {
+        Some(lf) => &payload[..lf],
+        None => payload,
+    };
+    if !action.expectations.is_empty() {
+        assert_eq!(action.expectations.len(), 1, "one announcement per segment");
+        let announced = match dir {
+            Direction::Original => {
+                first_line.len() >= 4
+                    && (first_line[..4].eq_ignore_ascii_case(b"PORT")
+                        || first_line[..4].eq_ignore_ascii_case(b"EPRT"))
+            }
+            Direction::Reply => first_line.starts_with(b"227 ") || first_line.starts_with(b"229 "),
+        };
+        assert!(announced, "expectation from a line that is not the first: {payload:?}");
+    }
+    for rw in &action.rewrites {
+        assert!(rw.end <= first_line.len(), "rewrite outside the first line");
+    }
     for e in &action.expectations {
+        if forwarded && !policy.allow_low_ports {
+            assert!(e.dst_port >= LOW_PORT_LIMIT, "low port on a port forward");
+        }
         assert_eq!(
             e.dst,
             ct.tuple(dir.opposite()).dst,
@@ -98,15 +132,15 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(e.dst_port, 0);
         match e.nat {
             Some(n) => {
-                assert!(masqueraded);
+                assert!(nated);
                 assert_eq!(n.saved_addr, ct.tuple(dir).src, "NAT back to a third party");
             }
-            None => assert!(!masqueraded),
+            None => assert!(!nated),
         }
     }
     let mut end = 0;
     for rw in &action.rewrites {
-        assert!(masqueraded && rw.start >= end && rw.start <= rw.end && rw.end <= payload.len());
+        assert!(nated && rw.start >= end && rw.start <= rw.end && rw.end <= payload.len());
         assert!(rw.expectation < action.expectations.len());
         end = rw.end;
     }
@@ -126,7 +160,7 @@ fuzz_target!(|data: &[u8]| {
     let mut again = private;
     assert!(!st.encode(&mut again) || action.private_changed || private == *priv_in);
     // And a second pass over the same bytes must not panic either.
-    let _ = Ftp.process(&pkt, &ct, &mut private);
+    let _ = Ftp.process(&pkt, &ct, &mut private, policy);
 });
 
 /// An IPv4 or IPv6 packet with a 20-byte TCP header and `payload`, in `buf`.

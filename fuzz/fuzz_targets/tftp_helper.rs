@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         transport: Transport::Udp,
         payload,
     };
-    let action = Tftp.process(&pkt, &ct, &mut []);
+    let action = Tftp.process(&pkt, &ct, &mut [], Default::default());
     assert!(!action.private_changed);
     assert!(action.refusals.is_empty());
     assert!(action.expectations.len() <= 1);

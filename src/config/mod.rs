@@ -67,6 +67,18 @@ pub struct HelperConfig {
     pub ports: heapless::Vec<u16, MAX_PORTS>,
     pub expect_max: u32,
     pub expect_timeout: u32,
+    /// Accept announced ports below 1024 on port-forwarded connections (FTP; see
+    /// `helpers::Policy`). Off by default.
+    pub allow_low_ports: bool,
+}
+
+impl HelperConfig {
+    /// What the helper itself is told about this configuration.
+    pub fn policy(&self) -> crate::helpers::Policy {
+        crate::helpers::Policy {
+            allow_low_ports: self.allow_low_ports,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,6 +143,7 @@ impl HelperConfig {
             ports,
             expect_max: DEFAULT_EXPECT_MAX,
             expect_timeout: DEFAULT_EXPECT_TIMEOUT,
+            allow_low_ports: false,
         }
     }
 }
@@ -420,6 +433,10 @@ impl Config {
                         return Err(bad("empty port".into()));
                     }
                 }
+                "allow_low_ports" => {
+                    h.allow_low_ports = parse_bool(v)
+                        .ok_or_else(|| bad(format!("{v:?} is not a boolean (0 or 1)")))?
+                }
                 "expect_max" => h.expect_max = parse_num(v, 1, 255).map_err(bad)?,
                 "expect_timeout" => {
                     h.expect_timeout =
@@ -497,6 +514,7 @@ impl Config {
             }
             let _ = writeln!(s, "\toption expect_max '{}'", h.expect_max);
             let _ = writeln!(s, "\toption expect_timeout '{}'", h.expect_timeout);
+            let _ = writeln!(s, "\toption allow_low_ports '{}'", b(h.allow_low_ports));
         }
         s
     }
@@ -561,6 +579,7 @@ mod tests {
         c.helpers[1].enabled = false;
         c.helpers[1].families = Families::Ipv6;
         c.helpers[1].section = None;
+        c.helpers[0].allow_low_ports = true;
         c.queue_base = 10;
         c.log_level = LevelFilter::Debug;
         c.syslog = true;
@@ -605,6 +624,14 @@ mod tests {
         assert_eq!(h.proto, IPPROTO_TCP, "proto defaults to the helper's own");
         assert_eq!(h.ports.as_slice(), &[21, 2121]);
         assert_eq!((h.expect_max, h.expect_timeout), (255, 60));
+        assert!(!h.allow_low_ports, "off unless configured");
+        let c = Config::parse(
+            "config helper\n option name ftp\n option allow_low_ports 1\n",
+            "f",
+        )
+        .unwrap();
+        assert!(c.helpers[0].allow_low_ports);
+        assert!(c.helpers[0].policy().allow_low_ports);
     }
 
     fn error_of(body: &str) -> ConfigError {
@@ -626,6 +653,7 @@ mod tests {
             (format!("{h}\toption expect_timeout '-1'\n"), 3, Some("expect_timeout"), "not a number"),
             (format!("{h}\toption loose '1'\n"), 3, Some("loose"), "unknown option"),
             (format!("{h}\toption enabled 'maybe'\n"), 3, Some("enabled"), "boolean"),
+            (format!("{h}\toption allow_low_ports '22'\n"), 3, Some("allow_low_ports"), "boolean"),
             (format!("{h}\toption family 'any'\n\toption family 'ipv4'\n"), 4, Some("family"), "given twice"),
             (format!("{h}\tlist family 'any'\n"), 3, Some("family"), "not a list"),
             ("config helper 'x'\n\toption name 'irc'\n".into(), 2, Some("name"), "no built-in helper"),

@@ -17,6 +17,9 @@
 //! - Commands are matched case-insensitively ("port" works, as with strncasecmp).
 //! - The announced address must be the sender's own address in its direction's tuple
 //!   (the kernel's default `loose=0`): no expectations towards third parties.
+//! - On a port-forwarded connection (destination NAT) announced ports below 1024 are
+//!   refused unless the helper's `allow_low_ports` policy says otherwise: an expectation
+//!   to port 22 of a forwarded server is never a data connection.
 //! - Arguments are validated strictly (each PORT/227 number <= 255, ports 1..=65535,
 //!   exactly six numbers); the kernel only gained the <= 255 check in 2026.
 //! - The kernel drops a packet whose command it recognises but cannot parse ("partial
@@ -27,12 +30,16 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_TCP, status};
 use crate::helpers::{
-    Action, EndpointText, Helper, Packet, Refusal, RefusalReason, Rewrite, Transport,
+    Action, EndpointText, Helper, Packet, Policy, Refusal, RefusalReason, Rewrite, Transport,
 };
 use crate::wire::text;
 
 /// Well-known FTP control port.
 pub const PORT: u16 = 21;
+
+/// Announced ports below this are refused on port-forwarded connections (see
+/// [`Policy::allow_low_ports`]).
+pub const LOW_PORT_LIMIT: u16 = 1024;
 
 /// Bytes of private data registered with the kernel. Fixed at 32 (the maximum) so later
 /// layouts can grow without a registration change, which the kernel refuses with EBUSY
@@ -467,7 +474,13 @@ impl Helper for Ftp {
         PRIVATE_LEN
     }
 
-    fn process(&self, pkt: &Packet<'_>, ct: &Conntrack, private: &mut [u8]) -> Action {
+    fn process(
+        &self,
+        pkt: &Packet<'_>,
+        ct: &Conntrack,
+        private: &mut [u8],
+        policy: Policy,
+    ) -> Action {
         let mut action = Action::default();
         let Transport::Tcp { seq, .. } = pkt.transport else {
             return action;
@@ -494,7 +507,7 @@ impl Helper for Ftp {
         // SYN would lift this, but the SYN is not guaranteed to reach a user-space helper.
         let (at_line_start, start) = st.position(dir, seq);
         if at_line_start && first_line_is_a_reply(start, payload) {
-            parse_first_line(dir, payload, ct, &mut action);
+            parse_first_line(dir, payload, ct, policy, &mut action);
         }
         // Wraps with the sequence space; a payload never exceeds 64 KiB.
         let end = seq.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
@@ -547,7 +560,13 @@ struct Announce<'a> {
 
 /// Parse the first line of a segment known to start at a line start (the kernel's
 /// find_pattern at the segment's first byte). Later lines are not looked at.
-fn parse_first_line(dir: Direction, payload: &[u8], ct: &Conntrack, action: &mut Action) {
+fn parse_first_line(
+    dir: Direction,
+    payload: &[u8],
+    ct: &Conntrack,
+    policy: Policy,
+    action: &mut Action,
+) {
     let Some((line, _)) = text::split_line(payload) else {
         // The line continues in a segment that will not start at a line start, so it
         // will never be parsed: if it is a command we act on, we are losing it.
@@ -557,7 +576,7 @@ fn parse_first_line(dir: Direction, payload: &[u8], ct: &Conntrack, action: &mut
         return;
     };
     match parse_line(dir, line) {
-        Ok(Some(ann)) => announce(dir, payload, ann, ct, action),
+        Ok(Some(ann)) => announce(dir, payload, ann, ct, policy, action),
         Ok(None) => {}
         Err(()) => action.parse_error = true,
     }
@@ -747,6 +766,12 @@ fn parse_229(rest: &[u8]) -> Result<(u16, &[u8]), ()> {
 /// Turn a parsed announcement into an expectation or a refusal, and on a NATed
 /// connection into a rewrite of the announcement too.
 ///
+/// On a connection whose destination was translated (a port forward), a port below
+/// [`LOW_PORT_LIMIT`] is refused unless `policy.allow_low_ports`: FTP data ports are
+/// not privileged ports, and an expectation to port 22 of a forwarded server is a
+/// pinhole for whoever made the server announce it. Both directions: PORT from an
+/// outside client to its own port 21 is no data connection either.
+///
 /// As in the kernel, the data connection is expected from the peer (any source port) to
 /// where this direction's packets appear to come from after NAT: `ct.tuple(!dir).dst`.
 /// Without NAT that is the announced address itself. With NAT the expectation also
@@ -758,6 +783,7 @@ fn announce(
     payload: &[u8],
     ann: Announce<'_>,
     ct: &Conntrack,
+    policy: Policy,
     action: &mut Action,
 ) {
     let sender = ct.tuple(dir).src;
@@ -768,6 +794,8 @@ fn announce(
         Some(RefusalReason::ThirdPartyAddress)
     } else if port == 0 {
         Some(RefusalReason::BadPort)
+    } else if port < LOW_PORT_LIMIT && ct.status & status::DST_NAT != 0 && !policy.allow_low_ports {
+        Some(RefusalReason::LowPort)
     } else {
         None
     };
@@ -864,6 +892,7 @@ mod tests {
         ct: Conntrack,
         private: [u8; PRIVATE_LEN],
         next_seq: [u32; 2],
+        policy: Policy,
     }
 
     impl Conn {
@@ -873,6 +902,7 @@ mod tests {
                 ct,
                 private: [0; PRIVATE_LEN],
                 next_seq: [0xffff_fff0, 1000],
+                policy: Policy::default(),
             }
         }
 
@@ -902,7 +932,7 @@ mod tests {
                 transport: Transport::Tcp { seq, flags: 0x18 },
                 payload,
             };
-            Ftp.process(&pkt, &self.ct, &mut self.private)
+            Ftp.process(&pkt, &self.ct, &mut self.private, self.policy)
         }
 
         fn send(&mut self, dir: Direction, payload: &[u8]) -> Action {
@@ -1338,7 +1368,7 @@ mod tests {
             transport: Transport::Udp,
             payload: b"PORT 192,168,1,10,4,1\r\n",
         };
-        let a = Ftp.process(&pkt, &c.ct, &mut private);
+        let a = Ftp.process(&pkt, &c.ct, &mut private, Policy::default());
         assert!(!a.private_changed);
         let pkt = Packet {
             transport: Transport::Tcp {
@@ -1348,7 +1378,10 @@ mod tests {
             payload: b"",
             ..pkt
         };
-        assert!(!Ftp.process(&pkt, &c.ct, &mut private).private_changed);
+        assert!(
+            !Ftp.process(&pkt, &c.ct, &mut private, Policy::default())
+                .private_changed
+        );
     }
 
     #[test]
@@ -1368,6 +1401,50 @@ mod tests {
         nothing(&c.send_at(Direction::Reply, seq, b"213 End\r\n"));
         let a = c.send_at(Direction::Reply, seq.wrapping_add(9), body);
         assert_eq!(one(&a).dst_port, 1025);
+    }
+
+    #[test]
+    fn low_ports_are_refused_on_a_port_forward_unless_allowed() {
+        let ct = port_forwarded();
+        let mut c = Conn::new(ct).warmed();
+        for (seg, what, port) in [
+            (
+                &b"227 Entering Passive Mode (198,51,100,2,0,22)\r\n"[..],
+                "227",
+                22,
+            ),
+            (
+                b"229 Entering Extended Passive Mode (|||1023|)\r\n",
+                "229",
+                1023,
+            ),
+        ] {
+            let a = c.server(seg);
+            assert!(a.expectations.is_empty() && a.rewrites.is_empty(), "{a:?}");
+            assert_eq!(a.refusals.len(), 1, "{a:?}");
+            let r = a.refusals[0];
+            assert_eq!(
+                (r.reason, r.what, r.port),
+                (RefusalReason::LowPort, what, port)
+            );
+        }
+        assert_eq!(one(&c.server(b"229 (|||1024|)\r\n")).dst_port, 1024);
+        // The outside client asking the server to connect to its own port 80.
+        let a = c.client(b"PORT 203,0,113,9,0,80\r\n");
+        assert_eq!(a.refusals[0].reason, RefusalReason::LowPort);
+        // Configured to allow them.
+        c.policy = Policy {
+            allow_low_ports: true,
+        };
+        let a = c.server(b"227 Entering Passive Mode (198,51,100,2,0,22)\r\n");
+        assert_eq!(one(&a).dst_port, 22);
+        // Without destination NAT the policy does not apply (a masqueraded client may
+        // announce any port of its own).
+        let (cli, public, srv) = MASQ4;
+        let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
+        assert_eq!(one(&c.client(b"PORT 192,0,2,2,0,80\r\n")).dst_port, 80);
+        let mut c = Conn::v4().warmed();
+        assert_eq!(one(&c.server(b"227 (192,168,1,20,0,22)\r\n")).dst_port, 22);
     }
 
     #[test]
@@ -1507,7 +1584,10 @@ mod tests {
             payload: b"X\r\n",
         };
         let mut short = [0u8; 4];
-        assert!(!Ftp.process(&pkt, &c.ct, &mut short).private_changed);
+        assert!(
+            !Ftp.process(&pkt, &c.ct, &mut short, Policy::default())
+                .private_changed
+        );
     }
 
     #[test]

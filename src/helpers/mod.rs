@@ -65,6 +65,21 @@ pub enum RefusalReason {
     ThirdPartyAddress,
     /// The announced port is 0 or otherwise unusable.
     BadPort,
+    /// A port below 1024 on a port-forwarded (destination-NATed) connection, refused
+    /// unless the helper's `allow_low_ports` policy is set.
+    LowPort,
+}
+
+/// Per-helper settings from the configuration that change what a helper accepts. Small
+/// and `Copy`: the daemon keeps one per slot and hands it to every run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Accept announced ports below 1024 on connections with destination NAT (a port
+    /// forward). Off by default: an FTP server behind a port forward that announces
+    /// port 22 is being abused (issue #11), not serving data. FTP applies it; TFTP has
+    /// nothing to apply it to (its expectation is towards the client's own port, from the
+    /// server), so it ignores it.
+    pub allow_low_ports: bool,
 }
 
 /// An announcement the helper saw and deliberately did not act on.
@@ -128,8 +143,14 @@ pub trait Helper {
     fn private_len(&self) -> usize;
 
     /// Look at one packet. `private` is exactly `private_len()` bytes; all zero for a
-    /// connection the helper has never seen.
-    fn process(&self, pkt: &Packet<'_>, ct: &Conntrack, private: &mut [u8]) -> Action;
+    /// connection the helper has never seen. `policy` is the helper's configured policy.
+    fn process(
+        &self,
+        pkt: &Packet<'_>,
+        ct: &Conntrack,
+        private: &mut [u8],
+        policy: Policy,
+    ) -> Action;
 }
 
 /// The outcome of one helper run: what to do, and the private data to hand back to the
@@ -154,7 +175,13 @@ impl Run {
 /// code that judges live traffic. The kernel may hand over a shorter or longer area than
 /// the helper registered (an older layout, or none yet): it is zero-extended or cut to
 /// `private_len()`, which every helper treats as "fresh" or decodes defensively.
-pub fn run(helper: &dyn Helper, pkt: &Packet<'_>, ct: &Conntrack, info: Option<&[u8]>) -> Run {
+pub fn run(
+    helper: &dyn Helper,
+    pkt: &Packet<'_>,
+    ct: &Conntrack,
+    info: Option<&[u8]>,
+    policy: Policy,
+) -> Run {
     let private_len = helper.private_len().min(PRIVATE_DATA_MAX);
     let mut private = [0u8; PRIVATE_DATA_MAX];
     if let Some(info) = info {
@@ -164,7 +191,7 @@ pub fn run(helper: &dyn Helper, pkt: &Packet<'_>, ct: &Conntrack, info: Option<&
         }
     }
     let action = match private.get_mut(..private_len) {
-        Some(area) => helper.process(pkt, ct, area),
+        Some(area) => helper.process(pkt, ct, area, policy),
         None => Action::default(),
     };
     Run {

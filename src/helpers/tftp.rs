@@ -34,7 +34,7 @@
 //!   expectation attached to that verdict with it).
 
 use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_UDP};
-use crate::helpers::{Action, Helper, Packet, Transport};
+use crate::helpers::{Action, Helper, Packet, Policy, Transport};
 
 /// Well-known TFTP server port.
 pub const PORT: u16 = 69;
@@ -221,7 +221,15 @@ impl Helper for Tftp {
         PRIVATE_LEN
     }
 
-    fn process(&self, pkt: &Packet<'_>, ct: &Conntrack, _private: &mut [u8]) -> Action {
+    /// `policy.allow_low_ports` does not apply: the expectation is towards the client's
+    /// own port, opened from the server, never a pinhole towards the forwarded server.
+    fn process(
+        &self,
+        pkt: &Packet<'_>,
+        ct: &Conntrack,
+        _private: &mut [u8],
+        _policy: Policy,
+    ) -> Action {
         let mut action = Action::default();
         if pkt.transport != Transport::Udp
             || pkt.dir != Direction::Original
@@ -299,7 +307,7 @@ mod tests {
             payload,
         };
         let mut private = [0u8; 0];
-        Tftp.process(&pkt, ct, &mut private)
+        Tftp.process(&pkt, ct, &mut private, Policy::default())
     }
 
     fn run4(payload: &[u8]) -> Action {
@@ -460,7 +468,7 @@ mod tests {
             transport: Transport::Tcp { seq: 1, flags: 0 },
             payload: b"\x00\x01f\x00octet\x00",
         };
-        assert_nothing(&Tftp.process(&pkt, &c, &mut []));
+        assert_nothing(&Tftp.process(&pkt, &c, &mut [], Policy::default()));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Rule {
     pub helper: &'static dyn Helper,
     pub proto: u8,
     pub port: u16,
+    /// The helper's configured policy (`allow_low_ports`), as the daemon would apply it.
+    pub policy: helpers::Policy,
 }
 
 impl core::fmt::Debug for Rule {
@@ -60,6 +62,7 @@ pub fn rules_from_config(cfg: &Config) -> Vec<Rule> {
                 helper,
                 proto: h.proto,
                 port,
+                policy: h.policy(),
             });
         }
     }
@@ -79,17 +82,17 @@ pub fn parse_rule(spec: &str, cfg: &Config) -> Result<Rule, String> {
         .ok_or_else(|| format!("--helper {spec:?}: port must be 1-65535"))?;
     let helper = crate::daemon::builtin_helper(name)
         .ok_or_else(|| format!("--helper {spec:?}: no built-in helper named {name:?}"))?;
-    let proto = cfg
+    let h = cfg
         .helpers
         .iter()
         .find(|h| h.name == name)
-        .map(|h| h.proto)
         .ok_or_else(|| format!("--helper {spec:?}: helper {name:?} has no configuration"))?;
     Ok(Rule {
         name: helper.name(),
         helper,
-        proto,
+        proto: h.proto,
         port,
+        policy: h.policy(),
     })
 }
 
@@ -361,7 +364,7 @@ impl<'r> Replayer<'r> {
         if let Some(rule) = rule {
             let pkt = Packet::from_dissected(dir, &d);
             let info = conn.private.as_ref().map(|p| &p[..]);
-            let run = helpers::run(rule.helper, &pkt, &conn.ct, info);
+            let run = helpers::run(rule.helper, &pkt, &conn.ct, info, rule.policy);
             if run.action.private_changed {
                 // The daemon sends it back with the verdict; the kernel stores it and
                 // hands it over with the connection's next packet.

@@ -21,6 +21,7 @@ fn reason_text(r: RefusalReason) -> &'static str {
     match r {
         RefusalReason::ThirdPartyAddress => "third-party address",
         RefusalReason::BadPort => "bad port",
+        RefusalReason::LowPort => "port below 1024 on a port forward",
     }
 }
 
