@@ -58,6 +58,10 @@
 #         the client as 192,0,2,1 (-3 bytes): PASV (curl told to use the
 #         announced address), EPSV and PORT transfers, a pending expectation
 #         listed, one session with a rewritten 227, two transfers, PWD, NOOP
+#   E     issue #11, hostile input: a forwarded FTP server that echoes a line
+#         feed ("550 foo\n227 ... (...,0,22)"): no expectation to its port 22
+#         (or 2222), none from a multi-line reply's body line, a 227 naming
+#         port 22 refused and counted, and the session's genuine PASV works
 #   Stop  no seqadj warning in the kernel log; SIGTERM: exit status 0
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
 set -u
@@ -509,6 +513,62 @@ done
 sess_cmd D-sess pwd; check "D session: PWD" pass $?
 sess_cmd D-sess noop; check "D session: NOOP" pass $?
 sess_close D-sess
+
+# ================================================================ phase E
+# Issue #11, hostile input through the port forward: a second forwarded FTP
+# server (192.0.2.1:2121 -> $E4:21, ftp-echo.py) echoes a client-chosen line
+# feed, so its reply segment is "550 foo\n227 Entering Passive Mode (...)". The
+# kernel's nf_conntrack_ftp parses only the first line of a segment; so must we,
+# or the outside client opens any port of the server (22, or 2222: above the
+# low-port limit, so only the first-line rule stops it). A 227 body line of a
+# multi-line reply that arrives in its own segment is not a reply either. A 227
+# naming port 22 as the whole reply is refused on a port forward
+# (allow_low_ports '0', the default). The session itself keeps working.
+say "=== phase E: hostile FTP server behind the port forward (issue #11)"
+E4=198.51.100.3
+ip -n server addr add $E4/24 dev s0
+sx $PY "$HERE/ftp-echo.py" server $E4 >"$RESULTS/echo-server.log" 2>&1 &
+ECHO_PID=$!
+rx nft add rule inet nat prerouting iifname "r0" ip daddr $R4C tcp dport 2121 dnat ip to $E4:21 &&
+    rx nft add rule inet nathelpers pre tcp dport 2121 ct helper set '"ftp-std"'
+check "E forward 192.0.2.1:2121 to the echoing server $E4:21, ftp helper on it" pass $?
+for ((i = 0; i < 100; i++)); do
+    [ "$(sx ss -Hltn "src $E4" | wc -l)" -ge 3 ] && break
+    sleep 0.2
+done
+rx conntrack -F expect >/dev/null 2>&1
+refused0=$("$CTHELPERD" status --control-socket /tmp/nat-cthelperd.sock 2>/dev/null |
+    sed -n 's/^helper ftp .* refused \([0-9]*\) .*/\1/p')
+cx $PY "$HERE/ftp-echo.py" client $R4C 2121 "$RESULTS" >"$RESULTS/echo-client.log" 2>&1
+indent <"$RESULTS/echo-client.log"
+grep -q "^PASS: '230" "$RESULTS/echo-client.log"
+check "E login to the echoing server through the port forward" pass $?
+for step in echo22 echo2222; do
+    port=${step#echo}
+    grep -qF "$step: '550 foo\n227 Entering Passive Mode (" "$RESULTS/echo-client.log"
+    check "E $step: the client received the forged 227 on the reply's second line" pass $?
+    ! grep -q "dport=$port " "$RESULTS/expect-E-$step.txt"
+    check "E $step: no expectation to port $port (conntrack -L expect)" pass $?
+    grep -q "^$step connect $port: failed" "$RESULTS/echo-client.log"
+    check "E $step: the client cannot reach $R4C:$port" pass $?
+done
+! grep -q "dport=2223 " "$RESULTS/expect-E-multiline.txt"
+check "E multiline: a 227 body line in its own segment creates no expectation (port 2223)" pass $?
+! grep -q "dport=22 " "$RESULTS/expect-E-low.txt" && grep -q "^low connect 22: failed" "$RESULTS/echo-client.log"
+check "E low: a 227 naming port 22 creates no expectation, $R4C:22 unreachable" pass $?
+grep -q "refused 227 announcing $E4 port 22 .*LowPort" "$RESULTS/daemon.log"
+check "E low: the daemon logged the refusal (LowPort)" pass $?
+refused1=$("$CTHELPERD" status --control-socket /tmp/nat-cthelperd.sock 2>/dev/null |
+    sed -n 's/^helper ftp .* refused \([0-9]*\) .*/\1/p')
+say "E status: ftp refused ${refused0:-?} before, ${refused1:-?} after"
+[ -n "$refused1" ] && [ "$refused1" -gt "${refused0:-0}" ]
+check "E low: counted as refused (cthelperd status)" pass $?
+dport=$(sed -n 's/^pasv data \([0-9]*\): .*/\1/p' "$RESULTS/echo-client.log")
+grep -qE "proto=6 src=$C4 dst=$R4C sport=0 dport=${dport:-none} " "$RESULTS/expect-E-pasv.txt"
+check "E the session goes on: a genuine PASV's expectation is listed" pass $?
+grep -q "^pasv data $dport: hello from the data port" "$RESULTS/echo-client.log"
+check "E the session goes on: its data connection works" pass $?
+kill $ECHO_PID 2>/dev/null; wait $ECHO_PID 2>/dev/null
 
 kill $EV_PID 2>/dev/null; wait $EV_PID 2>/dev/null
 say "expectation events: $(grep -c '\[NEW\]' "$RESULTS/expect-events.txt") NEW (expect-events.txt)"
