@@ -4,8 +4,8 @@
 #
 #   bench/ftp-bench.sh
 #
-# Builds cthelperd as it ships: a static musl binary from the size-tuned
-# release-small profile (cross/build.sh x86_64-unknown-linux-musl, stripped);
+# Builds cthelperd as it ships: a static musl binary of the router build
+# (openwrt/router-build.mk; cross/build.sh x86_64-unknown-linux-musl, stripped);
 # BENCH_BINARY=glibc benchmarks the ordinary `cargo build --release` binary
 # instead (dynamically linked against glibc). Then installs the Debian packages
 # the guest needs (as tests/kernel/run.sh does), then boots ONE VM
@@ -79,7 +79,7 @@ fi
 if [ "${BENCH_BINARY:-static}" = glibc ]; then
     kind="release build, dynamically linked (glibc)"
 else
-    kind="static musl binary (release-small profile, as shipped)"
+    kind="static musl binary (router build of openwrt/router-build.mk, as shipped)"
 fi
 envs=(--env "BENCH_BINARY_KIND=$kind" --env "REPO=$REPO" --env "CTHELPERD_BIN=$BIN" --env "CTHELPERD_STRIPPED=$STRIPPED"
     --env "BENCH_REV=$(git describe --always --dirty 2>/dev/null || echo '?')" --env "BENCH_ACCEL=$accel")

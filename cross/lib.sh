@@ -36,10 +36,22 @@ qemu_for() {
 # RUSTFLAGS for the target artifacts (not build scripts: --target is always given).
 # release: static non-PIE (MIPS PIC code and the relocation table cost ~45 KB), no
 # unwind tables (panic=abort). test: keep unwinding, the test harness needs it.
+# feed: linked as OpenWrt's SDK links a Rust package (rust/host sets crt-static=false
+# for the target): dynamically against musl's libc.so, position-independent (PIE).
 cross_rustflags() {
+    if [ "$1" = feed ]; then
+        echo "-C link-self-contained=no -C target-feature=-crt-static -C link-arg=-dynamic"
+        return
+    fi
     local f="-C link-self-contained=no -C relocation-model=static"
     [ "$1" = release ] && f="$f -C force-unwind-tables=no"
     echo "$f"
+}
+
+# The router build, defined once in openwrt/router-build.mk (the feed Makefile
+# includes it): router_build VAR prints one of its variables, evaluated by make.
+router_build() {
+    make --no-print-directory -s -f "$ROOT/openwrt/router-build.mk" --eval 'print: ; @echo $('"$1"')' print
 }
 
 APT_UPDATED=
@@ -72,7 +84,7 @@ ensure_tools() {
         hash -r
     fi
     command -v cargo-zigbuild >/dev/null || die "cargo-zigbuild not on PATH after pip install"
-    apt_install qemu-user-static xz-utils binutils
+    apt_install qemu-user-static xz-utils binutils make
     local sysroot
     sysroot="$(rustc "+$NIGHTLY" --print sysroot)"
     STRIP="$(ls "$sysroot"/lib/rustlib/*/bin/llvm-strip 2>/dev/null | head -1)"

@@ -52,12 +52,46 @@ dump:
 	@echo 'src=$(CTHELPERD_SRC)'
 prepare:
 	$(Build/Prepare)
+compile:
+	$(Build/Compile)
 install:
 	$(call Package/$(1)/install,$(DESTDIR))
 endef
 EOF
 cat >"$T/top/feeds/packages/lang/rust/rust-package.mk" <<'EOF'
 RUST_ARCH_DEPENDS:=@(aarch64||arm||mips||mipsel||x86_64)
+# rust-values.mk (openwrt-24.10): the profile the feed forces on every package
+CARGO_PKG_CONFIG_VARS= \
+	CARGO_BUILD_TARGET=mipsel-unknown-linux-musl \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+	CARGO_PROFILE_RELEASE_DEBUG=false \
+	CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=false \
+	CARGO_PROFILE_RELEASE_LTO=true \
+	CARGO_PROFILE_RELEASE_OPT_LEVEL=z \
+	CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
+	CARGO_PROFILE_RELEASE_PANIC=unwind \
+	CARGO_PROFILE_RELEASE_RPATH=false
+CARGO_PKG_PROFILE:=$(if $(CONFIG_DEBUG),dev,release)
+# rust-package.mk
+RUST_PKG_LOCKED ?= 1
+CARGO_PKG_VARS= \
+	$(CARGO_PKG_CONFIG_VARS) \
+	CC=cc
+CARGO_PKG_ARGS=
+ifeq ($(strip $(RUST_PKG_LOCKED)),1)
+  CARGO_PKG_ARGS+= --locked
+endif
+define Build/Compile/Cargo
+	+$(CARGO_PKG_VARS) \
+	cargo install -v \
+		--profile $(CARGO_PKG_PROFILE) \
+		$(if $(strip $(RUST_PKG_FEATURES)),--features "$(strip $(RUST_PKG_FEATURES))") \
+		--root $(PKG_INSTALL_DIR) \
+		--path "$(PKG_BUILD_DIR)/$(if $(strip $(1)),$(strip $(1)),$(strip $(MAKE_PATH)))" \
+		$(CARGO_PKG_ARGS) \
+		$(2)
+endef
+Build/Compile=$(call Build/Compile/Cargo)
 define RustBinPackage
   ifndef Package/$(1)/install
     define Package/$(1)/install
@@ -114,6 +148,29 @@ else
     grep -q "no Cargo.toml in CTHELPERD_SRC" <<<"$out" && ok "Build/Prepare: clear error for a wrong CTHELPERD_SRC" ||
         bad "Build/Prepare error message" "$out"
 fi
+
+# Build/Compile: the router build of openwrt/router-build.mk (the one cross/build.sh
+# measures) reaches cargo, its profile variables over the feed's (a stand-in cargo
+# records its arguments and CARGO_PROFILE_* environment).
+mkdir -p "$T/bin"
+printf '#!/bin/sh\n{ echo "args: $*"; env | grep "^CARGO_PROFILE_" | sort; } >"$CARGO_RECORD"\n' >"$T/bin/cargo"
+chmod +x "$T/bin/cargo"
+rb() { make --no-print-directory -s -f openwrt/router-build.mk --eval 'print: ; @echo $('"$1"')' print; }
+if out=$(PATH="$T/bin:$PATH" CARGO_RECORD="$T/cargo.txt" "${MK[@]}" compile 2>&1) && [ -f "$T/cargo.txt" ]; then
+    ok "Build/Compile runs cargo"
+    args=" $(sed -n 's/^args: //p' "$T/cargo.txt") "
+    for a in install "--profile $(rb CTHELPERD_PROFILE)" --locked $(rb CTHELPERD_CARGO_ARGS); do
+        [[ "$args" == *" $a "* ]] && ok "cargo gets '$a' (router-build.mk)" || bad "cargo lacks '$a'" "$args"
+    done
+    for v in $(rb CTHELPERD_PROFILE_VARS); do
+        grep -qx "$v" "$T/cargo.txt" && ok "cargo runs with $v (router-build.mk, over the feed's)" ||
+            bad "cargo environment lacks $v" "$(cat "$T/cargo.txt")"
+    done
+else
+    bad "Build/Compile" "$out"
+fi
+[ "$(rb CTHELPERD_CARGO_ARGS)" = --no-default-features ] && [[ " $(rb CTHELPERD_PROFILE_VARS) " == *" CARGO_PROFILE_RELEASE_PANIC=abort "* ]] &&
+    ok "router-build.mk: --no-default-features, panic=abort" || bad "router-build.mk content"
 
 # Package/cthelperd/install (with a stand-in for cargo install's binary)
 mkdir -p "$T/build/cthelperd/ipkg-install/bin"
