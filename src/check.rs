@@ -6,6 +6,7 @@ use nix::errno::Errno;
 
 use crate::netlink::attr::Writer;
 use crate::netlink::msg::{NFNETLINK_V0, NLM_F_DUMP, NLM_F_REQUEST, NfGenMsg};
+use crate::netlink::socket::Link;
 use crate::netlink::socket::{IoError, Socket};
 use crate::netlink::{cthelper, ctnetlink, nfnl_type, queue, subsys};
 

@@ -26,13 +26,19 @@ pub struct HelperLine<'a> {
     pub parse_errors: u64,
     pub rewritten: u64,
     pub rewrite_errors: u64,
+    /// Expectations deleted again because their packet was dropped (NAT failure).
+    pub withdrawn: u64,
 }
 
 /// The daemon-wide counters.
 pub struct Globals {
     pub verdict_errors: u64,
     pub passed_without_helper: u64,
-    pub overruns: u64,
+    /// Packets run with the private data this daemon wrote last instead of the older
+    /// copy the kernel queued them with (private_cache.rs).
+    pub private_cache_used: u64,
+    /// Live private-data cache entries pushed out by another conntrack.
+    pub private_cache_evictions: u64,
 }
 
 /// One queue as /proc/net/netfilter/nfnetlink_queue shows it.
@@ -110,7 +116,7 @@ pub fn report(
         };
         let _ = writeln!(
             w,
-            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} refused {} parse_errors {} rewritten {} rewrite_errors {}",
+            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} refused {} parse_errors {} rewritten {} rewrite_errors {} withdrawn {}",
             h.name,
             fam,
             proto_name(h.proto),
@@ -121,13 +127,17 @@ pub fn report(
             h.refused,
             h.parse_errors,
             h.rewritten,
-            h.rewrite_errors
+            h.rewrite_errors,
+            h.withdrawn
         );
     }
     let _ = writeln!(
         w,
-        "global: verdict_errors {} passed_without_helper {} overruns {}",
-        globals.verdict_errors, globals.passed_without_helper, globals.overruns
+        "global: verdict_errors {} passed_without_helper {} private_cache_used {} private_cache_evictions {}",
+        globals.verdict_errors,
+        globals.passed_without_helper,
+        globals.private_cache_used,
+        globals.private_cache_evictions
     );
     let mut queues: heapless::Vec<u16, { crate::config::MAX_HELPERS }> = heapless::Vec::new();
     for h in helpers {
@@ -283,6 +293,7 @@ mod tests {
             parse_errors: 0,
             rewritten: 3,
             rewrite_errors: 0,
+            withdrawn: 0,
         }
     }
 
@@ -292,7 +303,8 @@ mod tests {
         let g = Globals {
             verdict_errors: 0,
             passed_without_helper: 5,
-            overruns: 0,
+            private_cache_used: 4,
+            private_cache_evictions: 1,
         };
         let n = report(
             &mut buf,
@@ -305,9 +317,9 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0",
-                "helper x family ipv4+ipv6 proto tcp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0",
-                "global: verdict_errors 0 passed_without_helper 5 overruns 0",
+                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0 withdrawn 0",
+                "helper x family ipv4+ipv6 proto tcp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0 withdrawn 0",
+                "global: verdict_errors 0 passed_without_helper 5 private_cache_used 4 private_cache_evictions 1",
                 "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
                 "queue 3: not bound in the kernel",
             ]

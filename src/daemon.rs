@@ -11,15 +11,16 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::Config;
-use crate::conntrack::{Conntrack, Family, ctinfo, status};
+use crate::conntrack::{Conntrack, Expectation, Family, Tuple, ctinfo, status};
 use crate::control;
 use crate::firewall;
 use crate::helpers::{Action, Helper, MAX_EXPECTATIONS_PER_PACKET, PRIVATE_DATA_MAX, Packet};
 use crate::netlink::attr::Writer;
 use crate::netlink::ctnetlink::{self, CtAttrs};
 use crate::netlink::msg::{Messages, NLMSG_ERROR};
-use crate::netlink::socket::{IoError, Socket};
+use crate::netlink::socket::{IoError, Link, Socket};
 use crate::netlink::{cthelper, queue, subsys};
+use crate::private_cache::PrivateCache;
 use crate::reload;
 use crate::wire;
 
@@ -27,6 +28,12 @@ use crate::wire;
 const RX_BUF: usize = 0x10000 + 4096;
 /// Verdicts of one batch, each with private data and possibly an expectation.
 const TX_BUF: usize = 32 * 1024;
+/// A plain verdict for a packet queued while a queue is being configured.
+const STRAY_VERDICT_BUF: usize = 64;
+/// How long a request on the control socket waits for the kernel's answer. The kernel
+/// answers within the send call; this only bounds a kernel that never does, which must
+/// not stall the packet path for ever.
+const CTL_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Requests and their answers on the control socket.
 const CTL_BUF: usize = 16 * 1024;
 /// How long a stop or reload keeps answering packets that were queued before the
@@ -35,7 +42,9 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
 /// Room for a packet whose announcements are rewritten (NAT): as large as a verdict
 /// carrying it can be while still fitting the verdict buffer on its own. A larger packet
 /// passes unchanged (FTP control segments are a few hundred bytes).
-const MANGLE_BUF: usize = TX_BUF - 1024;
+const MANGLE_BUF: usize = TX_BUF - queue::VERDICT_OVERHEAD_MAX;
+// The largest verdict (a whole mangled packet and every attribute) fits an empty batch.
+const _: () = assert!(MANGLE_BUF + queue::VERDICT_OVERHEAD_MAX <= TX_BUF);
 /// How many ports the NAT port search tries, from the announced one upwards (the
 /// kernel's nf_nat_exp_find_port tries 128).
 const NAT_PORT_ATTEMPTS: u16 = 128;
@@ -43,6 +52,35 @@ const NAT_PORT_ATTEMPTS: u16 = 128;
 const BATCH: usize = 64;
 /// Kernel socket buffer for the queue, so bursts wait in the kernel, not on the wire.
 const QUEUE_RCVBUF: usize = 4 << 20;
+
+/// The signals the daemon handles through its signalfd: stop, stop, reload, log counters.
+fn handled_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        mask.add(s);
+    }
+    mask
+}
+
+/// Block the daemon's signals; main() does this first of all, so that a reload
+/// (`service cthelperd reload` right after start) or a stop arriving during start-up,
+/// while nft runs or the kernel is being asked, waits for the poll loop instead of
+/// killing the process with the signal's default action. Children (nft) get an empty
+/// mask from std's spawn.
+pub fn block_signals() -> Result<(), Errno> {
+    handled_signals().thread_block()
+}
+
+/// Undo [`block_signals`] for the one-shot commands (check, status, replay), which are
+/// stopped by the signals' default actions.
+pub fn unblock_signals() -> Result<(), Errno> {
+    handled_signals().thread_unblock()
+}
 
 /// When main() began, for reporting how long start-up took.
 pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -113,6 +151,8 @@ pub struct Stats {
     /// expectation that could not be created, or passed unchanged when it could not
     /// be rewritten).
     pub rewrite_errors: u64,
+    /// Expectations deleted again because the packet announcing them was dropped.
+    pub withdrawn: u64,
 }
 
 /// One configured helper as the daemon runs it.
@@ -213,8 +253,14 @@ pub struct Examined {
     pub private_len: usize,
 }
 
-/// Find the helper for a queued packet and run it. Pure: no I/O.
-pub fn examine(slots: &[Slot], pkt: &queue::QueuedPacket<'_>) -> Result<Examined, Skip> {
+/// Find the helper for a queued packet and run it, with the newest private data of the
+/// kernel's copy and the one this daemon wrote last (`cache`). No I/O.
+pub fn examine(
+    slots: &[Slot],
+    cache: &mut PrivateCache,
+    pkt: &queue::QueuedPacket<'_>,
+    now: std::time::Instant,
+) -> Result<Examined, Skip> {
     let ct_bytes = pkt.ct.ok_or(Skip::NoConntrack)?;
     let CtAttrs {
         conntrack,
@@ -230,6 +276,7 @@ pub fn examine(slots: &[Slot], pkt: &queue::QueuedPacket<'_>) -> Result<Examined
         return Err(Skip::Truncated);
     }
     let d = wire::dissect(pkt.payload).map_err(Skip::Undissectable)?;
+    let help_info = cache.newest(conntrack.id, &conntrack.orig, help_info, now);
     let dir = ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW));
     let packet = Packet::from_dissected(dir, &d);
     // Shared with `replay`: the decoded-input half of examining a packet.
@@ -306,7 +353,8 @@ pub struct Daemon {
     control: Option<control::Server>,
     verdict_errors: u64,
     unhandled: u64,
-    overruns: u64,
+    /// The private data last written per conntrack (several packets in flight).
+    private_cache: PrivateCache,
     recorder: Option<Recorder>,
     /// Queue wakeups so far, and whether the last one found a burst (see `run`).
     wakeups: u32,
@@ -389,6 +437,12 @@ impl Daemon {
         let queue_sock = open("the queue")?;
         queue_sock.tune_for_queue(QUEUE_RCVBUF);
         let ctl_sock = open("control requests")?;
+        ctl_sock
+            .set_reply_timeout(CTL_REPLY_TIMEOUT)
+            .map_err(|cause| StartError {
+                what: "cannot set the control socket's reply timeout".into(),
+                cause: Some(Box::new(cause)),
+            })?;
         let mut d = Daemon {
             queue_sock,
             ctl_sock,
@@ -409,7 +463,7 @@ impl Daemon {
             wakeups: 0,
             greedy_reads: false,
             unhandled: 0,
-            overruns: 0,
+            private_cache: PrivateCache::new(),
             recorder: None,
         };
         // Bind first: once a helper is enabled its packets go to the queue, and a
@@ -485,7 +539,7 @@ impl Daemon {
         build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
     ) -> Result<(), IoError> {
         Ctl {
-            sock: &mut self.ctl_sock,
+            link: &mut self.ctl_sock,
             buf: &mut self.bufs.ctl,
             rx: &mut self.bufs.ctl_rx,
         }
@@ -502,14 +556,7 @@ impl Daemon {
         // socket. Asking for conntrack data may load a module and answer EAGAIN once.
         let mut attempt = 0;
         loop {
-            let seq = self.queue_sock.next_seq();
-            let mut w = Writer::new(&mut self.bufs.ctl);
-            queue::write_bind(&mut w, seq, &cfg)?;
-            let len = w.len();
-            match self
-                .queue_sock
-                .transact(&self.bufs.ctl[..len], seq, &mut self.bufs.rx, |_| {})
-            {
+            match self.queue_request(|w, seq| queue::write_bind(w, seq, &cfg)) {
                 Err(e) if e.errno() == Some(Errno::EAGAIN) && attempt < 3 => attempt += 1,
                 other => return other,
             }
@@ -612,13 +659,16 @@ impl Daemon {
         build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
     ) -> Result<(), IoError> {
         // Queue configuration goes on the queue socket: a queue belongs to the
-        // socket that bound it.
-        let seq = self.queue_sock.next_seq();
-        let mut w = Writer::new(&mut self.bufs.ctl);
-        build(&mut w, seq)?;
-        let len = w.len();
-        self.queue_sock
-            .transact(&self.bufs.ctl[..len], seq, &mut self.bufs.rx, |_| {})
+        // socket that bound it. Packets of queues already bound may arrive meanwhile
+        // (a reload; helpers still registered after a crash): they are answered.
+        let (result, strays) = queue_transact(
+            &mut self.queue_sock,
+            &mut self.bufs.ctl,
+            &mut self.bufs.rx,
+            build,
+        );
+        self.unhandled += strays;
+        result
     }
 
     /// SIGHUP: re-read the file; refuse a bad one and keep running unchanged;
@@ -782,12 +832,14 @@ impl Daemon {
                 parse_errors: s.stats.parse_errors,
                 rewritten: s.stats.rewritten,
                 rewrite_errors: s.stats.rewrite_errors,
+                withdrawn: s.stats.withdrawn,
             });
         }
         let globals = control::Globals {
             verdict_errors: self.verdict_errors,
             passed_without_helper: self.unhandled,
-            overruns: self.overruns,
+            private_cache_used: self.private_cache.used,
+            private_cache_evictions: self.private_cache.evictions,
         };
         let proc_text = control::read_proc_queues(&mut self.bufs.proc_queues);
         control::report(&mut self.bufs.report, &lines, &globals, proc_text)
@@ -817,15 +869,7 @@ impl Daemon {
 
     /// Serve until SIGTERM or SIGINT. Returns the process exit code.
     pub fn run(mut self) -> i32 {
-        let mut mask = SigSet::empty();
-        for s in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGHUP,
-            Signal::SIGUSR1,
-        ] {
-            mask.add(s);
-        }
+        let mask = handled_signals();
         if let Err(e) = mask.thread_block() {
             error!("cannot block signals: {e}");
             return 1;
@@ -909,7 +953,7 @@ impl Daemon {
     fn log_stats(&self) {
         for s in &self.slots {
             info!(
-                "{}: packets {} expectations {} expectation errors {} refused {} parse errors {} rewritten {} rewrite errors {}",
+                "{}: packets {} expectations {} expectation errors {} refused {} parse errors {} rewritten {} rewrite errors {} withdrawn {}",
                 s.name,
                 s.stats.packets,
                 s.stats.expectations,
@@ -917,12 +961,16 @@ impl Daemon {
                 s.stats.refused,
                 s.stats.parse_errors,
                 s.stats.rewritten,
-                s.stats.rewrite_errors
+                s.stats.rewrite_errors,
+                s.stats.withdrawn
             );
         }
         info!(
-            "verdict errors {} packets passed without a helper {} queue overruns {}",
-            self.verdict_errors, self.unhandled, self.overruns
+            "verdict errors {} packets passed without a helper {} private data from the cache {} cache evictions {}",
+            self.verdict_errors,
+            self.unhandled,
+            self.private_cache.used,
+            self.private_cache.evictions
         );
     }
 
@@ -969,23 +1017,15 @@ impl Daemon {
 
     /// Handle queued packets without blocking — up to BATCH when `greedy`, else the
     /// first one — and send their verdicts in one send. Returns how many packets were
-    /// handled.
+    /// handled. Every packet whose id can be read gets a verdict.
     fn serve_batch(&mut self, greedy: bool) -> Result<usize, IoError> {
         let mut handled = 0;
         let mut tx_len = 0;
+        let now = std::time::Instant::now();
         while handled < BATCH && (greedy || handled == 0) {
-            let datagram = match self.queue_sock.recv(&mut self.bufs.rx, true) {
-                Ok(Some(d)) => d,
-                Ok(None) => break,
-                // The kernel dropped messages for us (queue overrun despite
-                // NETLINK_NO_ENOBUFS on old kernels): those packets are gone or
-                // were accepted by fail-open; keep serving the rest.
-                Err(e) if e.errno() == Some(Errno::ENOBUFS) => {
-                    self.overruns += 1;
-                    warn!("queue socket overrun: the kernel dropped queued messages");
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let datagram = match self.queue_sock.recv(&mut self.bufs.rx, true)? {
+                Some(d) => d,
+                None => break,
             };
             let datagram_len = datagram.len();
             if let Some(r) = self.recorder.as_mut() {
@@ -1015,72 +1055,57 @@ impl Daemon {
                     Ok(p) => p,
                     Err(e) => {
                         warn!("undecodable queued packet: {e}");
+                        if let Some((queue, id)) = queue::packet_ref(&msg) {
+                            handled += 1;
+                            self.unhandled += 1;
+                            let v = queue::Verdict::plain(queue, id, queue::NF_ACCEPT);
+                            tx_len = push_verdict(&self.queue_sock, &mut self.bufs.tx, tx_len, &v)?;
+                        }
                         continue;
                     }
                 };
                 handled += 1;
-                let outcome = examine(&self.slots, &pkt);
-                let mut help = None;
-                let mut attached = None;
-                let mut verdict_code = queue::NF_ACCEPT;
-                let mut rewritten_len = None;
-                match &outcome {
+                let answer = match examine(&self.slots, &mut self.private_cache, &pkt, now) {
                     Ok(ex) => {
                         let slot = &mut self.slots[ex.slot];
                         let mut ctl = Ctl {
-                            sock: &mut self.ctl_sock,
+                            link: &mut self.ctl_sock,
                             buf: &mut self.bufs.ctl,
                             rx: &mut self.bufs.ctl_rx,
                         };
-                        let applied = Self::apply(slot, ex, &mut ctl);
-                        attached = applied.attached;
-                        let mut private_written = false;
-                        if !ex.action.rewrites.is_empty() {
-                            let t = Self::translate(
-                                slot,
-                                ex,
-                                &applied,
-                                pkt.payload,
-                                &mut self.bufs.mangle,
-                                &mut ctl,
+                        let a = answer(slot, &ex, pkt.payload, &mut self.bufs.mangle, &mut ctl);
+                        if a.help || a.private_written {
+                            self.private_cache.record(
+                                ex.conntrack.id,
+                                &ex.conntrack.orig,
+                                &ex.private[..ex.private_len],
+                                now,
                             );
-                            if t.drop {
-                                verdict_code = queue::NF_DROP;
-                            }
-                            rewritten_len = t.len;
-                            private_written = t.private_written;
                         }
-                        if ex.action.private_changed && !private_written {
-                            help = Some(queue::HelpUpdate {
-                                helper_name: self.slots[ex.slot].name,
-                                info: &ex.private[..ex.private_len],
-                            });
-                        }
+                        Some((a, ex.slot, ex.private, ex.private_len))
                     }
                     Err(skip) => {
                         self.unhandled += 1;
                         debug!("packet {} passed without help: {skip:?}", pkt.id);
+                        None
                     }
-                }
-                let verdict = queue::Verdict {
-                    queue: pkt.queue,
-                    id: pkt.id,
-                    verdict: verdict_code,
-                    help,
-                    expectation: attached.as_ref(),
-                    payload: rewritten_len.and_then(|n| self.bufs.mangle.get(..n)),
                 };
-                let seq = self.queue_sock.next_seq();
-                let mut w = Writer::new(&mut self.bufs.tx[tx_len..]);
-                if queue::write_verdict(&mut w, seq, &verdict).is_err() {
-                    // Batch full: flush and write again at the start.
-                    self.queue_sock.send(&self.bufs.tx[..tx_len])?;
-                    let mut w = Writer::new(&mut self.bufs.tx[..]);
-                    queue::write_verdict(&mut w, seq, &verdict)?;
-                    tx_len = w.len();
-                } else {
-                    tx_len += w.len();
-                }
+                let v = match &answer {
+                    Some((a, slot, private, private_len)) => queue::Verdict {
+                        queue: pkt.queue,
+                        id: pkt.id,
+                        verdict: a.verdict,
+                        help: a.help.then(|| queue::HelpUpdate {
+                            helper_name: self.slots[*slot].name,
+                            info: &private[..*private_len],
+                        }),
+                        expectation: a.attached.as_ref(),
+                        payload: a.rewritten_len.and_then(|n| self.bufs.mangle.get(..n)),
+                        seq_adjust: a.seq_adjust,
+                    },
+                    None => queue::Verdict::plain(pkt.queue, pkt.id, queue::NF_ACCEPT),
+                };
+                tx_len = push_verdict(&self.queue_sock, &mut self.bufs.tx, tx_len, &v)?;
             }
         }
         if tx_len > 0 {
@@ -1088,309 +1113,495 @@ impl Daemon {
         }
         Ok(handled)
     }
+}
 
-    /// Count the outcome and create its expectations. Expectations of a confirmed
-    /// master go through ctnetlink with an ACK so failures are known; an unconfirmed
-    /// master (a first packet, such as a TFTP request) is not yet findable there, so
-    /// its first expectation rides on the verdict and is returned. An expectation of a
-    /// NATed master whose port is taken on the outside address (EEXIST, EBUSY) is retried on the
-    /// next ports, as the kernel's NAT helpers do; the port it got is reported so the
-    /// announcement can name it.
-    fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applied {
-        slot.stats.packets += 1;
-        if ex.action.parse_error {
-            slot.stats.parse_errors += 1;
-            // Debug only, and rate-limited: peers can send malformed payloads at will,
-            // and the count is in the stats.
-            if log::log_enabled!(log::Level::Debug)
-                && slot.log_limit.allow(std::time::Instant::now(), slot.name)
-            {
-                debug!(
-                    "{}: unparsable payload on {} -> {}:{}",
-                    slot.name,
-                    ex.conntrack.orig.src,
-                    ex.conntrack.orig.dst,
-                    ex.conntrack.orig.dst_port
-                );
+/// Append a verdict to the batch in `tx[..tx_len]`, flushing the batch first when it is
+/// full; returns the new batch length. A verdict always fits an empty batch (TX_BUF is
+/// sized for the largest one, checked at compile time), so none is ever lost to size.
+fn push_verdict(
+    link: &dyn Link,
+    tx: &mut [u8],
+    tx_len: usize,
+    v: &queue::Verdict<'_>,
+) -> Result<usize, IoError> {
+    let seq = 0; // verdicts ask for no ACK; errors come back with this sequence number
+    let mut w = Writer::new(&mut tx[tx_len..]);
+    if queue::write_verdict(&mut w, seq, v).is_ok() {
+        return Ok(tx_len + w.len());
+    }
+    if tx_len > 0 {
+        link.send(&tx[..tx_len])?;
+    }
+    let mut w = Writer::new(tx);
+    if queue::write_verdict(&mut w, seq, v).is_ok() {
+        return Ok(w.len());
+    }
+    // Unreachable by construction (see MANGLE_BUF); never leave the packet unanswered.
+    error!(
+        "verdict for packet {} does not fit; accepting it unchanged",
+        v.id
+    );
+    let mut w = Writer::new(tx);
+    queue::write_verdict(
+        &mut w,
+        seq,
+        &queue::Verdict::plain(v.queue, v.id, v.verdict),
+    )?;
+    Ok(w.len())
+}
+
+/// Answer a packet queued while the queue socket waits for the kernel's answer to a
+/// configuration request (binding a further queue at start or reload): it gets an accept
+/// at once, unhelped, because a packet without a verdict stays held in the kernel.
+/// Returns whether `msg` was such a packet.
+fn accept_stray(link: &dyn Link, msg: &crate::netlink::msg::Message<'_>) -> bool {
+    let Some((queue, id)) = queue::packet_ref(msg) else {
+        return false;
+    };
+    let mut buf = [0u8; STRAY_VERDICT_BUF];
+    let mut w = Writer::new(&mut buf);
+    let sent = queue::write_verdict(
+        &mut w,
+        0,
+        &queue::Verdict::plain(queue, id, queue::NF_ACCEPT),
+    )
+    .map_err(IoError::from)
+    .and_then(|()| link.send(w.as_slice()));
+    if let Err(e) = sent {
+        warn!("cannot answer packet {id} queued during a queue configuration: {e}");
+    }
+    true
+}
+
+/// Send a configuration request on the queue socket and wait for its ACK, answering any
+/// packet queued meanwhile ([`accept_stray`]). Returns the request's outcome and how many
+/// packets were answered.
+fn queue_transact(
+    sock: &mut dyn Link,
+    req: &mut [u8],
+    rx: &mut [u8],
+    build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
+) -> (Result<(), IoError>, u64) {
+    let seq = sock.next_seq();
+    let mut w = Writer::new(req);
+    if let Err(e) = build(&mut w, seq) {
+        return (Err(e.into()), 0);
+    }
+    let len = w.len();
+    let link: &dyn Link = sock;
+    let mut strays = 0;
+    let result = crate::netlink::socket::transact(link, &req[..len], seq, rx, &mut |msg| {
+        if accept_stray(link, msg) {
+            strays += 1;
+        }
+    });
+    (result, strays)
+}
+
+/// What to send back for one examined packet.
+#[derive(Debug)]
+struct Answer {
+    verdict: u32,
+    /// The verdict carries the private data.
+    help: bool,
+    /// The private data went out over ctnetlink instead (with an IPv6 sequence
+    /// adjustment).
+    private_written: bool,
+    /// The expectation to attach to the verdict (unconfirmed master).
+    attached: Option<Expectation>,
+    /// The rewritten packet's length in the mangle buffer.
+    rewritten_len: Option<usize>,
+    /// The verdict must make the kernel record a sequence adjustment.
+    seq_adjust: bool,
+}
+
+/// Carry out what the helper asked for one packet: create its expectations, rewrite its
+/// announcements for NAT, and decide the verdict.
+fn answer(
+    slot: &mut Slot,
+    ex: &Examined,
+    payload: &[u8],
+    mangle: &mut [u8],
+    ctl: &mut Ctl<'_>,
+) -> Answer {
+    let applied = apply(slot, ex, ctl);
+    let mut a = Answer {
+        verdict: queue::NF_ACCEPT,
+        help: ex.action.private_changed,
+        private_written: false,
+        attached: applied.attached,
+        rewritten_len: None,
+        seq_adjust: false,
+    };
+    if ex.action.rewrites.is_empty() {
+        return a;
+    }
+    match translate(slot, ex, &applied, payload, mangle, ctl) {
+        Translated::Unchanged => {}
+        Translated::Packet {
+            len,
+            private_written,
+        } => {
+            a.rewritten_len = Some(len);
+            if private_written {
+                // IPv6: the adjustment and the private data are set; the verdict must
+                // carry no conntrack part or the kernel would record a wrong one.
+                a.help = false;
+                a.private_written = true;
+            } else {
+                a.seq_adjust = len != payload.len();
             }
         }
-        for r in &ex.action.refusals {
-            slot.stats.refused += 1;
-            if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                continue;
-            }
-            info!(
-                "{}: refused {} announcing {} port {} from {} ({:?})",
-                slot.name, r.what, r.announced, r.port, r.sender, r.reason
+        Translated::Drop => {
+            // As nf_nat_ftp: the announcement cannot go out right, so it does not go
+            // out at all, and nothing stays open for it; the sender retransmits.
+            a.verdict = queue::NF_DROP;
+            a.attached = None;
+            withdraw(slot, ex, &applied, ctl);
+        }
+    }
+    a
+}
+
+/// Count the outcome and create its expectations. Expectations of a confirmed
+/// master go through ctnetlink with an ACK so failures are known; an unconfirmed
+/// master (a first packet, such as a TFTP request) is not yet findable there, so
+/// its first expectation rides on the verdict and is returned. An expectation of a
+/// NATed master whose port is taken on the outside address (EEXIST, EBUSY) is retried on the
+/// next ports, as the kernel's NAT helpers do; the port it got is reported so the
+/// announcement can name it.
+fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applied {
+    slot.stats.packets += 1;
+    if ex.action.parse_error {
+        slot.stats.parse_errors += 1;
+        // Debug only, and rate-limited: peers can send malformed payloads at will,
+        // and the count is in the stats.
+        if log::log_enabled!(log::Level::Debug)
+            && slot.log_limit.allow(std::time::Instant::now(), slot.name)
+        {
+            debug!(
+                "{}: unparsable payload on {}",
+                slot.name,
+                Endpoints(&ex.conntrack.orig)
             );
         }
-        let confirmed = ex.conntrack.status & status::CONFIRMED != 0;
-        let mut applied = Applied {
-            attached: None,
-            ports: [None; MAX_EXPECTATIONS_PER_PACKET],
-        };
-        for (i, exp) in ex.action.expectations.iter().enumerate() {
-            if !confirmed {
-                if applied.attached.is_none() {
-                    applied.attached = Some(*exp);
-                    applied.ports[i] = Some(exp.dst_port);
-                    slot.stats.expectations += 1;
-                    // The kernel does not report the outcome of an attached
-                    // expectation; this says only that it was asked for.
-                    debug!(
-                        "{}: expecting {} {} -> {}:{}{} (attached to the verdict)",
-                        slot.name,
-                        exp.proto,
-                        exp.src,
-                        exp.dst,
-                        exp.dst_port,
-                        NatNote(exp)
-                    );
-                } else {
-                    slot.stats.expectation_errors += 1;
+    }
+    for r in &ex.action.refusals {
+        slot.stats.refused += 1;
+        if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+            continue;
+        }
+        info!(
+            "{}: refused {} announcing {} port {} from {} ({:?})",
+            slot.name, r.what, r.announced, r.port, r.sender, r.reason
+        );
+    }
+    let confirmed = ex.conntrack.status & status::CONFIRMED != 0;
+    let mut applied = Applied {
+        attached: None,
+        ports: [None; MAX_EXPECTATIONS_PER_PACKET],
+    };
+    for (i, exp) in ex.action.expectations.iter().enumerate() {
+        if !confirmed {
+            if applied.attached.is_none() {
+                applied.attached = Some(*exp);
+                applied.ports[i] = Some(exp.dst_port);
+                slot.stats.expectations += 1;
+                // The kernel does not report the outcome of an attached
+                // expectation; this says only that it was asked for.
+                debug!(
+                    "{}: expecting {} {} -> {}:{}{} (attached to the verdict)",
+                    slot.name,
+                    exp.proto,
+                    exp.src,
+                    exp.dst,
+                    exp.dst_port,
+                    NatNote(exp)
+                );
+            } else {
+                slot.stats.expectation_errors += 1;
+                warn!(
+                    "{}: more than one expectation for an unconfirmed connection; dropped one",
+                    slot.name
+                );
+            }
+            continue;
+        }
+        match create_expectation(slot, ex, exp, ctl) {
+            (Ok(()), port) => {
+                slot.stats.expectations += 1;
+                applied.ports[i] = Some(port);
+                debug!(
+                    "{}: expecting {} {} -> {}:{}{}",
+                    slot.name,
+                    exp.proto,
+                    exp.src,
+                    exp.dst,
+                    port,
+                    NatNote(exp)
+                );
+            }
+            (Err(e), last) => {
+                slot.stats.expectation_errors += 1;
+                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
                     warn!(
-                        "{}: more than one expectation for an unconfirmed connection; dropped one",
-                        slot.name
+                        "{}: cannot create expectation {} -> {}:{} (ports tried {}..={last}): {e}",
+                        slot.name, exp.src, exp.dst, exp.dst_port, exp.dst_port
                     );
                 }
-                continue;
             }
-            let mut exp = *exp;
-            let mut attempts = 1;
-            // A NAT expectation is created exclusively so that a port another master
-            // holds is seen (write_exp_new); one this master already holds is refreshed.
-            let mut exclusive = exp.nat.is_some();
-            let result = loop {
-                let result = ctl.request(
-                    |w, seq| {
-                        ctnetlink::write_exp_new(
-                            w,
-                            seq,
-                            &exp,
-                            &ex.conntrack.orig,
-                            ex.conntrack.zone,
-                            exclusive,
-                        )
-                    },
-                    |_| {},
-                );
-                match result {
-                    Err(e)
-                        if exclusive
-                            && e.errno() == Some(Errno::EEXIST)
-                            && Self::expectation_master(ctl, &exp, ex.conntrack.zone)
-                                == Some(ex.conntrack.orig) =>
-                    {
-                        // Ours (a repeated or retransmitted announcement): keep its
-                        // port, as the kernel does, and refresh it.
-                        exclusive = false;
-                    }
-                    Err(e)
-                        if matches!(e.errno(), Some(Errno::EBUSY | Errno::EEXIST))
-                            && exp.nat.is_some()
-                            && attempts < NAT_PORT_ATTEMPTS
-                            && exp.dst_port < u16::MAX =>
-                    {
-                        attempts += 1;
-                        exp.dst_port += 1;
+        }
+    }
+    applied
+}
+
+/// Create one expectation of a confirmed master over ctnetlink; returns the outcome and
+/// the port it got (or the last one tried). A NAT expectation is created exclusively so that
+/// a port another master holds is seen (write_exp_new) and the next port is tried, up to
+/// NAT_PORT_ATTEMPTS ports and never past 65535; one this master already holds is
+/// refreshed (its timer restarted) and keeps its port, as the kernel does.
+fn create_expectation(
+    slot: &Slot,
+    ex: &Examined,
+    exp: &Expectation,
+    ctl: &mut Ctl<'_>,
+) -> (Result<(), IoError>, u16) {
+    let mut exp = *exp;
+    let mut exclusive = exp.nat.is_some();
+    let first = exp.dst_port;
+    loop {
+        let result = ctl.request(
+            |w, seq| {
+                ctnetlink::write_exp_new(
+                    w,
+                    seq,
+                    &exp,
+                    &ex.conntrack.orig,
+                    ex.conntrack.zone,
+                    exclusive,
+                    slot.expect_timeout,
+                )
+            },
+            |_| {},
+        );
+        let next_port = exp
+            .dst_port
+            .checked_add(1)
+            .filter(|p| u32::from(*p) - u32::from(first) < u32::from(NAT_PORT_ATTEMPTS));
+        match result {
+            Ok(()) => return (Ok(()), exp.dst_port),
+            Err(e)
+                if exclusive
+                    && e.errno() == Some(Errno::EEXIST)
+                    && expectation_master(ctl, &exp, ex.conntrack.zone)
+                        == Some(ex.conntrack.orig) =>
+            {
+                // Ours (a repeated or retransmitted announcement): refresh it.
+                exclusive = false;
+            }
+            Err(e)
+                if matches!(e.errno(), Some(Errno::EBUSY | Errno::EEXIST)) && exp.nat.is_some() =>
+            {
+                match next_port {
+                    Some(p) => {
+                        exp.dst_port = p;
                         exclusive = true;
                     }
-                    other => break other,
+                    None => return (Err(e), exp.dst_port),
                 }
-            };
-            match result {
-                Ok(()) => {
-                    slot.stats.expectations += 1;
-                    applied.ports[i] = Some(exp.dst_port);
-                    debug!(
-                        "{}: expecting {} {} -> {}:{}{}",
-                        slot.name,
-                        exp.proto,
-                        exp.src,
-                        exp.dst,
-                        exp.dst_port,
-                        NatNote(&exp)
-                    );
-                }
-                Err(e) => {
-                    slot.stats.expectation_errors += 1;
-                    if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                        continue;
-                    }
-                    // The first port the search tried (no allocation on the packet path).
-                    let first = exp.dst_port + 1 - attempts;
+            }
+            Err(e) => return (Err(e), exp.dst_port),
+        }
+    }
+}
+
+/// Delete the expectations `apply` created over ctnetlink for a packet that is dropped
+/// after all (as nf_nat_ftp's nf_ct_unexpect_related): nothing may stay open for an
+/// announcement the peer never receives.
+fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &mut Ctl<'_>) {
+    for (i, exp) in ex.action.expectations.iter().enumerate() {
+        let Some(port) = applied.ports.get(i).copied().flatten() else {
+            continue;
+        };
+        if applied.attached.is_some() {
+            // Attached to the verdict, which is now a drop without it: never created.
+            continue;
+        }
+        let exp = Expectation {
+            dst_port: port,
+            ..*exp
+        };
+        match ctl.request(
+            |w, seq| ctnetlink::write_exp_delete(w, seq, &exp, ex.conntrack.zone),
+            |_| {},
+        ) {
+            Ok(()) => slot.stats.withdrawn += 1,
+            Err(e) => {
+                slot.stats.expectation_errors += 1;
+                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
                     warn!(
-                        "{}: cannot create expectation {} -> {}:{} (ports tried from {first}): {e}",
+                        "{}: cannot delete expectation {} -> {}:{} of a dropped packet: {e}",
                         slot.name, exp.src, exp.dst, exp.dst_port
                     );
                 }
             }
         }
-        applied
     }
+}
 
-    /// The master (original tuple) of the pending expectation with `exp`'s tuple, if
-    /// the kernel has one.
-    fn expectation_master(
-        ctl: &mut Ctl<'_>,
-        exp: &crate::conntrack::Expectation,
-        zone: Option<u16>,
-    ) -> Option<crate::conntrack::Tuple> {
-        let mut master = None;
-        ctl.request(
-            |w, seq| ctnetlink::write_exp_get(w, seq, exp, zone),
-            |msg| {
-                if let Ok((_, attrs)) = msg.nfnl() {
-                    master = ctnetlink::parse_exp_master(attrs).ok();
-                }
-            },
-        )
-        .ok()?;
-        master
+/// The master (original tuple) of the pending expectation with `exp`'s tuple, if
+/// the kernel has one.
+fn expectation_master(ctl: &mut Ctl<'_>, exp: &Expectation, zone: Option<u16>) -> Option<Tuple> {
+    let mut master = None;
+    ctl.request(
+        |w, seq| ctnetlink::write_exp_get(w, seq, exp, zone),
+        |msg| {
+            if let Ok((_, attrs)) = msg.nfnl() {
+                master = ctnetlink::parse_exp_master(attrs).ok();
+            }
+        },
+    )
+    .ok()?;
+    master
+}
+
+/// Rewrite the announcements of a packet on a NATed connection into `buf`, with the
+/// ports `apply` got for their expectations.
+fn rewrite(
+    slot: &mut Slot,
+    ex: &Examined,
+    applied: &Applied,
+    packet: &[u8],
+    buf: &mut [u8],
+) -> Rewritten {
+    let rewrites = &ex.action.rewrites;
+    let port_of = |i: usize| applied.ports.get(i).copied().flatten();
+    // Without its expectation a rewritten announcement would name a translated
+    // endpoint nobody expects, and an unrewritten one the real endpoint the peer
+    // cannot reach (and should not learn): drop the packet so the sender
+    // retransmits, as the kernel's nf_nat_ftp does.
+    let master = Endpoints(&ex.conntrack.orig);
+    if rewrites.iter().any(|rw| port_of(rw.expectation).is_none()) {
+        slot.rewrite_failed(format_args!(
+            "dropped a packet of {master}: no expectation for its NATed announcement"
+        ));
+        return Rewritten::Drop;
     }
-
-    /// Rewrite the announcements of a packet on a NATed connection into `buf`, with the
-    /// ports `apply` got for their expectations.
-    fn rewrite(
-        slot: &mut Slot,
-        ex: &Examined,
-        applied: &Applied,
-        packet: &[u8],
-        buf: &mut [u8],
-    ) -> Rewritten {
-        let rewrites = &ex.action.rewrites;
-        let port_of = |i: usize| applied.ports.get(i).copied().flatten();
-        // Without its expectation a rewritten announcement would name a translated
-        // endpoint nobody expects, and an unrewritten one the real endpoint the peer
-        // cannot reach (and should not learn): drop the packet so the sender
-        // retransmits, as the kernel's nf_nat_ftp does.
-        let master = Endpoints(&ex.conntrack.orig);
-        if rewrites.iter().any(|rw| port_of(rw.expectation).is_none()) {
+    let result = match buf.get_mut(..packet.len()) {
+        Some(copy) => {
+            copy.copy_from_slice(packet);
+            crate::nat::apply_rewrites(buf, packet.len(), rewrites, port_of)
+        }
+        None => Err(crate::nat::NatError::NoRoom {
+            needed: packet.len(),
+            available: buf.len(),
+        }),
+    };
+    match result {
+        Ok(r) if r.changed => {
+            debug!(
+                "{}: rewrote {} announcement(s) for NAT ({} -> {} bytes)",
+                slot.name,
+                rewrites.len(),
+                packet.len(),
+                r.len
+            );
+            Rewritten::Packet(r.len)
+        }
+        Ok(_) => Rewritten::Unchanged,
+        Err(e) => {
+            // Passing it unchanged would leak the inside endpoint and leave a pinhole
+            // nobody was told about.
             slot.rewrite_failed(format_args!(
-                "dropped a packet of {master}: no expectation for its NATed announcement"
+                "dropped a packet of {master}: cannot rewrite its announcement for NAT: {e}"
             ));
-            return Rewritten::Drop;
-        }
-        let result = match buf.get_mut(..packet.len()) {
-            Some(copy) => {
-                copy.copy_from_slice(packet);
-                crate::nat::apply_rewrites(buf, packet.len(), rewrites, port_of)
-            }
-            None => Err(crate::nat::NatError::NoRoom {
-                needed: packet.len(),
-                available: buf.len(),
-            }),
-        };
-        match result {
-            Ok(r) if r.changed => {
-                debug!(
-                    "{}: rewrote {} announcement(s) for NAT ({} -> {} bytes)",
-                    slot.name,
-                    rewrites.len(),
-                    packet.len(),
-                    r.len
-                );
-                Rewritten::Packet(r.len)
-            }
-            Ok(_) => Rewritten::Unchanged,
-            Err(e) => {
-                slot.rewrite_failed(format_args!(
-                    "cannot rewrite an announcement of {master} for NAT: {e}; packet passed unchanged"
-                ));
-                Rewritten::Unchanged
-            }
+            Rewritten::Drop
         }
     }
+}
 
-    /// Record a payload length change of `delta` bytes in the packet's direction as the
-    /// kernel's nf_ct_seqadj_set would, over ctnetlink: read the conntrack's current
-    /// adjustment, apply the kernel's rule, write it back together with the helper's
-    /// private data.
-    fn adjust_sequence(
-        slot: &Slot,
-        ex: &Examined,
-        delta: i64,
-        ctl: &mut Ctl<'_>,
-    ) -> Result<(), IoError> {
-        use crate::netlink::Error as NlError;
-        let packet_seq = ex.tcp_seq.ok_or(NlError::Malformed("not TCP"))?;
-        let delta = i32::try_from(delta).map_err(|_| NlError::Malformed("length change"))?;
-        let (orig, zone, dir) = (&ex.conntrack.orig, ex.conntrack.zone, ex.dir);
-        let mut current = None;
-        ctl.request(
-            |w, seq| ctnetlink::write_ct_get(w, seq, orig, zone),
-            |msg| {
-                if let Ok((_, attrs)) = msg.nfnl() {
-                    current = Some(ctnetlink::parse_seq_adj(attrs, dir));
-                }
-            },
-        )?;
-        let current = current.ok_or(NlError::Missing("conntrack"))??;
-        let next = current.after_change(packet_seq, delta);
-        let help = ex
-            .action
-            .private_changed
-            .then(|| (slot.name, &ex.private[..ex.private_len]));
-        ctl.request(
-            |w, seq| ctnetlink::write_ct_update(w, seq, orig, zone, dir, &next, help),
-            |_| {},
-        )?;
-        debug!(
-            "{}: sequence adjustment ({dir:?}) {current:?} -> {next:?}",
-            slot.name
-        );
-        Ok(())
+/// Record a payload length change of `delta` bytes in the packet's direction as the
+/// kernel's nf_ct_seqadj_set would, over ctnetlink: read the conntrack's current
+/// adjustment, apply the kernel's rule, write it back together with the helper's
+/// private data.
+fn adjust_sequence(
+    slot: &Slot,
+    ex: &Examined,
+    delta: i64,
+    ctl: &mut Ctl<'_>,
+) -> Result<(), IoError> {
+    use crate::netlink::Error as NlError;
+    let packet_seq = ex.tcp_seq.ok_or(NlError::Malformed("not TCP"))?;
+    let delta = i32::try_from(delta).map_err(|_| NlError::Malformed("length change"))?;
+    let (orig, zone, dir) = (&ex.conntrack.orig, ex.conntrack.zone, ex.dir);
+    let mut current = None;
+    ctl.request(
+        |w, seq| ctnetlink::write_ct_get(w, seq, orig, zone),
+        |msg| {
+            if let Ok((_, attrs)) = msg.nfnl() {
+                current = Some(ctnetlink::parse_seq_adj(attrs, dir));
+            }
+        },
+    )?;
+    let current = current.ok_or(NlError::Missing("conntrack"))??;
+    let next = current.after_change(packet_seq, delta);
+    let help = ex
+        .action
+        .private_changed
+        .then(|| (slot.name, &ex.private[..ex.private_len]));
+    ctl.request(
+        |w, seq| ctnetlink::write_ct_update(w, seq, orig, zone, dir, &next, help),
+        |_| {},
+    )?;
+    debug!(
+        "{}: sequence adjustment ({dir:?}) {current:?} -> {next:?}",
+        slot.name
+    );
+    Ok(())
+}
+
+/// The NAT part of answering a packet with announcements to rewrite: the rewritten
+/// packet in `mangle`, and for an IPv6 length change the sequence adjustment (with
+/// the private data) set over ctnetlink, because the verdict path would record it at
+/// a wrong position (the kernel reads the TCP header at ip_hdrlen(), an IPv4-only
+/// offset; README "NAT"); the verdict must then carry no conntrack part.
+fn translate(
+    slot: &mut Slot,
+    ex: &Examined,
+    applied: &Applied,
+    packet: &[u8],
+    mangle: &mut [u8],
+    ctl: &mut Ctl<'_>,
+) -> Translated {
+    let len = match rewrite(slot, ex, applied, packet, mangle) {
+        Rewritten::Packet(len) => len,
+        Rewritten::Unchanged => return Translated::Unchanged,
+        Rewritten::Drop => return Translated::Drop,
+    };
+    let mut private_written = false;
+    if len != packet.len() && ex.conntrack.orig.src.is_ipv6() {
+        let delta = len as i64 - packet.len() as i64;
+        if let Err(e) = adjust_sequence(slot, ex, delta, ctl) {
+            slot.rewrite_failed(format_args!(
+                "dropped a packet of {}: cannot set its sequence adjustment: {e}",
+                Endpoints(&ex.conntrack.orig)
+            ));
+            return Translated::Drop;
+        }
+        private_written = true;
     }
-
-    /// The NAT part of answering a packet with announcements to rewrite: the rewritten
-    /// packet in `mangle`, and for an IPv6 length change the sequence adjustment (with
-    /// the private data) set over ctnetlink, because the verdict path would record it at
-    /// a wrong position (the kernel reads the TCP header at ip_hdrlen(), an IPv4-only
-    /// offset; README "NAT"); the verdict must then carry no conntrack part.
-    fn translate(
-        slot: &mut Slot,
-        ex: &Examined,
-        applied: &Applied,
-        packet: &[u8],
-        mangle: &mut [u8],
-        ctl: &mut Ctl<'_>,
-    ) -> Translated {
-        let mut t = Translated {
-            drop: false,
-            len: None,
-            private_written: false,
-        };
-        match Self::rewrite(slot, ex, applied, packet, mangle) {
-            Rewritten::Packet(len) => t.len = Some(len),
-            Rewritten::Unchanged => return t,
-            Rewritten::Drop => {
-                t.drop = true;
-                return t;
-            }
-        }
-        if t.len != Some(packet.len()) && ex.conntrack.orig.src.is_ipv6() {
-            let delta = t.len.unwrap_or(0) as i64 - packet.len() as i64;
-            match Self::adjust_sequence(slot, ex, delta, ctl) {
-                Ok(()) => t.private_written = true,
-                Err(e) => {
-                    t.len = None;
-                    slot.rewrite_failed(format_args!(
-                        "cannot set the sequence adjustment of {}: {e}; packet passed unchanged",
-                        Endpoints(&ex.conntrack.orig)
-                    ));
-                    return t;
-                }
-            }
-        }
-        slot.stats.rewritten += 1;
-        t
+    slot.stats.rewritten += 1;
+    Translated::Packet {
+        len,
+        private_written,
     }
 }
 
 /// The control socket and its buffers, borrowed apart from the rest of the daemon so the
-/// packet path can use them while a helper slot is borrowed too.
+/// packet path can use them while a helper slot is borrowed too. Tests put a scripted
+/// kernel behind `link`.
 struct Ctl<'a> {
-    sock: &'a mut Socket,
+    link: &'a mut dyn Link,
     buf: &'a mut [u8],
     rx: &'a mut [u8],
 }
@@ -1401,38 +1612,42 @@ impl Ctl<'_> {
     fn request(
         &mut self,
         build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
-        on_reply: impl FnMut(&crate::netlink::msg::Message<'_>),
+        mut on_reply: impl FnMut(&crate::netlink::msg::Message<'_>),
     ) -> Result<(), IoError> {
-        let seq = self.sock.next_seq();
+        let seq = self.link.next_seq();
         let mut w = Writer::new(self.buf);
         build(&mut w, seq)?;
         let len = w.len();
-        self.sock.transact(&self.buf[..len], seq, self.rx, on_reply)
+        crate::netlink::socket::transact(&*self.link, &self.buf[..len], seq, self.rx, &mut on_reply)
     }
 }
 
 /// What `translate` decided for a packet.
-struct Translated {
-    drop: bool,
-    /// The rewritten packet's length in the mangle buffer, if it is to be sent.
-    len: Option<usize>,
-    /// The private data went out over ctnetlink (the verdict must not carry it).
-    private_written: bool,
+#[derive(Debug, PartialEq, Eq)]
+enum Translated {
+    /// Send the original packet (the announcement was already right).
+    Unchanged,
+    /// Send `mangle[..len]`; `private_written`: the private data went out over
+    /// ctnetlink with an IPv6 sequence adjustment.
+    Packet { len: usize, private_written: bool },
+    /// Drop the packet and withdraw its expectations.
+    Drop,
 }
 
 /// What `apply` did with a packet's expectations.
 struct Applied {
     /// The expectation to attach to the verdict (unconfirmed master).
-    attached: Option<crate::conntrack::Expectation>,
+    attached: Option<Expectation>,
     /// The port each expectation got, by index; None where it could not be created.
     ports: [Option<u16>; MAX_EXPECTATIONS_PER_PACKET],
 }
 
 /// What to send back for a packet with announcements to rewrite.
+#[derive(Debug, PartialEq, Eq)]
 enum Rewritten {
     /// The rewritten packet, `bufs.mangle[..len]`.
     Packet(usize),
-    /// The original packet (already right, or could not be rewritten).
+    /// The original packet (already right).
     Unchanged,
     Drop,
 }
@@ -1456,6 +1671,7 @@ mod tests {
     use crate::netlink::ctnetlink::{CTA_HELP_INFO, CTA_HELP_NAME, put_tuple};
     use crate::netlink::msg::NfGenMsg;
     use crate::netlink::{nfnl_type, queue::NFQNL_MSG_PACKET};
+    use std::time::Instant;
 
     const CLIENT: [u8; 4] = [192, 0, 2, 2];
     const SERVER: [u8; 4] = [198, 51, 100, 2];
@@ -1503,6 +1719,7 @@ mod tests {
             put_tuple(&mut w, 1, &ct.tuples.0).unwrap();
             put_tuple(&mut w, 2, &ct.tuples.1).unwrap();
             w.put_be32(3, ct.status).unwrap();
+            w.put_be32(ctnetlink::CTA_ID, 0x1234_5678).unwrap();
             if let Some(name) = ct.helper {
                 let h = w.begin_nested(5).unwrap();
                 w.put_str(CTA_HELP_NAME, name).unwrap();
@@ -1551,7 +1768,12 @@ mod tests {
     fn run(slots: &[Slot], buf: &[u8]) -> Result<Examined, Skip> {
         let msg = Messages::new(buf).next().unwrap().unwrap();
         let pkt = queue::parse_packet(&msg).unwrap();
-        examine(slots, &pkt)
+        examine(
+            slots,
+            &mut PrivateCache::new(),
+            &pkt,
+            std::time::Instant::now(),
+        )
     }
 
     #[test]
@@ -1747,13 +1969,13 @@ mod tests {
         let n = queued_forwarded_227(&mut buf);
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         let pkt = queue::parse_packet(&msg).unwrap();
-        let ex = examine(&slots, &pkt).unwrap();
+        let ex = examine(&slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
         let exp = ex.action.expectations[0];
         assert_eq!(exp.dst, core::net::IpAddr::from([192, 0, 2, 1]));
         assert!(exp.nat.is_some());
         let mut out = [0u8; 2048];
         let slot = &mut slots[ex.slot];
-        let got = Daemon::rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut out);
+        let got = rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut out);
         let Rewritten::Packet(len) = got else {
             panic!("not rewritten");
         };
@@ -1767,17 +1989,18 @@ mod tests {
 
         // No expectation for the announcement: the packet is dropped, as nf_nat_ftp does.
         assert!(matches!(
-            Daemon::rewrite(slot, &ex, &applied(None), pkt.payload, &mut out),
+            rewrite(slot, &ex, &applied(None), pkt.payload, &mut out),
             Rewritten::Drop
         ));
         assert_eq!(slot.stats.rewrite_errors, 1);
 
-        // A buffer too small for the packet: it passes unchanged, counted.
+        // A buffer too small for the packet: dropped, counted (passing it unchanged
+        // would leak the inside address next to an open pinhole).
         let mut tiny = [0u8; 40];
-        assert!(matches!(
-            Daemon::rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut tiny),
-            Rewritten::Unchanged
-        ));
+        assert_eq!(
+            rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut tiny),
+            Rewritten::Drop
+        );
         assert_eq!(slot.stats.rewrite_errors, 2);
 
         // The announced endpoint already right (same address and port): nothing to send.
@@ -1791,9 +2014,445 @@ mod tests {
             ..ex
         };
         assert!(matches!(
-            Daemon::rewrite(slot, &ex_same, &applied(Some(40000)), pkt.payload, &mut out),
+            rewrite(slot, &ex_same, &applied(Some(40000)), pkt.payload, &mut out),
             Rewritten::Unchanged
         ));
         assert_eq!(slot.stats.rewrite_errors, 2);
+    }
+
+    // ---- A scripted kernel behind the control and queue sockets ----
+
+    use crate::netlink::ctnetlink::{
+        CTA_EXPECT_TIMEOUT, CTA_EXPECT_TUPLE, IPCTNL_MSG_EXP_DELETE, IPCTNL_MSG_EXP_GET,
+        IPCTNL_MSG_EXP_NEW, parse_tuple,
+    };
+    use crate::netlink::msg::{Header, NLM_F_ACK, NLM_F_EXCL, NLMSG_HDRLEN};
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    /// How the fake kernel answers one request.
+    enum Reply {
+        Ack,
+        Errno(Errno),
+        /// These messages (built by the closure with the request's seq), then the ACK.
+        Then(Vec<u8>),
+    }
+
+    /// Records every request and answers those that ask for an ACK through `script`;
+    /// `recv` hands out what is waiting, and times out (as SO_RCVTIMEO) when nothing is.
+    struct FakeKernel {
+        seq: u32,
+        inbox: RefCell<VecDeque<Vec<u8>>>,
+        sent: RefCell<Vec<Vec<u8>>>,
+        #[allow(clippy::type_complexity)]
+        script: RefCell<Box<dyn FnMut(&crate::netlink::msg::Message<'_>) -> Reply>>,
+    }
+
+    impl FakeKernel {
+        fn new(script: impl FnMut(&crate::netlink::msg::Message<'_>) -> Reply + 'static) -> Self {
+            FakeKernel {
+                seq: 100,
+                inbox: RefCell::new(VecDeque::new()),
+                sent: RefCell::new(Vec::new()),
+                script: RefCell::new(Box::new(script)),
+            }
+        }
+
+        fn acking() -> Self {
+            Self::new(|_| Reply::Ack)
+        }
+
+        /// The (nfnetlink subsystem, message) types of the requests sent so far.
+        fn kinds(&self) -> Vec<(u8, u8)> {
+            self.sent
+                .borrow()
+                .iter()
+                .flat_map(|d| {
+                    Messages::new(d)
+                        .map(|m| {
+                            let m = m.unwrap();
+                            (m.header.subsys(), m.header.nf_msg())
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        }
+    }
+
+    /// NLMSG_ERROR answering `req` (errno 0: an ACK), with the capped echo.
+    fn ack_for(req: &Header, errno: i32) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((NLMSG_HDRLEN * 2 + 4) as u32).to_ne_bytes());
+        v.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        v.extend_from_slice(&0x100u16.to_ne_bytes()); // NLM_F_CAPPED
+        v.extend_from_slice(&req.seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&(-errno).to_ne_bytes());
+        v.extend_from_slice(&req.len.to_ne_bytes());
+        v.extend_from_slice(&req.kind.to_ne_bytes());
+        v.extend_from_slice(&req.flags.to_ne_bytes());
+        v.extend_from_slice(&req.seq.to_ne_bytes());
+        v.extend_from_slice(&req.pid.to_ne_bytes());
+        v
+    }
+
+    impl Link for FakeKernel {
+        fn next_seq(&mut self) -> u32 {
+            self.seq += 1;
+            self.seq
+        }
+
+        fn send(&self, bytes: &[u8]) -> Result<(), IoError> {
+            self.sent.borrow_mut().push(bytes.to_vec());
+            for msg in Messages::new(bytes) {
+                let msg = msg.unwrap();
+                if msg.header.flags & NLM_F_ACK == 0 {
+                    continue;
+                }
+                let reply = (self.script.borrow_mut())(&msg);
+                let mut inbox = self.inbox.borrow_mut();
+                match reply {
+                    Reply::Ack => inbox.push_back(ack_for(&msg.header, 0)),
+                    Reply::Errno(e) => inbox.push_back(ack_for(&msg.header, e as i32)),
+                    Reply::Then(m) => {
+                        inbox.push_back(m);
+                        inbox.push_back(ack_for(&msg.header, 0));
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn recv<'b>(
+            &self,
+            buf: &'b mut [u8],
+            nonblocking: bool,
+        ) -> Result<Option<&'b [u8]>, IoError> {
+            match self.inbox.borrow_mut().pop_front() {
+                Some(d) => {
+                    buf[..d.len()].copy_from_slice(&d);
+                    Ok(Some(&buf[..d.len()]))
+                }
+                None if nonblocking => Ok(None),
+                None => Err(IoError::Timeout),
+            }
+        }
+    }
+
+    /// Run `answer` for one queued packet against `kernel`.
+    fn answer_with(
+        kernel: &mut FakeKernel,
+        slot: &mut Slot,
+        ex: &Examined,
+        payload: &[u8],
+        mangle: &mut [u8],
+    ) -> Answer {
+        let mut buf = vec![0u8; CTL_BUF];
+        let mut rx = vec![0u8; CTL_BUF];
+        let mut ctl = Ctl {
+            link: kernel,
+            buf: &mut buf,
+            rx: &mut rx,
+        };
+        answer(slot, ex, payload, mangle, &mut ctl)
+    }
+
+    /// The forwarded-227 fixture, examined: (slots, examined, layer-3 packet).
+    fn forwarded_227() -> (
+        heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
+        Examined,
+        Vec<u8>,
+    ) {
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = queued_forwarded_227(&mut buf);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        let ex = examine(&slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
+        let payload = pkt.payload.to_vec();
+        (slots, ex, payload)
+    }
+
+    /// The expectation tuple's destination port of an EXP request.
+    fn exp_port(d: &[u8]) -> u16 {
+        let m = Messages::new(d).next().unwrap().unwrap();
+        let t: [Option<crate::netlink::attr::Attr>; 12] = m.nfnl().unwrap().1.table().unwrap();
+        parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap())
+            .unwrap()
+            .dst_port
+    }
+
+    #[test]
+    fn a_nat_rewrite_that_changes_the_length_makes_the_verdict_carry_nfqa_ct() {
+        // A 227 at a line start whose segment does not end the line: the private data
+        // does not change, the rewrite shortens the payload by 3 bytes. Without NFQA_CT
+        // the kernel would not record the sequence adjustment and the TCP stream would
+        // desynchronise.
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let (mut slots2, mut ex, payload) = forwarded_227();
+        let _ = slots;
+        ex.action.private_changed = false;
+        let mut kernel = FakeKernel::acking();
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let a = answer_with(
+            &mut kernel,
+            &mut slots2[ex.slot],
+            &ex,
+            &payload,
+            &mut mangle,
+        );
+        assert_eq!(a.verdict, queue::NF_ACCEPT);
+        assert_eq!(a.rewritten_len, Some(payload.len() - 3));
+        assert!(!a.help && a.seq_adjust);
+        let v = queue::Verdict {
+            payload: a.rewritten_len.map(|n| &mangle[..n]),
+            seq_adjust: a.seq_adjust,
+            ..queue::Verdict::plain(0, 1, a.verdict)
+        };
+        let mut tx = [0u8; 512];
+        let mut w = Writer::new(&mut tx);
+        queue::write_verdict(&mut w, 0, &v).unwrap();
+        let m = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        let t: [Option<crate::netlink::attr::Attr>; 16] = m.nfnl().unwrap().1.table().unwrap();
+        assert!(t[11].is_some(), "NFQA_CT present");
+
+        // Same length (already the translated text): no adjustment asked for.
+        let (mut slots3, mut ex, payload) = forwarded_227();
+        ex.action.private_changed = false;
+        ex.action.rewrites[0].addr = [198, 51, 100, 22].into();
+        let a = answer_with(
+            &mut kernel,
+            &mut slots3[ex.slot],
+            &ex,
+            &payload,
+            &mut mangle,
+        );
+        assert_eq!(a.rewritten_len, Some(payload.len() + 1));
+        assert!(a.seq_adjust, "longer is a change too");
+    }
+
+    #[test]
+    fn a_rewrite_that_fails_drops_the_packet_and_deletes_its_expectation() {
+        let (mut slots, ex, payload) = forwarded_227();
+        let mut kernel = FakeKernel::acking();
+        let mut tiny = [0u8; 40];
+        let slot = &mut slots[ex.slot];
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut tiny);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(a.rewritten_len, None);
+        assert_eq!(
+            kernel.kinds(),
+            vec![
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_NEW),
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_DELETE)
+            ]
+        );
+        assert_eq!(exp_port(&kernel.sent.borrow()[1]), 156 * 256 + 64);
+        assert_eq!((slot.stats.rewrite_errors, slot.stats.withdrawn), (1, 1));
+        assert_eq!(slot.stats.rewritten, 0);
+    }
+
+    #[test]
+    fn a_failed_ipv6_sequence_adjustment_drops_and_withdraws() {
+        // An IPv6 master whose rewrite changes the length: the daemon must read the
+        // conntrack's adjustment first; the kernel says ENOENT (the conntrack is gone).
+        let (mut slots, mut ex, payload) = forwarded_227();
+        let v6 = |s: &str| -> core::net::IpAddr { s.parse().unwrap() };
+        ex.conntrack.orig.src = v6("2001:db8::9");
+        ex.conntrack.orig.dst = v6("2001:db8::1");
+        let mut kernel = FakeKernel::new(|m| {
+            if m.header.subsys() == subsys::CTNETLINK {
+                Reply::Errno(Errno::ENOENT)
+            } else {
+                Reply::Ack
+            }
+        });
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let slot = &mut slots[ex.slot];
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(
+            kernel.kinds(),
+            vec![
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_NEW),
+                (subsys::CTNETLINK, ctnetlink::IPCTNL_MSG_CT_GET),
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_DELETE)
+            ]
+        );
+        assert_eq!(slot.stats.withdrawn, 1);
+    }
+
+    #[test]
+    fn our_own_pending_expectation_is_refreshed_with_its_timeout() {
+        let (mut slots, ex, payload) = forwarded_227();
+        let master = ex.conntrack.orig;
+        let exp0 = ex.action.expectations[0];
+        let mut kernel = FakeKernel::new(move |m| {
+            match (m.header.nf_msg(), m.header.flags & NLM_F_EXCL != 0) {
+                (IPCTNL_MSG_EXP_NEW, true) => Reply::Errno(Errno::EEXIST),
+                (IPCTNL_MSG_EXP_GET, _) => {
+                    // The kernel's answer: an expectation message naming its master.
+                    let mut b = vec![0u8; 512];
+                    let mut w = Writer::new(&mut b);
+                    ctnetlink::write_exp_new(&mut w, m.header.seq, &exp0, &master, None, false, 1)
+                        .unwrap();
+                    let n = w.len();
+                    Reply::Then(b[..n].to_vec())
+                }
+                _ => Reply::Ack,
+            }
+        });
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let slot = &mut slots[ex.slot];
+        slot.expect_timeout = 77;
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_ACCEPT);
+        let sent = kernel.sent.borrow();
+        assert_eq!(sent.len(), 3, "NEW (exclusive), GET, NEW (refresh)");
+        let refresh = Messages::new(&sent[2]).next().unwrap().unwrap();
+        assert_eq!(refresh.header.flags & NLM_F_EXCL, 0);
+        let t: [Option<crate::netlink::attr::Attr>; 12] =
+            refresh.nfnl().unwrap().1.table().unwrap();
+        assert_eq!(
+            t[usize::from(CTA_EXPECT_TIMEOUT)].unwrap().be32().unwrap(),
+            77,
+            "a refresh without a timeout restarts no timer"
+        );
+        assert_eq!(exp_port(&sent[2]), exp0.dst_port, "keeps its port");
+    }
+
+    #[test]
+    fn the_port_search_moves_on_and_stops_at_65535_without_overflow() {
+        let (mut slots, ex, payload) = forwarded_227();
+        // Two ports taken by other masters: the third is used and announced.
+        let mut taken = 2;
+        let mut kernel = FakeKernel::new(move |m| {
+            if m.header.nf_msg() == IPCTNL_MSG_EXP_NEW && taken > 0 {
+                taken -= 1;
+                Reply::Errno(Errno::EBUSY)
+            } else {
+                Reply::Ack
+            }
+        });
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let a = answer_with(&mut kernel, &mut slots[ex.slot], &ex, &payload, &mut mangle);
+        let n = a.rewritten_len.unwrap();
+        let d = crate::wire::dissect(&mangle[..n]).unwrap();
+        assert_eq!(
+            d.payload,
+            b"227 Entering Passive Mode (192,0,2,1,156,66)\r\n"
+        );
+        assert_eq!(exp_port(&kernel.sent.borrow()[2]), 156 * 256 + 66);
+
+        // Announced 65535 and taken: one try, an error, no wrap-around, no panic.
+        let (mut slots, mut ex, payload) = forwarded_227();
+        ex.action.expectations[0].dst_port = u16::MAX;
+        let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::EBUSY));
+        let slot = &mut slots[ex.slot];
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(kernel.sent.borrow().len(), 1);
+        assert_eq!(slot.stats.expectation_errors, 1);
+
+        // Every port taken: NAT_PORT_ATTEMPTS tries, then the packet is dropped.
+        let (mut slots, ex, payload) = forwarded_227();
+        let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::EBUSY));
+        let a = answer_with(&mut kernel, &mut slots[ex.slot], &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(kernel.sent.borrow().len(), usize::from(NAT_PORT_ATTEMPTS));
+    }
+
+    #[test]
+    fn a_packet_queued_during_a_queue_configuration_gets_a_verdict() {
+        let mut kernel = FakeKernel::acking();
+        // A packet of an already bound queue is waiting before the ACK.
+        let mut pkt = [0u8; 1024];
+        let n = queued(&mut pkt, Some("ftp"), &[0; 32], 1, b"x", true);
+        kernel.inbox.borrow_mut().push_back(pkt[..n].to_vec());
+        let mut req = vec![0u8; CTL_BUF];
+        let mut rx = vec![0u8; RX_BUF];
+        let (result, strays) = queue_transact(&mut kernel, &mut req, &mut rx, |w, seq| {
+            queue::write_unbind(w, seq, 5)
+        });
+        assert_eq!(result, Ok(()));
+        assert_eq!(strays, 1);
+        let sent = kernel.sent.borrow();
+        assert_eq!(sent.len(), 2, "the request and one verdict");
+        let v = Messages::new(&sent[1]).next().unwrap().unwrap();
+        assert_eq!(v.header.nf_msg(), queue::NFQNL_MSG_VERDICT);
+        let t: [Option<crate::netlink::attr::Attr>; 4] = v.nfnl().unwrap().1.table().unwrap();
+        // verdict ACCEPT, id 9 (the fixture's packet id)
+        assert_eq!(t[2].unwrap().payload, &[0, 0, 0, 1, 0, 0, 0, 9]);
+    }
+
+    #[test]
+    fn the_largest_verdict_goes_out_even_behind_a_full_batch() {
+        let kernel = FakeKernel::acking();
+        let mut tx = vec![0u8; TX_BUF];
+        let packet = vec![0x45u8; MANGLE_BUF];
+        // A batch that already holds a verdict with a rewritten packet.
+        let small = vec![0x45u8; 2000];
+        let earlier = queue::Verdict {
+            payload: Some(&small),
+            ..queue::Verdict::plain(0, 1, 1)
+        };
+        let tx_len = push_verdict(&kernel, &mut tx, 0, &earlier).unwrap();
+        assert_eq!(kernel.sent.borrow().len(), 0);
+        let big = queue::Verdict {
+            payload: Some(&packet),
+            seq_adjust: true,
+            ..queue::Verdict::plain(0, 2, 1)
+        };
+        let tx_len = push_verdict(&kernel, &mut tx, tx_len, &big).unwrap();
+        assert_eq!(
+            kernel.sent.borrow().len(),
+            1,
+            "the earlier batch was flushed"
+        );
+        let m = Messages::new(&tx[..tx_len]).next().unwrap().unwrap();
+        assert_eq!(queue::packet_ref(&m), None, "a verdict, not a packet");
+        assert!(tx_len > MANGLE_BUF);
+    }
+
+    #[test]
+    fn a_second_packet_in_flight_sees_the_first_ones_private_data() {
+        // Two reply segments of one connection queued before the first verdict: both
+        // carry the same (old) private data. The second starts where the first ended,
+        // a line start only the first one's update records.
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut cache = PrivateCache::new();
+        let now = Instant::now();
+        let mut st = crate::helpers::ftp::State::default();
+        st.record_line_start(crate::conntrack::Direction::Reply, 1000);
+        let mut old = [0u8; 32];
+        st.encode(&mut old);
+        let banner = b"220 welcome\r\n";
+        let reply = b"227 Entering Passive Mode (198,51,100,2,156,64)\r\n";
+        let mut buf = [0u8; 1024];
+        let n = queued(&mut buf, Some("ftp"), &old, 1000, banner, true);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        let first = examine(&slots, &mut cache, &pkt, now).unwrap();
+        assert!(first.action.private_changed);
+        // What serve_batch does when the verdict carries the private data.
+        cache.record(
+            first.conntrack.id,
+            &first.conntrack.orig,
+            &first.private[..first.private_len],
+            now,
+        );
+        let n = queued(
+            &mut buf,
+            Some("ftp"),
+            &old,
+            1000 + banner.len() as u32,
+            reply,
+            true,
+        );
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        let second = examine(&slots, &mut cache, &pkt, now).unwrap();
+        assert_eq!(second.action.expectations.len(), 1);
+        assert_eq!(cache.used, 1);
     }
 }

@@ -2,6 +2,9 @@
 //!
 //! The library holds everything that is not process plumbing, so that the daemon, the
 //! tests and the fuzz targets all run the same code.
+// No unsafe code, except the one documented setsockopt call in netlink/socket.rs that
+// nix has no wrapper for (NETLINK_* socket options).
+#![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod check;
@@ -14,6 +17,7 @@ pub mod helpers;
 pub mod logging;
 pub mod nat;
 pub mod netlink;
+pub mod private_cache;
 pub mod reload;
 #[cfg(feature = "replay")]
 pub mod replay;

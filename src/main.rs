@@ -1,4 +1,5 @@
 //! cthelperd command line.
+#![deny(unsafe_code)]
 
 use argh::FromArgs;
 use log::{LevelFilter, error};
@@ -98,6 +99,9 @@ struct ReplayCmd {
 struct CheckCmd {}
 
 fn main() {
+    // First of all: a SIGHUP or SIGTERM during start-up must not kill the daemon
+    // (procd sends SIGHUP on reload whenever it likes); the poll loop handles them.
+    let blocked = cthelperd::daemon::block_signals();
     let _ = cthelperd::daemon::PROCESS_START.set(std::time::Instant::now());
     let cli: Cli = argh::from_env();
     if cli.version {
@@ -117,6 +121,12 @@ fn main() {
         (None, true) => Some(LevelFilter::Debug),
         (None, false) => None,
     };
+    if !matches!(cli.command, Some(Command::Run(_)) | None) {
+        let _ = cthelperd::daemon::unblock_signals();
+    } else if let Err(e) = blocked {
+        eprintln!("cthelperd: error: cannot block signals: {e}");
+        std::process::exit(EXIT_RUNTIME);
+    }
     let code = match cli.command {
         Some(Command::Check(_)) => run_check(),
         Some(Command::Replay(r)) => run_replay(&r),

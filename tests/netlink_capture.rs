@@ -9,6 +9,7 @@ use cthelperd::daemon::{examine, slots_from_config};
 use cthelperd::netlink::ctnetlink::parse_conntrack;
 use cthelperd::netlink::msg::Messages;
 use cthelperd::netlink::queue::parse_packet;
+use cthelperd::private_cache::PrivateCache;
 
 fn datagrams(bytes: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -77,7 +78,13 @@ fn replaying_the_recording_asks_for_the_expectations_the_daemon_created() {
     for d in datagrams(CAPTURE) {
         let msg = Messages::new(d).next().unwrap().unwrap();
         let pkt = parse_packet(&msg).unwrap();
-        let ex = examine(&slots, &pkt).unwrap();
+        let ex = examine(
+            &slots,
+            &mut PrivateCache::new(),
+            &pkt,
+            std::time::Instant::now(),
+        )
+        .unwrap();
         assert!(!ex.action.parse_error);
         assert!(ex.action.refusals.is_empty());
         expectations.extend(ex.action.expectations.iter().copied());

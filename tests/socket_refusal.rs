@@ -68,3 +68,44 @@ fn daemon_start_fails_cleanly_when_the_socket_is_refused() {
         }
     }
 }
+
+#[test]
+fn a_request_the_kernel_never_answers_times_out() {
+    // The daemon's control socket waits a bounded time for an answer: a kernel that
+    // never answers (here: an answer to another sequence number) must not stall the
+    // packet path for ever.
+    use cthelperd::netlink::attr::Writer;
+    use cthelperd::netlink::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_REQUEST, NfGenMsg};
+    use cthelperd::netlink::socket::Link;
+    use cthelperd::netlink::{nfnl_type, subsys};
+    let Ok(mut sock) = Socket::open() else {
+        eprintln!("netlink refused here; nothing to time out");
+        return;
+    };
+    sock.set_reply_timeout(std::time::Duration::from_millis(100))
+        .unwrap();
+    let seq = sock.next_seq();
+    let mut req = [0u8; 64];
+    let mut w = Writer::new(&mut req);
+    // A conntrack-expectation GET without attributes: the kernel answers it (an error)
+    // with `seq`, which is not the one waited for below.
+    let m = w
+        .begin_nfnl(
+            nfnl_type(subsys::CTNETLINK_EXP, 1),
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            NfGenMsg {
+                family: 2,
+                version: NFNETLINK_V0,
+                res_id: 0,
+            },
+        )
+        .unwrap();
+    w.end_msg(m).unwrap();
+    let len = w.len();
+    let mut rx = [0u8; 8192];
+    let t0 = std::time::Instant::now();
+    let got = sock.transact(&req[..len], seq.wrapping_add(1000), &mut rx, |_| {});
+    assert_eq!(got, Err(IoError::Timeout));
+    assert!(t0.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -7,7 +7,8 @@ use cthelperd::config::Config;
 use cthelperd::daemon::{examine, slots_from_config};
 use cthelperd::netlink::ctnetlink::parse_conntrack;
 use cthelperd::netlink::msg::Messages;
-use cthelperd::netlink::queue::parse_packet;
+use cthelperd::netlink::queue::{packet_ref, parse_packet};
+use cthelperd::private_cache::PrivateCache;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -19,17 +20,23 @@ fuzz_target!(|data: &[u8]| {
     let Ok(slots) = slots_from_config(&cfg) else {
         return;
     };
+    let mut cache = PrivateCache::new();
+    let now = std::time::Instant::now();
     for msg in Messages::new(data) {
         let Ok(msg) = msg else { break };
         let _ = msg.error();
+        let id = packet_ref(&msg);
         let Ok(pkt) = parse_packet(&msg) else {
             continue;
         };
+        // Whatever parse_packet reads, the lenient reader finds too.
+        assert_eq!(id, Some((pkt.queue, pkt.id)));
         if let Some(ct) = pkt.ct {
             let _ = parse_conntrack(ct);
         }
-        if let Ok(ex) = examine(&slots, &pkt) {
+        if let Ok(ex) = examine(&slots, &mut cache, &pkt, now) {
             assert!(ex.private_len <= ex.private.len());
+            cache.record(ex.conntrack.id, &ex.conntrack.orig, &ex.private[..ex.private_len], now);
         }
     }
 });

@@ -64,6 +64,8 @@ pub const NAT_FOLLOW_MASTER: &str = "nat-follow-master";
 // enum cntl_msg_types / ctnl_exp_msg_types
 pub const IPCTNL_MSG_EXP_NEW: u8 = 0;
 pub const IPCTNL_MSG_EXP_GET: u8 = 1;
+pub const IPCTNL_MSG_EXP_DELETE: u8 = 2;
+pub const CTA_EXPECT_TIMEOUT: u16 = 4;
 
 /// A conntrack as NFQA_CT describes it, plus the helper fields we need.
 #[derive(Clone, Copy, Debug)]
@@ -254,6 +256,11 @@ fn put_expect_nat(w: &mut Writer<'_>, exp: &Expectation, nat: &ExpectNat) -> Res
 /// success — right when a client repeats PASV, wrong when the expectation belongs to
 /// another master (another inside host behind the same NAT announced the same port);
 /// an exclusive one is refused with EEXIST instead.
+///
+/// `timeout_secs` is what an existing expectation is refreshed to: the kernel changes an
+/// existing expectation's timer only when CTA_EXPECT_TIMEOUT is present
+/// (ctnetlink_change_expect), and ignores the attribute when it creates one (the
+/// timeout then comes from the helper's policy for the expectation's class).
 pub fn write_exp_new(
     w: &mut Writer<'_>,
     seq: u32,
@@ -261,6 +268,7 @@ pub fn write_exp_new(
     master: &Tuple,
     zone: Option<u16>,
     exclusive: bool,
+    timeout_secs: u32,
 ) -> Result<()> {
     let family = Family::of(&master.src).af();
     let m = w.begin_nfnl(
@@ -274,7 +282,19 @@ pub fn write_exp_new(
         },
     )?;
     put_expectation(w, exp, Some(master), zone)?;
+    w.put_be32(CTA_EXPECT_TIMEOUT, timeout_secs)?;
     w.end_msg(m)
+}
+
+/// IPCTNL_MSG_EXP_DELETE of the pending expectation with `exp`'s tuple (the kernel finds
+/// it by tuple and zone; ctnetlink has no "delete by master").
+pub fn write_exp_delete(
+    w: &mut Writer<'_>,
+    seq: u32,
+    exp: &Expectation,
+    zone: Option<u16>,
+) -> Result<()> {
+    exp_by_tuple(w, seq, IPCTNL_MSG_EXP_DELETE, exp, zone)
 }
 
 /// IPCTNL_MSG_EXP_GET for the expectation with `exp`'s tuple.
@@ -284,8 +304,19 @@ pub fn write_exp_get(
     exp: &Expectation,
     zone: Option<u16>,
 ) -> Result<()> {
+    exp_by_tuple(w, seq, IPCTNL_MSG_EXP_GET, exp, zone)
+}
+
+/// An expectation request (GET, DELETE) that names the expectation by its tuple.
+fn exp_by_tuple(
+    w: &mut Writer<'_>,
+    seq: u32,
+    msg: u8,
+    exp: &Expectation,
+    zone: Option<u16>,
+) -> Result<()> {
     let m = w.begin_nfnl(
-        nfnl_type(subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_GET),
+        nfnl_type(subsys::CTNETLINK_EXP, msg),
         NLM_F_REQUEST | NLM_F_ACK,
         seq,
         NfGenMsg {
@@ -490,7 +521,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
-        write_exp_new(&mut w, 9, &exp, &master, None, false).unwrap();
+        write_exp_new(&mut w, 9, &exp, &master, None, false, 300).unwrap();
         let msg = super::super::msg::Messages::new(w.as_slice())
             .next()
             .unwrap()
@@ -508,6 +539,44 @@ mod tests {
         assert_eq!(mask.src, v4([255; 4]));
         assert_eq!(mask.src_port, 0);
         assert!(t[8].is_none() && t[9].is_none());
+        // Without the timeout a repeated announcement would "refresh" an existing
+        // expectation without moving its timer.
+        assert_eq!(
+            t[usize::from(CTA_EXPECT_TIMEOUT)].unwrap().be32().unwrap(),
+            300
+        );
+    }
+
+    #[test]
+    fn exp_delete_names_the_expectation_by_tuple_and_zone() {
+        let exp = Expectation {
+            class: 0,
+            proto: IPPROTO_TCP,
+            src: v4([192, 0, 2, 2]),
+            src_port: None,
+            dst: v4([198, 51, 100, 2]),
+            dst_port: 40011,
+            flags: 0,
+            nat: None,
+        };
+        let mut buf = [0u8; 256];
+        let mut w = Writer::new(&mut buf);
+        write_exp_delete(&mut w, 11, &exp, Some(7)).unwrap();
+        let msg = super::super::msg::Messages::new(w.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.header.kind, 0x0202);
+        assert_eq!(msg.header.flags, NLM_F_REQUEST | NLM_F_ACK);
+        let (g, attrs) = msg.nfnl().unwrap();
+        assert_eq!(g.family, 2);
+        let t: [Option<Attr>; 12] = attrs.table().unwrap();
+        assert_eq!(
+            parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap()).unwrap(),
+            exp.tuple()
+        );
+        assert_eq!(t[usize::from(CTA_EXPECT_ZONE)].unwrap().payload, &[0, 7]);
+        assert!(t[usize::from(CTA_EXPECT_MASTER)].is_none());
     }
 
     #[test]
@@ -535,7 +604,7 @@ mod tests {
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
-        write_exp_new(&mut w, 9, &exp, &master, None, true).unwrap();
+        write_exp_new(&mut w, 9, &exp, &master, None, true, 300).unwrap();
         let msg = super::super::msg::Messages::new(w.as_slice())
             .next()
             .unwrap()

@@ -182,6 +182,54 @@ pub struct Verdict<'a> {
     pub expectation: Option<&'a Expectation>,
     /// A replacement layer-3 packet.
     pub payload: Option<&'a [u8]>,
+    /// The replacement changed the TCP payload length and the kernel is to record the
+    /// sequence adjustment. It does so only when the verdict carries NFQA_CT
+    /// (`if (ct && diff)` in nfqnl_recv_verdict), so one is sent, empty if need be.
+    pub seq_adjust: bool,
+}
+
+impl<'a> Verdict<'a> {
+    /// A plain verdict: no private data, expectation or payload.
+    pub fn plain(queue: u16, id: u32, verdict: u32) -> Verdict<'a> {
+        Verdict {
+            queue,
+            id,
+            verdict,
+            help: None,
+            expectation: None,
+            payload: None,
+            seq_adjust: false,
+        }
+    }
+}
+
+/// Room a verdict needs besides its payload: netlink and nfgen headers, the verdict
+/// header, NFQA_CT with the helper name and PRIVATE_DATA_MAX bytes of private data,
+/// NFQA_EXP with master-less IPv6 tuple and mask, NAT section and expectfn name, and
+/// the NFQA_PAYLOAD header. Generous: a unit test checks the real worst case fits.
+pub const VERDICT_OVERHEAD_MAX: usize = 1024;
+
+/// The queue and packet id of a queued-packet message, read as leniently as possible:
+/// a message too damaged for [`parse_packet`] still gets a verdict when its id can be
+/// found (a packet without one is held by the kernel until the queue goes away).
+pub fn packet_ref(msg: &Message<'_>) -> Option<(u16, u32)> {
+    if msg.header.subsys() != subsys::QUEUE || msg.header.nf_msg() != NFQNL_MSG_PACKET {
+        return None;
+    }
+    let (gen_msg, attrs) = msg.nfnl().ok()?;
+    for attr in attrs {
+        let Ok(attr) = attr else {
+            return None;
+        };
+        if attr.kind == NFQA_PACKET_HDR {
+            let id = attr.payload.get(..4)?;
+            return Some((
+                gen_msg.res_id,
+                u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
+            ));
+        }
+    }
+    None
 }
 
 /// Append an NFQNL_MSG_VERDICT (several may share one send).
@@ -202,7 +250,7 @@ pub fn write_verdict(w: &mut Writer<'_>, seq: u32, v: &Verdict<'_>) -> Result<()
     w.put(NFQA_VERDICT_HDR, &hdr)?;
     // The kernel looks at NFQA_EXP only after NFQA_CT parsed, so an expectation
     // without a private-data update still needs an (empty) NFQA_CT.
-    if v.help.is_some() || v.expectation.is_some() {
+    if v.help.is_some() || v.expectation.is_some() || v.seq_adjust {
         let ct = w.begin_nested(NFQA_CT)?;
         if let Some(help) = v.help {
             let h = w.begin_nested(CTA_HELP)?;
@@ -325,6 +373,7 @@ mod tests {
                 }),
                 expectation: Some(&exp),
                 payload: None,
+                seq_adjust: false,
             },
         )
         .unwrap();
@@ -367,6 +416,7 @@ mod tests {
             help: None,
             expectation: Some(&exp),
             payload: None,
+            seq_adjust: false,
         };
         write_verdict(&mut w, 1, &v).unwrap();
         let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
@@ -389,6 +439,105 @@ mod tests {
         let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
         let t: [Option<Attr>; NFQA_TABLE] = msg.nfnl().unwrap().1.table().unwrap();
         assert!(t[usize::from(NFQA_CT)].is_none() && t[usize::from(NFQA_EXP)].is_none());
+    }
+
+    #[test]
+    fn a_length_changing_rewrite_carries_a_conntrack_attribute() {
+        // Without NFQA_CT the kernel skips the sequence adjustment and the TCP stream
+        // desynchronises after a NAT rewrite that changed the length.
+        let packet = [0x45u8; 60];
+        let mut buf = [0u8; 256];
+        let mut w = Writer::new(&mut buf);
+        let v = Verdict {
+            payload: Some(&packet),
+            seq_adjust: true,
+            ..Verdict::plain(3, 9, NF_ACCEPT)
+        };
+        write_verdict(&mut w, 1, &v).unwrap();
+        let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        let t: [Option<Attr>; NFQA_TABLE] = msg.nfnl().unwrap().1.table().unwrap();
+        assert_eq!(t[usize::from(NFQA_CT)].unwrap().payload, &[] as &[u8]);
+        assert_eq!(t[usize::from(NFQA_PAYLOAD)].unwrap().payload, &packet[..]);
+        assert!(t[usize::from(NFQA_EXP)].is_none());
+    }
+
+    #[test]
+    fn the_largest_verdict_fits_its_overhead_bound() {
+        use crate::conntrack::{Direction, ExpectNat};
+        let v6 = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        let exp = Expectation {
+            class: 3,
+            proto: 6,
+            src: v6,
+            src_port: Some(65535),
+            dst: v6,
+            dst_port: 65535,
+            flags: 3,
+            nat: Some(ExpectNat {
+                dir: Direction::Reply,
+                saved_addr: v6,
+                saved_port: 65535,
+            }),
+        };
+        let info = [0xffu8; crate::helpers::PRIVATE_DATA_MAX];
+        let packet = [0u8; 100];
+        let mut buf = [0u8; 4096];
+        let mut w = Writer::new(&mut buf);
+        let v = Verdict {
+            help: Some(HelpUpdate {
+                helper_name: "fifteen-chars-x",
+                info: &info,
+            }),
+            expectation: Some(&exp),
+            payload: Some(&packet),
+            seq_adjust: true,
+            ..Verdict::plain(u16::MAX, u32::MAX, NF_ACCEPT)
+        };
+        write_verdict(&mut w, u32::MAX, &v).unwrap();
+        assert!(
+            w.len() - packet.len() <= VERDICT_OVERHEAD_MAX,
+            "{}",
+            w.len()
+        );
+    }
+
+    #[test]
+    fn packet_ref_finds_the_id_of_a_damaged_message() {
+        let mut buf = [0u8; 256];
+        let n = packet_msg(&mut buf, true);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = parse_packet(&msg).unwrap();
+        assert_eq!(packet_ref(&msg), Some((pkt.queue, pkt.id)));
+        // A packet header too short for parse_packet still names the id.
+        let mut w = Writer::new(&mut buf);
+        let m = w
+            .begin_nfnl(
+                nfl(),
+                0,
+                0,
+                NfGenMsg {
+                    family: 2,
+                    version: 0,
+                    res_id: 4,
+                },
+            )
+            .unwrap();
+        w.put(NFQA_PACKET_HDR, &[0, 0, 1, 2]).unwrap();
+        w.end_msg(m).unwrap();
+        let n = w.len();
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        assert!(parse_packet(&msg).is_err());
+        assert_eq!(packet_ref(&msg), Some((4, 0x0102)));
+        // Not a packet: no id.
+        let mut w = Writer::new(&mut buf);
+        write_unbind(&mut w, 1, 4).unwrap();
+        let n = w.len();
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        assert_eq!(packet_ref(&msg), None);
+    }
+
+    fn nfl() -> u16 {
+        nfnl_type(subsys::QUEUE, NFQNL_MSG_PACKET)
     }
 
     #[test]

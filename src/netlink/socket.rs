@@ -28,13 +28,15 @@ pub enum IoError {
     },
     /// The kernel sent something we could not decode.
     Protocol(super::Error),
+    /// No answer within the socket's reply timeout.
+    Timeout,
 }
 
 impl IoError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             IoError::Sys(e) | IoError::Kernel { errno: e, .. } => Some(*e),
-            IoError::Protocol(_) => None,
+            IoError::Protocol(_) | IoError::Timeout => None,
         }
     }
 }
@@ -51,6 +53,7 @@ impl core::fmt::Display for IoError {
                 Ok(())
             }
             IoError::Protocol(e) => write!(f, "{e}"),
+            IoError::Timeout => write!(f, "the kernel did not answer in time"),
         }
     }
 }
@@ -67,12 +70,75 @@ impl From<super::Error> for IoError {
     }
 }
 
+/// What the daemon needs of a netlink socket: sequence numbers, sending a datagram and
+/// receiving one. [`Socket`] is the real one; tests put a scripted kernel behind it.
+pub trait Link {
+    fn next_seq(&mut self) -> u32;
+    fn send(&self, bytes: &[u8]) -> Result<(), IoError>;
+    /// Receive one datagram; `None` when non-blocking and nothing is waiting. A blocking
+    /// receive that waited past the reply timeout is `Err(IoError::Timeout)`.
+    fn recv<'b>(&self, buf: &'b mut [u8], nonblocking: bool) -> Result<Option<&'b [u8]>, IoError>;
+}
+
+/// Send a request that asked for an ACK and wait for the answer with its sequence
+/// number. Anything else that arrives meanwhile is passed to `other` (a dump's
+/// messages, or packets queued to a queue socket while it is being configured, which
+/// still need a verdict).
+pub fn transact(
+    link: &dyn Link,
+    request: &[u8],
+    seq: u32,
+    buf: &mut [u8],
+    other: &mut dyn FnMut(&super::msg::Message<'_>),
+) -> Result<(), IoError> {
+    link.send(request)?;
+    loop {
+        let Some(datagram) = link.recv(buf, false)? else {
+            continue;
+        };
+        for msg in Messages::new(datagram) {
+            let msg = msg?;
+            if msg.header.kind == NLMSG_ERROR {
+                let err = msg.error()?.ok_or(super::Error::Truncated)?;
+                if err.seq != seq {
+                    continue;
+                }
+                if err.errno == 0 {
+                    return Ok(());
+                }
+                let text = err.text.map(|t| {
+                    let mut s = heapless::String::new();
+                    // Truncate long kernel messages rather than fail.
+                    for ch in t.chars() {
+                        if s.push(ch).is_err() {
+                            break;
+                        }
+                    }
+                    s
+                });
+                return Err(IoError::Kernel {
+                    errno: Errno::from_raw(err.errno),
+                    text,
+                });
+            }
+            // A dump ends with NLMSG_DONE and gets no separate ACK.
+            if msg.header.seq == seq && msg.header.kind == NLMSG_DONE {
+                return Ok(());
+            }
+            other(&msg);
+        }
+    }
+}
+
 pub struct Socket {
     fd: OwnedFd,
     portid: u32,
     seq: u32,
 }
 
+/// The only unsafe code of the crate: nix wraps no NETLINK_* socket options (EXT_ACK,
+/// CAP_ACK, NO_ENOBUFS), so they are set with libc directly.
+#[allow(unsafe_code)]
 fn set_int_opt(
     fd: &OwnedFd,
     level: nix::libc::c_int,
@@ -120,11 +186,6 @@ impl Socket {
         self.portid
     }
 
-    pub fn next_seq(&mut self) -> u32 {
-        self.seq = self.seq.wrapping_add(1);
-        self.seq
-    }
-
     /// Ask for a larger receive buffer (forcing it past rmem_max when privileged),
     /// and stop the kernel reporting ENOBUFS: a queue overrun is visible in
     /// /proc/net/netfilter/nfnetlink_queue, and the packets involved are the
@@ -136,7 +197,35 @@ impl Socket {
         let _ = set_int_opt(&self.fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, 1);
     }
 
-    pub fn send(&self, bytes: &[u8]) -> Result<(), IoError> {
+    /// Blocking receives (the answers to requests) give up after `timeout` instead of
+    /// waiting for ever: a kernel that never answers must not stall the packet path.
+    pub fn set_reply_timeout(&self, timeout: std::time::Duration) -> Result<(), IoError> {
+        use nix::sys::time::TimeValLike;
+        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 1000);
+        let tv = nix::sys::time::TimeVal::milliseconds(ms);
+        setsockopt(&self.fd, sockopt::ReceiveTimeout, &tv)?;
+        Ok(())
+    }
+
+    /// [`transact`] on this socket.
+    pub fn transact(
+        &self,
+        request: &[u8],
+        seq: u32,
+        buf: &mut [u8],
+        mut other: impl FnMut(&super::msg::Message<'_>),
+    ) -> Result<(), IoError> {
+        transact(self, request, seq, buf, &mut other)
+    }
+}
+
+impl Link for Socket {
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn send(&self, bytes: &[u8]) -> Result<(), IoError> {
         let n = send(self.fd.as_raw_fd(), bytes, MsgFlags::empty())?;
         if n != bytes.len() {
             return Err(IoError::Sys(Errno::EMSGSIZE));
@@ -144,12 +233,7 @@ impl Socket {
         Ok(())
     }
 
-    /// Receive one datagram; `None` when non-blocking and nothing is waiting.
-    pub fn recv<'b>(
-        &self,
-        buf: &'b mut [u8],
-        nonblocking: bool,
-    ) -> Result<Option<&'b [u8]>, IoError> {
+    fn recv<'b>(&self, buf: &'b mut [u8], nonblocking: bool) -> Result<Option<&'b [u8]>, IoError> {
         let flags = if nonblocking {
             MsgFlags::MSG_DONTWAIT
         } else {
@@ -159,57 +243,10 @@ impl Socket {
             match recv(self.fd.as_raw_fd(), buf, flags) {
                 Ok(n) => return Ok(Some(&buf[..n.min(buf.len())])),
                 Err(Errno::EAGAIN) if nonblocking => return Ok(None),
+                // SO_RCVTIMEO ran out (set_reply_timeout).
+                Err(Errno::EAGAIN) => return Err(IoError::Timeout),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(IoError::Sys(e)),
-            }
-        }
-    }
-
-    /// Send a request that asked for an ACK and wait for the answer with its sequence
-    /// number. Anything else that arrives meanwhile is passed to `other` (a dump's
-    /// messages, for instance).
-    pub fn transact(
-        &self,
-        request: &[u8],
-        seq: u32,
-        buf: &mut [u8],
-        mut other: impl FnMut(&super::msg::Message<'_>),
-    ) -> Result<(), IoError> {
-        self.send(request)?;
-        loop {
-            let Some(datagram) = self.recv(buf, false)? else {
-                continue;
-            };
-            for msg in Messages::new(datagram) {
-                let msg = msg?;
-                if msg.header.kind == NLMSG_ERROR {
-                    let err = msg.error()?.ok_or(super::Error::Truncated)?;
-                    if err.seq != seq {
-                        continue;
-                    }
-                    if err.errno == 0 {
-                        return Ok(());
-                    }
-                    let text = err.text.map(|t| {
-                        let mut s = heapless::String::new();
-                        // Truncate long kernel messages rather than fail.
-                        for ch in t.chars() {
-                            if s.push(ch).is_err() {
-                                break;
-                            }
-                        }
-                        s
-                    });
-                    return Err(IoError::Kernel {
-                        errno: Errno::from_raw(err.errno),
-                        text,
-                    });
-                }
-                // A dump ends with NLMSG_DONE and gets no separate ACK.
-                if msg.header.seq == seq && msg.header.kind == NLMSG_DONE {
-                    return Ok(());
-                }
-                other(&msg);
             }
         }
     }
