@@ -1,0 +1,784 @@
+//! What a helper's action means for the kernel: expectations created over ctnetlink
+//! (NAT port search, refresh of our own, withdrawal when the packet is dropped), NAT
+//! rewrites of the packet, and the IPv6 sequence adjustment. The kernel is reached only
+//! through [`Ctl`], so all of it runs against a scripted kernel in tests.
+
+use log::{debug, info, warn};
+use nix::errno::Errno;
+
+use super::kernel::Ctl;
+use super::serve::Examined;
+use super::slots::Slot;
+use crate::conntrack::{Expectation, Tuple, status};
+use crate::helpers::MAX_EXPECTATIONS_PER_PACKET;
+use crate::netlink::ctnetlink;
+use crate::netlink::queue;
+use crate::netlink::socket::IoError;
+
+/// How many ports the NAT port search tries, from the announced one upwards (the
+/// kernel's nf_nat_exp_find_port tries 128).
+pub(super) const NAT_PORT_ATTEMPTS: u16 = 128;
+
+/// A master connection in log lines: "src -> dst:port" of its original tuple.
+pub(super) struct Endpoints<'a>(&'a crate::conntrack::Tuple);
+
+impl core::fmt::Display for Endpoints<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} -> {}:{}", self.0.src, self.0.dst, self.0.dst_port)
+    }
+}
+
+/// What to send back for one examined packet.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) verdict: u32,
+    /// The verdict carries the private data.
+    pub(super) help: bool,
+    /// The private data went out over ctnetlink instead (with an IPv6 sequence
+    /// adjustment).
+    pub(super) private_written: bool,
+    /// The expectation to attach to the verdict (unconfirmed master).
+    pub(super) attached: Option<Expectation>,
+    /// The rewritten packet's length in the mangle buffer.
+    pub(super) rewritten_len: Option<usize>,
+    /// The verdict must make the kernel record a sequence adjustment.
+    pub(super) seq_adjust: bool,
+}
+
+/// Carry out what the helper asked for one packet: create its expectations, rewrite its
+/// announcements for NAT, and decide the verdict.
+pub(super) fn answer(
+    slot: &mut Slot,
+    ex: &Examined,
+    payload: &[u8],
+    mangle: &mut [u8],
+    ctl: &mut Ctl<'_>,
+) -> Answer {
+    let applied = apply(slot, ex, ctl);
+    let mut a = Answer {
+        verdict: queue::NF_ACCEPT,
+        help: ex.action.private_changed,
+        private_written: false,
+        attached: applied.attached,
+        rewritten_len: None,
+        seq_adjust: false,
+    };
+    if ex.action.rewrites.is_empty() {
+        return a;
+    }
+    match translate(slot, ex, &applied, payload, mangle, ctl) {
+        Translated::Unchanged => {}
+        Translated::Packet {
+            len,
+            private_written,
+        } => {
+            a.rewritten_len = Some(len);
+            if private_written {
+                // IPv6: the adjustment and the private data are set; the verdict must
+                // carry no conntrack part or the kernel would record a wrong one.
+                a.help = false;
+                a.private_written = true;
+            } else {
+                a.seq_adjust = len != payload.len();
+            }
+        }
+        Translated::Drop => {
+            // As nf_nat_ftp: the announcement cannot go out right, so it does not go
+            // out at all, and nothing stays open for it; the sender retransmits.
+            a.verdict = queue::NF_DROP;
+            a.attached = None;
+            withdraw(slot, ex, &applied, ctl);
+        }
+    }
+    a
+}
+
+/// Count the outcome and create its expectations. Expectations of a confirmed
+/// master go through ctnetlink with an ACK so failures are known; an unconfirmed
+/// master (a first packet, such as a TFTP request) is not yet findable there, so
+/// its first expectation rides on the verdict and is returned. An expectation of a
+/// NATed master whose port is taken on the outside address (EEXIST, EBUSY) is retried on the
+/// next ports, as the kernel's NAT helpers do; the port it got is reported so the
+/// announcement can name it.
+pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applied {
+    slot.stats.packets += 1;
+    if ex.action.parse_error {
+        slot.stats.parse_errors += 1;
+        // Debug only, and rate-limited: peers can send malformed payloads at will,
+        // and the count is in the stats.
+        if log::log_enabled!(log::Level::Debug)
+            && slot.log_limit.allow(std::time::Instant::now(), slot.name)
+        {
+            debug!(
+                "{}: unparsable payload on {}",
+                slot.name,
+                Endpoints(&ex.conntrack.orig)
+            );
+        }
+    }
+    for r in &ex.action.refusals {
+        slot.stats.refused += 1;
+        if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+            continue;
+        }
+        info!(
+            "{}: refused {} announcing {} port {} from {} ({:?})",
+            slot.name, r.what, r.announced, r.port, r.sender, r.reason
+        );
+    }
+    let confirmed = ex.conntrack.status & status::CONFIRMED != 0;
+    let mut applied = Applied {
+        attached: None,
+        ports: [None; MAX_EXPECTATIONS_PER_PACKET],
+    };
+    for (i, exp) in ex.action.expectations.iter().enumerate() {
+        if !confirmed {
+            if applied.attached.is_none() {
+                applied.attached = Some(*exp);
+                applied.ports[i] = Some(exp.dst_port);
+                slot.stats.expectations += 1;
+                // The kernel does not report the outcome of an attached
+                // expectation; this says only that it was asked for.
+                debug!(
+                    "{}: expecting {} {} -> {}:{}{} (attached to the verdict)",
+                    slot.name,
+                    exp.proto,
+                    exp.src,
+                    exp.dst,
+                    exp.dst_port,
+                    NatNote(exp)
+                );
+            } else {
+                slot.stats.expectation_errors += 1;
+                warn!(
+                    "{}: more than one expectation for an unconfirmed connection; dropped one",
+                    slot.name
+                );
+            }
+            continue;
+        }
+        match create_expectation(slot, ex, exp, ctl) {
+            (Ok(()), port) => {
+                slot.stats.expectations += 1;
+                applied.ports[i] = Some(port);
+                debug!(
+                    "{}: expecting {} {} -> {}:{}{}",
+                    slot.name,
+                    exp.proto,
+                    exp.src,
+                    exp.dst,
+                    port,
+                    NatNote(exp)
+                );
+            }
+            (Err(e), last) => {
+                slot.stats.expectation_errors += 1;
+                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                    warn!(
+                        "{}: cannot create expectation {} -> {}:{} (ports tried {}..={last}): {e}",
+                        slot.name, exp.src, exp.dst, exp.dst_port, exp.dst_port
+                    );
+                }
+            }
+        }
+    }
+    applied
+}
+
+/// Create one expectation of a confirmed master over ctnetlink; returns the outcome and
+/// the port it got (or the last one tried). A NAT expectation is created exclusively so that
+/// a port another master holds is seen (write_exp_new) and the next port is tried, up to
+/// NAT_PORT_ATTEMPTS ports and never past 65535; one this master already holds is
+/// refreshed (its timer restarted) and keeps its port, as the kernel does.
+pub(super) fn create_expectation(
+    slot: &Slot,
+    ex: &Examined,
+    exp: &Expectation,
+    ctl: &mut Ctl<'_>,
+) -> (Result<(), IoError>, u16) {
+    let mut exp = *exp;
+    let mut exclusive = exp.nat.is_some();
+    let first = exp.dst_port;
+    loop {
+        let result = ctl.request(
+            |w, seq| {
+                ctnetlink::write_exp_new(
+                    w,
+                    seq,
+                    &exp,
+                    &ex.conntrack.orig,
+                    ex.conntrack.zone,
+                    exclusive,
+                    slot.expect_timeout,
+                )
+            },
+            |_| {},
+        );
+        let next_port = exp
+            .dst_port
+            .checked_add(1)
+            .filter(|p| u32::from(*p) - u32::from(first) < u32::from(NAT_PORT_ATTEMPTS));
+        match result {
+            Ok(()) => return (Ok(()), exp.dst_port),
+            Err(e)
+                if exclusive
+                    && e.errno() == Some(Errno::EEXIST)
+                    && expectation_master(ctl, &exp, ex.conntrack.zone)
+                        == Some(ex.conntrack.orig) =>
+            {
+                // Ours (a repeated or retransmitted announcement): refresh it.
+                exclusive = false;
+            }
+            Err(e)
+                if matches!(e.errno(), Some(Errno::EBUSY | Errno::EEXIST)) && exp.nat.is_some() =>
+            {
+                match next_port {
+                    Some(p) => {
+                        exp.dst_port = p;
+                        exclusive = true;
+                    }
+                    None => return (Err(e), exp.dst_port),
+                }
+            }
+            Err(e) => return (Err(e), exp.dst_port),
+        }
+    }
+}
+
+/// Delete the expectations `apply` created over ctnetlink for a packet that is dropped
+/// after all (as nf_nat_ftp's nf_ct_unexpect_related): nothing may stay open for an
+/// announcement the peer never receives.
+pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &mut Ctl<'_>) {
+    for (i, exp) in ex.action.expectations.iter().enumerate() {
+        let Some(port) = applied.ports.get(i).copied().flatten() else {
+            continue;
+        };
+        if applied.attached.is_some() {
+            // Attached to the verdict, which is now a drop without it: never created.
+            continue;
+        }
+        let exp = Expectation {
+            dst_port: port,
+            ..*exp
+        };
+        match ctl.request(
+            |w, seq| ctnetlink::write_exp_delete(w, seq, &exp, ex.conntrack.zone),
+            |_| {},
+        ) {
+            Ok(()) => slot.stats.withdrawn += 1,
+            Err(e) => {
+                slot.stats.expectation_errors += 1;
+                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                    warn!(
+                        "{}: cannot delete expectation {} -> {}:{} of a dropped packet: {e}",
+                        slot.name, exp.src, exp.dst, exp.dst_port
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The master (original tuple) of the pending expectation with `exp`'s tuple, if
+/// the kernel has one.
+pub(super) fn expectation_master(
+    ctl: &mut Ctl<'_>,
+    exp: &Expectation,
+    zone: Option<u16>,
+) -> Option<Tuple> {
+    let mut master = None;
+    ctl.request(
+        |w, seq| ctnetlink::write_exp_get(w, seq, exp, zone),
+        |msg| {
+            if let Ok((_, attrs)) = msg.nfnl() {
+                master = ctnetlink::parse_exp_master(attrs).ok();
+            }
+        },
+    )
+    .ok()?;
+    master
+}
+
+/// Rewrite the announcements of a packet on a NATed connection into `buf`, with the
+/// ports `apply` got for their expectations.
+pub(super) fn rewrite(
+    slot: &mut Slot,
+    ex: &Examined,
+    applied: &Applied,
+    packet: &[u8],
+    buf: &mut [u8],
+) -> Rewritten {
+    let rewrites = &ex.action.rewrites;
+    let port_of = |i: usize| applied.ports.get(i).copied().flatten();
+    // Without its expectation a rewritten announcement would name a translated
+    // endpoint nobody expects, and an unrewritten one the real endpoint the peer
+    // cannot reach (and should not learn): drop the packet so the sender
+    // retransmits, as the kernel's nf_nat_ftp does.
+    let master = Endpoints(&ex.conntrack.orig);
+    if rewrites.iter().any(|rw| port_of(rw.expectation).is_none()) {
+        slot.rewrite_failed(format_args!(
+            "dropped a packet of {master}: no expectation for its NATed announcement"
+        ));
+        return Rewritten::Drop;
+    }
+    let result = match buf.get_mut(..packet.len()) {
+        Some(copy) => {
+            copy.copy_from_slice(packet);
+            crate::nat::apply_rewrites(buf, packet.len(), rewrites, port_of)
+        }
+        None => Err(crate::nat::NatError::NoRoom {
+            needed: packet.len(),
+            available: buf.len(),
+        }),
+    };
+    match result {
+        Ok(r) if r.changed => {
+            debug!(
+                "{}: rewrote {} announcement(s) for NAT ({} -> {} bytes)",
+                slot.name,
+                rewrites.len(),
+                packet.len(),
+                r.len
+            );
+            Rewritten::Packet(r.len)
+        }
+        Ok(_) => Rewritten::Unchanged,
+        Err(e) => {
+            // Passing it unchanged would leak the inside endpoint and leave a pinhole
+            // nobody was told about.
+            slot.rewrite_failed(format_args!(
+                "dropped a packet of {master}: cannot rewrite its announcement for NAT: {e}"
+            ));
+            Rewritten::Drop
+        }
+    }
+}
+
+/// Record a payload length change of `delta` bytes in the packet's direction as the
+/// kernel's nf_ct_seqadj_set would, over ctnetlink: read the conntrack's current
+/// adjustment, apply the kernel's rule, write it back together with the helper's
+/// private data.
+pub(super) fn adjust_sequence(
+    slot: &Slot,
+    ex: &Examined,
+    delta: i64,
+    ctl: &mut Ctl<'_>,
+) -> Result<(), IoError> {
+    use crate::netlink::Error as NlError;
+    let packet_seq = ex.tcp_seq.ok_or(NlError::Malformed("not TCP"))?;
+    let delta = i32::try_from(delta).map_err(|_| NlError::Malformed("length change"))?;
+    let (orig, zone, dir) = (&ex.conntrack.orig, ex.conntrack.zone, ex.dir);
+    let mut current = None;
+    ctl.request(
+        |w, seq| ctnetlink::write_ct_get(w, seq, orig, zone),
+        |msg| {
+            if let Ok((_, attrs)) = msg.nfnl() {
+                current = Some(ctnetlink::parse_seq_adj(attrs, dir));
+            }
+        },
+    )?;
+    let current = current.ok_or(NlError::Missing("conntrack"))??;
+    let next = current.after_change(packet_seq, delta);
+    let help = ex
+        .action
+        .private_changed
+        .then(|| (slot.name, &ex.private[..ex.private_len]));
+    ctl.request(
+        |w, seq| ctnetlink::write_ct_update(w, seq, orig, zone, dir, &next, help),
+        |_| {},
+    )?;
+    debug!(
+        "{}: sequence adjustment ({dir:?}) {current:?} -> {next:?}",
+        slot.name
+    );
+    Ok(())
+}
+
+/// The NAT part of answering a packet with announcements to rewrite: the rewritten
+/// packet in `mangle`, and for an IPv6 length change the sequence adjustment (with
+/// the private data) set over ctnetlink, because the verdict path would record it at
+/// a wrong position (the kernel reads the TCP header at ip_hdrlen(), an IPv4-only
+/// offset; README "NAT"); the verdict must then carry no conntrack part.
+pub(super) fn translate(
+    slot: &mut Slot,
+    ex: &Examined,
+    applied: &Applied,
+    packet: &[u8],
+    mangle: &mut [u8],
+    ctl: &mut Ctl<'_>,
+) -> Translated {
+    let len = match rewrite(slot, ex, applied, packet, mangle) {
+        Rewritten::Packet(len) => len,
+        Rewritten::Unchanged => return Translated::Unchanged,
+        Rewritten::Drop => return Translated::Drop,
+    };
+    let mut private_written = false;
+    if len != packet.len() && ex.conntrack.orig.src.is_ipv6() {
+        let delta = len as i64 - packet.len() as i64;
+        if let Err(e) = adjust_sequence(slot, ex, delta, ctl) {
+            slot.rewrite_failed(format_args!(
+                "dropped a packet of {}: cannot set its sequence adjustment: {e}",
+                Endpoints(&ex.conntrack.orig)
+            ));
+            return Translated::Drop;
+        }
+        private_written = true;
+    }
+    slot.stats.rewritten += 1;
+    Translated::Packet {
+        len,
+        private_written,
+    }
+}
+
+/// What `translate` decided for a packet.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Translated {
+    /// Send the original packet (the announcement was already right).
+    Unchanged,
+    /// Send `mangle[..len]`; `private_written`: the private data went out over
+    /// ctnetlink with an IPv6 sequence adjustment.
+    Packet { len: usize, private_written: bool },
+    /// Drop the packet and withdraw its expectations.
+    Drop,
+}
+
+/// What `apply` did with a packet's expectations.
+pub(super) struct Applied {
+    /// The expectation to attach to the verdict (unconfirmed master).
+    attached: Option<Expectation>,
+    /// The port each expectation got, by index; None where it could not be created.
+    ports: [Option<u16>; MAX_EXPECTATIONS_PER_PACKET],
+}
+
+/// What to send back for a packet with announcements to rewrite.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Rewritten {
+    /// The rewritten packet, `bufs.mangle[..len]`.
+    Packet(usize),
+    /// The original packet (already right).
+    Unchanged,
+    Drop,
+}
+
+/// " (NAT: real endpoint A port P)" for expectations that follow a NATed master.
+pub(super) struct NatNote<'a>(&'a crate::conntrack::Expectation);
+
+impl core::fmt::Display for NatNote<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0.nat {
+            Some(n) => write!(f, " (NAT to {} port {})", n.saved_addr, n.saved_port),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::daemon::kernel::fake::*;
+    use crate::daemon::test_fixtures::*;
+    use crate::daemon::{CTL_BUF, MANGLE_BUF, examine, slots_from_config};
+    use crate::helpers::Action;
+    use crate::netlink::attr::Writer;
+    use crate::netlink::ctnetlink::{
+        CTA_EXPECT_TIMEOUT, CTA_EXPECT_TUPLE, IPCTNL_MSG_EXP_DELETE, IPCTNL_MSG_EXP_GET,
+        IPCTNL_MSG_EXP_NEW, parse_tuple,
+    };
+    use crate::netlink::msg::Messages;
+    use crate::netlink::msg::NLM_F_EXCL;
+    use crate::netlink::subsys;
+    use crate::private_cache::PrivateCache;
+    use std::time::Instant;
+
+    fn applied(port: Option<u16>) -> Applied {
+        let mut ports = [None; MAX_EXPECTATIONS_PER_PACKET];
+        ports[0] = port;
+        Applied {
+            attached: None,
+            ports,
+        }
+    }
+
+    #[test]
+    fn forwarded_227_is_rewritten_with_the_port_the_search_found() {
+        let mut slots = slots_from_config(&Config::default()).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = queued_forwarded_227(&mut buf);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        let ex = examine(&slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
+        let exp = ex.action.expectations[0];
+        assert_eq!(exp.dst, core::net::IpAddr::from([192, 0, 2, 1]));
+        assert!(exp.nat.is_some());
+        let mut out = [0u8; 2048];
+        let slot = &mut slots[ex.slot];
+        let got = rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut out);
+        let Rewritten::Packet(len) = got else {
+            panic!("not rewritten");
+        };
+        let d = crate::wire::dissect(&out[..len]).unwrap();
+        assert_eq!(
+            d.payload,
+            b"227 Entering Passive Mode (192,0,2,1,156,65)\r\n"
+        );
+        assert_eq!(len, pkt.payload.len() - 3);
+        assert_eq!(slot.stats.rewrite_errors, 0);
+
+        // No expectation for the announcement: the packet is dropped, as nf_nat_ftp does.
+        assert!(matches!(
+            rewrite(slot, &ex, &applied(None), pkt.payload, &mut out),
+            Rewritten::Drop
+        ));
+        assert_eq!(slot.stats.rewrite_errors, 1);
+
+        // A buffer too small for the packet: dropped, counted (passing it unchanged
+        // would leak the inside address next to an open pinhole).
+        let mut tiny = [0u8; 40];
+        assert_eq!(
+            rewrite(slot, &ex, &applied(Some(40001)), pkt.payload, &mut tiny),
+            Rewritten::Drop
+        );
+        assert_eq!(slot.stats.rewrite_errors, 2);
+
+        // The announced endpoint already right (same address and port): nothing to send.
+        let mut same = ex.action.rewrites.clone();
+        same[0].addr = SERVER.into();
+        let ex_same = Examined {
+            action: Action {
+                rewrites: same,
+                ..Action::default()
+            },
+            ..ex
+        };
+        assert!(matches!(
+            rewrite(slot, &ex_same, &applied(Some(40000)), pkt.payload, &mut out),
+            Rewritten::Unchanged
+        ));
+        assert_eq!(slot.stats.rewrite_errors, 2);
+    }
+
+    /// Run `answer` for one queued packet against `kernel`.
+    fn answer_with(
+        kernel: &mut FakeKernel,
+        slot: &mut Slot,
+        ex: &Examined,
+        payload: &[u8],
+        mangle: &mut [u8],
+    ) -> Answer {
+        let mut buf = vec![0u8; CTL_BUF];
+        let mut rx = vec![0u8; CTL_BUF];
+        let mut ctl = Ctl {
+            link: kernel,
+            buf: &mut buf,
+            rx: &mut rx,
+        };
+        answer(slot, ex, payload, mangle, &mut ctl)
+    }
+
+    /// The forwarded-227 fixture, examined: (slots, examined, layer-3 packet).
+    fn forwarded_227() -> (
+        heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
+        Examined,
+        Vec<u8>,
+    ) {
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = queued_forwarded_227(&mut buf);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        let ex = examine(&slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
+        let payload = pkt.payload.to_vec();
+        (slots, ex, payload)
+    }
+
+    /// The expectation tuple's destination port of an EXP request.
+    fn exp_port(d: &[u8]) -> u16 {
+        let m = Messages::new(d).next().unwrap().unwrap();
+        let t: [Option<crate::netlink::attr::Attr>; 12] = m.nfnl().unwrap().1.table().unwrap();
+        parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap())
+            .unwrap()
+            .dst_port
+    }
+
+    #[test]
+    fn a_nat_rewrite_that_changes_the_length_makes_the_verdict_carry_nfqa_ct() {
+        // A 227 at a line start whose segment does not end the line: the private data
+        // does not change, the rewrite shortens the payload by 3 bytes. Without NFQA_CT
+        // the kernel would not record the sequence adjustment and the TCP stream would
+        // desynchronise.
+        let slots = slots_from_config(&Config::default()).unwrap();
+        let (mut slots2, mut ex, payload) = forwarded_227();
+        let _ = slots;
+        ex.action.private_changed = false;
+        let mut kernel = FakeKernel::acking();
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let a = answer_with(
+            &mut kernel,
+            &mut slots2[ex.slot],
+            &ex,
+            &payload,
+            &mut mangle,
+        );
+        assert_eq!(a.verdict, queue::NF_ACCEPT);
+        assert_eq!(a.rewritten_len, Some(payload.len() - 3));
+        assert!(!a.help && a.seq_adjust);
+        let v = queue::Verdict {
+            payload: a.rewritten_len.map(|n| &mangle[..n]),
+            seq_adjust: a.seq_adjust,
+            ..queue::Verdict::plain(0, 1, a.verdict)
+        };
+        let mut tx = [0u8; 512];
+        let mut w = Writer::new(&mut tx);
+        queue::write_verdict(&mut w, 0, &v).unwrap();
+        let m = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        let t: [Option<crate::netlink::attr::Attr>; 16] = m.nfnl().unwrap().1.table().unwrap();
+        assert!(t[11].is_some(), "NFQA_CT present");
+
+        // Same length (already the translated text): no adjustment asked for.
+        let (mut slots3, mut ex, payload) = forwarded_227();
+        ex.action.private_changed = false;
+        ex.action.rewrites[0].addr = [198, 51, 100, 22].into();
+        let a = answer_with(
+            &mut kernel,
+            &mut slots3[ex.slot],
+            &ex,
+            &payload,
+            &mut mangle,
+        );
+        assert_eq!(a.rewritten_len, Some(payload.len() + 1));
+        assert!(a.seq_adjust, "longer is a change too");
+    }
+
+    #[test]
+    fn a_rewrite_that_fails_drops_the_packet_and_deletes_its_expectation() {
+        let (mut slots, ex, payload) = forwarded_227();
+        let mut kernel = FakeKernel::acking();
+        let mut tiny = [0u8; 40];
+        let slot = &mut slots[ex.slot];
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut tiny);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(a.rewritten_len, None);
+        assert_eq!(
+            kernel.kinds(),
+            vec![
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_NEW),
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_DELETE)
+            ]
+        );
+        assert_eq!(exp_port(&kernel.sent.borrow()[1]), 156 * 256 + 64);
+        assert_eq!((slot.stats.rewrite_errors, slot.stats.withdrawn), (1, 1));
+        assert_eq!(slot.stats.rewritten, 0);
+    }
+
+    #[test]
+    fn a_failed_ipv6_sequence_adjustment_drops_and_withdraws() {
+        // An IPv6 master whose rewrite changes the length: the daemon must read the
+        // conntrack's adjustment first; the kernel says ENOENT (the conntrack is gone).
+        let (mut slots, mut ex, payload) = forwarded_227();
+        let v6 = |s: &str| -> core::net::IpAddr { s.parse().unwrap() };
+        ex.conntrack.orig.src = v6("2001:db8::9");
+        ex.conntrack.orig.dst = v6("2001:db8::1");
+        let mut kernel = FakeKernel::new(|m| {
+            if m.header.subsys() == subsys::CTNETLINK {
+                Reply::Errno(Errno::ENOENT)
+            } else {
+                Reply::Ack
+            }
+        });
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let slot = &mut slots[ex.slot];
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(
+            kernel.kinds(),
+            vec![
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_NEW),
+                (subsys::CTNETLINK, ctnetlink::IPCTNL_MSG_CT_GET),
+                (subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_DELETE)
+            ]
+        );
+        assert_eq!(slot.stats.withdrawn, 1);
+    }
+
+    #[test]
+    fn our_own_pending_expectation_is_refreshed_with_its_timeout() {
+        let (mut slots, ex, payload) = forwarded_227();
+        let master = ex.conntrack.orig;
+        let exp0 = ex.action.expectations[0];
+        let mut kernel = FakeKernel::new(move |m| {
+            match (m.header.nf_msg(), m.header.flags & NLM_F_EXCL != 0) {
+                (IPCTNL_MSG_EXP_NEW, true) => Reply::Errno(Errno::EEXIST),
+                (IPCTNL_MSG_EXP_GET, _) => {
+                    // The kernel's answer: an expectation message naming its master.
+                    let mut b = vec![0u8; 512];
+                    let mut w = Writer::new(&mut b);
+                    ctnetlink::write_exp_new(&mut w, m.header.seq, &exp0, &master, None, false, 1)
+                        .unwrap();
+                    let n = w.len();
+                    Reply::Then(b[..n].to_vec())
+                }
+                _ => Reply::Ack,
+            }
+        });
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let slot = &mut slots[ex.slot];
+        slot.expect_timeout = 77;
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_ACCEPT);
+        let sent = kernel.sent.borrow();
+        assert_eq!(sent.len(), 3, "NEW (exclusive), GET, NEW (refresh)");
+        let refresh = Messages::new(&sent[2]).next().unwrap().unwrap();
+        assert_eq!(refresh.header.flags & NLM_F_EXCL, 0);
+        let t: [Option<crate::netlink::attr::Attr>; 12] =
+            refresh.nfnl().unwrap().1.table().unwrap();
+        assert_eq!(
+            t[usize::from(CTA_EXPECT_TIMEOUT)].unwrap().be32().unwrap(),
+            77,
+            "a refresh without a timeout restarts no timer"
+        );
+        assert_eq!(exp_port(&sent[2]), exp0.dst_port, "keeps its port");
+    }
+
+    #[test]
+    fn the_port_search_moves_on_and_stops_at_65535_without_overflow() {
+        let (mut slots, ex, payload) = forwarded_227();
+        // Two ports taken by other masters: the third is used and announced.
+        let mut taken = 2;
+        let mut kernel = FakeKernel::new(move |m| {
+            if m.header.nf_msg() == IPCTNL_MSG_EXP_NEW && taken > 0 {
+                taken -= 1;
+                Reply::Errno(Errno::EBUSY)
+            } else {
+                Reply::Ack
+            }
+        });
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let a = answer_with(&mut kernel, &mut slots[ex.slot], &ex, &payload, &mut mangle);
+        let n = a.rewritten_len.unwrap();
+        let d = crate::wire::dissect(&mangle[..n]).unwrap();
+        assert_eq!(
+            d.payload,
+            b"227 Entering Passive Mode (192,0,2,1,156,66)\r\n"
+        );
+        assert_eq!(exp_port(&kernel.sent.borrow()[2]), 156 * 256 + 66);
+
+        // Announced 65535 and taken: one try, an error, no wrap-around, no panic.
+        let (mut slots, mut ex, payload) = forwarded_227();
+        ex.action.expectations[0].dst_port = u16::MAX;
+        let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::EBUSY));
+        let slot = &mut slots[ex.slot];
+        let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(kernel.sent.borrow().len(), 1);
+        assert_eq!(slot.stats.expectation_errors, 1);
+
+        // Every port taken: NAT_PORT_ATTEMPTS tries, then the packet is dropped.
+        let (mut slots, ex, payload) = forwarded_227();
+        let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::EBUSY));
+        let a = answer_with(&mut kernel, &mut slots[ex.slot], &ex, &payload, &mut mangle);
+        assert_eq!(a.verdict, queue::NF_DROP);
+        assert_eq!(kernel.sent.borrow().len(), usize::from(NAT_PORT_ATTEMPTS));
+    }
+}

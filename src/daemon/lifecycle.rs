@@ -1,0 +1,518 @@
+//! Start (sockets, queues, registration, firewall), reload, stop and drain.
+
+use std::os::fd::AsFd;
+
+use log::{debug, error, info, warn};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+
+use super::kernel::{Ctl, queue_transact};
+use super::slots::{LogLimit, Stats};
+use super::{
+    Buffers, CTL_BUF, DRAIN_TIME, Daemon, MANGLE_BUF, Options, PROCESS_START, QUEUE_RCVBUF, RX_BUF,
+    Slot, StartError, TX_BUF, builtin_helper, family_name, slots_from_config,
+};
+use crate::config::Config;
+use crate::control;
+use crate::firewall;
+use crate::netlink::attr::Writer;
+use crate::netlink::cthelper;
+use crate::netlink::queue;
+use crate::netlink::socket::{IoError, Socket};
+use crate::private_cache::PrivateCache;
+use crate::reload;
+
+/// How long a request on the control socket waits for the kernel's answer. The kernel
+/// answers within the send call; this only bounds a kernel that never does, which must
+/// not stall the packet path for ever.
+pub(super) const CTL_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The signals the daemon handles through its signalfd: stop, stop, reload, log counters.
+pub(super) fn handled_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
+        mask.add(s);
+    }
+    mask
+}
+
+/// Block the daemon's signals; main() does this first of all, so that a reload
+/// (`service cthelperd reload` right after start) or a stop arriving during start-up,
+/// while nft runs or the kernel is being asked, waits for the poll loop instead of
+/// killing the process with the signal's default action. Children (nft) get an empty
+/// mask from std's spawn.
+pub fn block_signals() -> Result<(), Errno> {
+    handled_signals().thread_block()
+}
+
+/// Undo [`block_signals`] for the one-shot commands (check, status, replay), which are
+/// stopped by the signals' default actions.
+pub fn unblock_signals() -> Result<(), Errno> {
+    handled_signals().thread_unblock()
+}
+
+impl Daemon {
+    /// Open sockets, bind the queues, register and enable the helpers.
+    pub fn start(cfg: Config) -> Result<Daemon, StartError> {
+        Self::start_with(cfg, Options::default())
+    }
+
+    /// `start`, then the firewall table (after registration: nft refuses unknown
+    /// helper names) and the status socket.
+    pub fn start_with(cfg: Config, opts: Options) -> Result<Daemon, StartError> {
+        let slots = slots_from_config(&cfg).map_err(|what| StartError { what, cause: None })?;
+        let open = |what: &str| {
+            Socket::open().map_err(|cause| StartError {
+                what: format!("cannot open a netfilter netlink socket for {what}"),
+                cause: Some(Box::new(cause)),
+            })
+        };
+        let queue_sock = open("the queue")?;
+        queue_sock.tune_for_queue(QUEUE_RCVBUF);
+        let ctl_sock = open("control requests")?;
+        ctl_sock
+            .set_reply_timeout(CTL_REPLY_TIMEOUT)
+            .map_err(|cause| StartError {
+                what: "cannot set the control socket's reply timeout".into(),
+                cause: Some(Box::new(cause)),
+            })?;
+        let mut d = Daemon {
+            queue_sock,
+            ctl_sock,
+            slots,
+            cfg,
+            bufs: Buffers {
+                rx: vec![0u8; RX_BUF].into_boxed_slice(),
+                tx: vec![0u8; TX_BUF].into_boxed_slice(),
+                ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
+                ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
+                mangle: vec![0u8; MANGLE_BUF].into_boxed_slice(),
+                report: vec![0u8; control::REPORT_MAX].into_boxed_slice(),
+                proc_queues: vec![0u8; 4096].into_boxed_slice(),
+            },
+            opts,
+            control: None,
+            verdict_errors: 0,
+            wakeups: 0,
+            greedy_reads: false,
+            unhandled: 0,
+            private_cache: PrivateCache::new(),
+            recorder: None,
+        };
+        // Bind first: once a helper is enabled its packets go to the queue, and a
+        // queue nobody listens on would stall its connections.
+        for i in 0..d.slots.len() {
+            let q = d.slots[i].queue;
+            if d.slots[..i].iter().any(|s| s.queue == q) {
+                continue;
+            }
+            d.bind_queue(q).map_err(|cause| StartError {
+                what: format!(
+                    "cannot bind netfilter queue {q} for helper {}{}",
+                    d.slots[i].name,
+                    match cause.errno() {
+                        Some(Errno::EPERM) | Some(Errno::EBUSY) =>
+                            " (another process, e.g. conntrackd, owns it, or CAP_NET_ADMIN is missing)",
+                        Some(Errno::EOPNOTSUPP) =>
+                            " (conntrack glue missing: CONFIG_NETFILTER_NETLINK_GLUE_CT / kmod-nf-conntrack-netlink)",
+                        _ => "",
+                    }
+                ),
+                cause: Some(Box::new(cause)),
+            })?;
+        }
+        for i in 0..d.slots.len() {
+            d.register(i)?;
+        }
+        let registered_ms = PROCESS_START.get().map(|t0| t0.elapsed().as_millis());
+        if d.cfg.firewall {
+            if let Err(what) = firewall::apply(&d.opts.nft, &firewall::ruleset(&d.cfg)) {
+                // Without the table the helpers would sit unused; fail the start so
+                // that procd and the log say so, and leave the kernel clean.
+                d.disable_helpers();
+                return Err(StartError { what, cause: None });
+            }
+            info!("firewall: table {} loaded", firewall::TABLE);
+        }
+        if let Some(path) = d.opts.control_socket.clone() {
+            // Status is a convenience: without it the helpers still work.
+            match control::Server::bind(&path) {
+                Ok(server) => d.control = Some(server),
+                Err(e) => warn!("status socket disabled: {e}"),
+            }
+        }
+        let names: heapless::String<64> =
+            d.slots.iter().fold(heapless::String::new(), |mut acc, s| {
+                if !acc.is_empty() {
+                    let _ = acc.push_str(", ");
+                }
+                let _ = acc.push_str(s.name);
+                acc
+            });
+        // Logged once everything is in place (the test harness waits for this line);
+        // the kernel registration itself and the firewall step (an nft process) are
+        // timed apart because only the first is ours to make fast.
+        match (registered_ms, PROCESS_START.get()) {
+            (Some(reg), Some(t0)) => info!(
+                "helpers registered: {names} (in the kernel {reg} ms after start, serving after {} ms)",
+                t0.elapsed().as_millis()
+            ),
+            _ => info!("helpers registered: {names}"),
+        }
+        Ok(d)
+    }
+
+    /// Send one ACKed request built by `build` on the control socket.
+    pub(super) fn request(
+        &mut self,
+        build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
+    ) -> Result<(), IoError> {
+        Ctl {
+            link: &mut self.ctl_sock,
+            buf: &mut self.bufs.ctl,
+            rx: &mut self.bufs.ctl_rx,
+        }
+        .request(build, |_| {})
+    }
+
+    pub(super) fn bind_queue(&mut self, q: u16) -> Result<(), IoError> {
+        let cfg = queue::QueueConfig {
+            queue: q,
+            max_len: self.cfg.queue_maxlen,
+            fail_open: self.cfg.fail_open,
+        };
+        // The queue belongs to the socket that binds it, so this goes on the queue
+        // socket. Asking for conntrack data may load a module and answer EAGAIN once.
+        let mut attempt = 0;
+        loop {
+            match self.queue_request(|w, seq| queue::write_bind(w, seq, &cfg)) {
+                Err(e) if e.errno() == Some(Errno::EAGAIN) && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    pub(super) fn register(&mut self, i: usize) -> Result<(), StartError> {
+        let s = &self.slots[i];
+        let (name, proto, families) = (s.name, s.proto, s.families);
+        let settings = reload::Settings {
+            queue: s.queue,
+            expect_max: s.expect_max,
+            expect_timeout: s.expect_timeout,
+        };
+        for family in families.iter() {
+            self.register_one(
+                reload::Key {
+                    name,
+                    family,
+                    proto,
+                },
+                settings,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// NEW for one family: creates the helper or updates an existing one in place.
+    pub(super) fn register_one(
+        &mut self,
+        key: reload::Key,
+        settings: reload::Settings,
+    ) -> Result<(), StartError> {
+        let reload::Key {
+            name,
+            family,
+            proto,
+        } = key;
+        let queue = settings.queue;
+        let private_len = builtin_helper(name).map_or(0, |h| h.private_len()) as u32;
+        let policy = [cthelper::ExpectPolicy {
+            name,
+            max_expected: settings.expect_max,
+            timeout_secs: settings.expect_timeout,
+        }];
+        {
+            let reg = cthelper::Registration {
+                name,
+                family,
+                l4proto: proto,
+                queue,
+                policies: &policy,
+                private_len,
+                enabled: true,
+            };
+            let mut result = self.request(|w, seq| cthelper::write_new(w, seq, &reg));
+            if result.as_ref().err().and_then(|e| e.errno()) == Some(Errno::EBUSY) {
+                // A helper of this name exists with another private-data size or
+                // policy shape (an older version of us, or conntrackd). The kernel
+                // cannot update that in place: replace it. Connections it was
+                // helping lose their helper.
+                warn!(
+                    "helper {name} ({}) exists with an incompatible layout; replacing it",
+                    family_name(family)
+                );
+                let _ = self.request(|w, seq| cthelper::write_del(w, seq, name, family, proto));
+                result = self.request(|w, seq| cthelper::write_new(w, seq, &reg));
+            }
+            result.map_err(|cause| StartError {
+                what: format!(
+                    "cannot register helper {name} ({}){}",
+                    family_name(family),
+                    match cause.errno() {
+                        Some(Errno::EPERM) => " (needs CAP_NET_ADMIN)",
+                        Some(Errno::EEXIST) =>
+                            " (a kernel helper of that name is loaded, e.g. nf_conntrack_ftp: unload it and forbid it in /etc/modprobe.d)",
+                        Some(Errno::EINVAL) | Some(Errno::EOPNOTSUPP) | Some(Errno::ENOENT) =>
+                            " (is nfnetlink_cthelper available? CONFIG_NF_CT_NETLINK_HELPER / kmod-nfnetlink-cthelper; try `cthelperd check`)",
+                        _ => "",
+                    }
+                ),
+                cause: Some(Box::new(cause)),
+            })?;
+            debug!(
+                "registered helper {name} {} proto {proto} queue {queue} private {private_len} bytes",
+                family_name(family)
+            );
+        }
+        Ok(())
+    }
+
+    pub(super) fn disable_one(&mut self, key: reload::Key) -> Result<(), IoError> {
+        self.request(|w, seq| {
+            cthelper::write_set_status(w, seq, key.name, key.family, key.proto, false)
+        })
+    }
+
+    pub(super) fn queue_request(
+        &mut self,
+        build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
+    ) -> Result<(), IoError> {
+        // Queue configuration goes on the queue socket: a queue belongs to the
+        // socket that bound it. Packets of queues already bound may arrive meanwhile
+        // (a reload; helpers still registered after a crash): they are answered.
+        let (result, strays) = queue_transact(
+            &mut self.queue_sock,
+            &mut self.bufs.ctl,
+            &mut self.bufs.rx,
+            build,
+        );
+        self.unhandled += strays;
+        result
+    }
+
+    /// SIGHUP: re-read the file; refuse a bad one and keep running unchanged;
+    /// otherwise apply only what changed (reload::plan).
+    pub(super) fn reload(&mut self) {
+        let file = self
+            .opts
+            .config_path
+            .as_deref()
+            .unwrap_or(std::path::Path::new(crate::config::DEFAULT_PATH))
+            .display()
+            .to_string();
+        let new = match Config::load(self.opts.config_path.as_deref()) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        let new_slots = match slots_from_config(&new) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("reload refused: {file}: {e}; keeping the running configuration");
+                return;
+            }
+        };
+        if new.syslog != self.cfg.syslog {
+            warn!("reload: option syslog changes at the next start");
+        }
+        if !new.enabled {
+            info!("reload: globals.enabled is 0: disabling all helpers");
+        }
+        let old = core::mem::replace(&mut self.cfg, new);
+        let old_regs = reload::registrations(&old);
+        let actions = reload::plan(&old, &self.cfg, self.opts.cli_log_level);
+        let mut failures = 0;
+        for action in &actions {
+            let result: Result<(), String> = match *action {
+                reload::Action::LogLevel(level) => {
+                    log::set_max_level(level);
+                    info!("reload: log level {level}");
+                    Ok(())
+                }
+                reload::Action::BindQueue(q) => self
+                    .bind_queue(q)
+                    .map(|()| info!("reload: queue {q} bound"))
+                    .map_err(|e| format!("cannot bind queue {q}: {e}")),
+                reload::Action::QueueParams(q) => {
+                    let qc = queue::QueueConfig {
+                        queue: q,
+                        max_len: self.cfg.queue_maxlen,
+                        fail_open: self.cfg.fail_open,
+                    };
+                    self.queue_request(|w, seq| queue::write_params(w, seq, &qc))
+                        .map(|()| {
+                            info!(
+                                "reload: queue {q}: maxlen {} fail_open {}",
+                                qc.max_len, qc.fail_open
+                            )
+                        })
+                        .map_err(|e| format!("cannot configure queue {q}: {e}"))
+                }
+                reload::Action::Register(key, settings) => {
+                    let verb = if old_regs.iter().any(|(k, _)| *k == key) {
+                        "updated"
+                    } else {
+                        "registered"
+                    };
+                    self.register_one(key, settings)
+                        .map(|()| {
+                            info!(
+                                "reload: helper {} ({}) {verb}: queue {} expect_max {} expect_timeout {}",
+                                key.name,
+                                family_name(key.family),
+                                settings.queue,
+                                settings.expect_max,
+                                settings.expect_timeout
+                            )
+                        })
+                        .map_err(|e| e.to_string())
+                }
+                reload::Action::Firewall => {
+                    firewall::apply(&self.opts.nft, &firewall::ruleset(&self.cfg))
+                        .map(|()| info!("reload: table {} replaced", firewall::TABLE))
+                }
+                reload::Action::RemoveFirewall => firewall::remove(&self.opts.nft)
+                    .map(|()| info!("reload: table {} removed", firewall::TABLE)),
+                reload::Action::Disable(key) => self
+                    .disable_one(key)
+                    .map(|()| {
+                        info!(
+                            "reload: helper {} ({}) disabled",
+                            key.name,
+                            family_name(key.family)
+                        )
+                    })
+                    .map_err(|e| {
+                        format!(
+                            "cannot disable helper {} ({}): {e}",
+                            key.name,
+                            family_name(key.family)
+                        )
+                    }),
+                reload::Action::Drain => {
+                    self.install_slots(&new_slots);
+                    self.drain();
+                    Ok(())
+                }
+                reload::Action::UnbindQueue(q) => self
+                    .queue_request(|w, seq| queue::write_unbind(w, seq, q))
+                    .map(|()| info!("reload: queue {q} unbound"))
+                    .map_err(|e| format!("cannot unbind queue {q}: {e}")),
+            };
+            if let Err(e) = result {
+                failures += 1;
+                error!("reload: {e}");
+            }
+        }
+        self.install_slots(&new_slots);
+        info!(
+            "configuration reloaded from {file}: {} actions, {failures} failed",
+            actions.len()
+        );
+    }
+
+    /// Switch to the slots of a new configuration, keeping each helper's counters.
+    pub(super) fn install_slots(
+        &mut self,
+        new: &heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
+    ) {
+        let mut slots: heapless::Vec<Slot, { crate::config::MAX_HELPERS }> = heapless::Vec::new();
+        for n in new {
+            let old = self.slots.iter().find(|s| s.name == n.name);
+            let _ = slots.push(Slot {
+                name: n.name,
+                helper: n.helper,
+                families: n.families,
+                proto: n.proto,
+                queue: n.queue,
+                expect_max: n.expect_max,
+                expect_timeout: n.expect_timeout,
+                policy: n.policy,
+                stats: old.map_or(Stats::default(), |o| o.stats),
+                log_limit: LogLimit::new(),
+            });
+        }
+        self.slots = slots;
+    }
+
+    /// Switch every helper off (the kernel then passes their packets unqueued) and
+    /// report failures; used on stop.
+    pub(super) fn disable_helpers(&mut self) {
+        for i in 0..self.slots.len() {
+            let (name, proto, families) = (
+                self.slots[i].name,
+                self.slots[i].proto,
+                self.slots[i].families,
+            );
+            for family in families.iter() {
+                if let Err(e) = self.request(|w, seq| {
+                    cthelper::write_set_status(w, seq, name, family, proto, false)
+                }) {
+                    error!(
+                        "cannot disable helper {name} ({}): {e}",
+                        family_name(family)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Clean stop: disable the helpers so the kernel stops queueing, answer what is
+    /// already queued, then let the queue go with the socket.
+    pub(super) fn stop(&mut self) {
+        self.disable_helpers();
+        self.drain();
+        // After disabling (the kernel skips the helpers, so nothing depends on the
+        // table any more). A failure is logged; the stop is still clean.
+        if self.cfg.enabled && self.cfg.firewall {
+            match firewall::remove(&self.opts.nft) {
+                Ok(()) => info!("firewall: table {} removed", firewall::TABLE),
+                Err(e) => error!("cannot remove table {}: {e}", firewall::TABLE),
+            }
+        }
+        // Removes the socket file.
+        self.control = None;
+        self.log_stats();
+        info!("helpers disabled, exiting");
+    }
+
+    /// Answer what is already queued: packets queued before a helper was disabled
+    /// or moved still wait for a verdict; a short grace period catches those in
+    /// flight on other CPUs.
+    pub(super) fn drain(&mut self) {
+        let deadline = std::time::Instant::now() + DRAIN_TIME;
+        while std::time::Instant::now() < deadline {
+            match self.serve_batch(true) {
+                Ok(0) => {
+                    let mut fds = [PollFd::new(self.queue_sock.as_fd(), PollFlags::POLLIN)];
+                    if !matches!(poll(&mut fds, PollTimeout::from(20u8)), Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    warn!("while draining the queue: {e}");
+                    break;
+                }
+            }
+        }
+    }
+}

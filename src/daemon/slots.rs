@@ -1,0 +1,160 @@
+//! The configured helpers as the daemon runs them: one slot per enabled helper section,
+//! with its counters and a log-line budget.
+
+use log::warn;
+
+use crate::config::Config;
+use crate::helpers::Helper;
+
+/// Bounds how many lines a kind of per-packet event may log, so that a peer sending
+/// thousands of bad announcements cannot flood the router's log. Counters still
+/// count every event.
+#[derive(Debug)]
+pub struct LogLimit {
+    window_start: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    const PER_WINDOW: u32 = 20;
+    const WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+    pub const fn new() -> Self {
+        LogLimit {
+            window_start: None,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log this event; when a new window opens, first reports how many
+    /// lines the previous one suppressed.
+    pub fn allow(&mut self, now: std::time::Instant, what: &str) -> bool {
+        let expired = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Self::WINDOW);
+        if expired {
+            if self.suppressed > 0 {
+                warn!("{what}: {} more log lines suppressed", self.suppressed);
+            }
+            self.window_start = Some(now);
+            self.logged = 0;
+            self.suppressed = 0;
+        }
+        if self.logged < Self::PER_WINDOW {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters of one helper (fixed size; reported by `status` later).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub packets: u64,
+    pub expectations: u64,
+    pub expectation_errors: u64,
+    pub refused: u64,
+    pub parse_errors: u64,
+    /// Packets sent back with rewritten announcements (NAT).
+    pub rewritten: u64,
+    /// Announcements that needed a rewrite and did not get one (packet dropped for an
+    /// expectation that could not be created, or passed unchanged when it could not
+    /// be rewritten).
+    pub rewrite_errors: u64,
+    /// Expectations deleted again because the packet announcing them was dropped.
+    pub withdrawn: u64,
+}
+
+/// One configured helper as the daemon runs it.
+pub struct Slot {
+    pub name: &'static str,
+    pub helper: &'static dyn Helper,
+    pub families: crate::config::Families,
+    pub proto: u8,
+    pub queue: u16,
+    pub expect_max: u32,
+    pub expect_timeout: u32,
+    /// What the helper is told about its configuration (`allow_low_ports`).
+    pub policy: crate::helpers::Policy,
+    pub stats: Stats,
+    pub log_limit: LogLimit,
+}
+
+impl Slot {
+    /// Count an announcement that needed a NAT rewrite and did not get one, and log
+    /// why (rate-limited, like every per-packet line).
+    pub(super) fn rewrite_failed(&mut self, why: core::fmt::Arguments<'_>) {
+        self.stats.rewrite_errors += 1;
+        if self.log_limit.allow(std::time::Instant::now(), self.name) {
+            warn!("{}: {why}", self.name);
+        }
+    }
+}
+
+/// The built-in helper implementation for a kernel helper name.
+pub fn builtin_helper(name: &str) -> Option<&'static dyn Helper> {
+    static FTP: crate::helpers::ftp::Ftp = crate::helpers::ftp::Ftp;
+    static TFTP: crate::helpers::tftp::Tftp = crate::helpers::tftp::Tftp;
+    match name {
+        "ftp" => Some(&FTP),
+        "tftp" => Some(&TFTP),
+        _ => None,
+    }
+}
+
+/// Build the slots for the enabled helpers of a configuration.
+pub fn slots_from_config(
+    cfg: &Config,
+) -> Result<heapless::Vec<Slot, { crate::config::MAX_HELPERS }>, String> {
+    let mut slots = heapless::Vec::new();
+    if !cfg.enabled {
+        return Ok(slots);
+    }
+    for (index, h) in cfg.helpers.iter().enumerate().filter(|(_, h)| h.enabled) {
+        let helper = builtin_helper(h.name)
+            .ok_or_else(|| format!("no built-in helper named {:?}", h.name))?;
+        let slot = Slot {
+            name: h.name,
+            helper,
+            families: h.families,
+            proto: h.proto,
+            queue: cfg.queue_of(index),
+            expect_max: h.expect_max,
+            expect_timeout: h.expect_timeout,
+            policy: h.policy(),
+            stats: Stats::default(),
+            log_limit: LogLimit::new(),
+        };
+        if slots.push(slot).is_err() {
+            return Err("too many helpers".into());
+        }
+    }
+    Ok(slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_caps_lines_per_window_and_reopens() {
+        let mut l = LogLimit::new();
+        let t0 = std::time::Instant::now();
+        let allowed = (0..100).filter(|_| l.allow(t0, "t")).count();
+        assert_eq!(allowed, LogLimit::PER_WINDOW as usize);
+        assert_eq!(l.suppressed, 100 - u64::from(LogLimit::PER_WINDOW));
+        assert!(l.allow(t0 + LogLimit::WINDOW, "t"));
+        assert_eq!(l.suppressed, 0);
+    }
+}
