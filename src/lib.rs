@@ -9,16 +9,16 @@
 
 pub mod check;
 pub mod config;
-pub mod conntrack;
-pub mod control;
 pub mod daemon;
 pub mod firewall;
 pub mod helpers;
 pub mod logging;
+pub mod model;
 pub mod nat;
 pub mod netlink;
 pub mod private_cache;
 pub mod reload;
 #[cfg(feature = "replay")]
 pub mod replay;
+pub mod status;
 pub mod wire;

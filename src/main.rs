@@ -158,7 +158,7 @@ fn main() {
                 config_path: cli.config.clone(),
                 control_socket: Some(
                     cli.control_socket
-                        .unwrap_or_else(|| cthelperd::control::DEFAULT_SOCKET.into()),
+                        .unwrap_or_else(|| cthelperd::status::DEFAULT_SOCKET.into()),
                 ),
                 cli_log_level: level.is_some(),
                 ..Default::default()
@@ -208,8 +208,8 @@ fn run_check_config(file: Option<&std::path::Path>) -> i32 {
 }
 
 fn run_status(socket: Option<std::path::PathBuf>) -> i32 {
-    let path = socket.unwrap_or_else(|| cthelperd::control::DEFAULT_SOCKET.into());
-    match cthelperd::control::query(&path) {
+    let path = socket.unwrap_or_else(|| cthelperd::status::DEFAULT_SOCKET.into());
+    match cthelperd::status::query(&path) {
         Ok(report) => {
             print!("{report}");
             EXIT_OK

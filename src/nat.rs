@@ -13,7 +13,8 @@ use core::ops::Range;
 
 use core::net::IpAddr;
 
-use crate::helpers::{EndpointText, Rewrite, Transport};
+use crate::helpers::{EndpointText, Rewrite};
+use crate::wire::Transport;
 use crate::wire::{self, checksum, ipv4, ipv6, tcp, udp};
 
 /// The largest packet `mangle` produces: the IPv4 total length is 16 bits, nfnetlink_queue's
@@ -727,8 +728,8 @@ mod tests {
     /// bytes before and after, lengths and checksums.
     #[test]
     fn ftp_port_rewrite_end_to_end() {
-        use crate::conntrack::{Conntrack, Direction, Tuple, status};
         use crate::helpers::{Helper, Packet, ftp};
+        use crate::model::{Conntrack, Direction, Tuple, status};
         let (cli, public, srv) = (
             v4([192, 0, 2, 2]),
             v4([203, 0, 113, 1]),

@@ -18,8 +18,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::conntrack::Tuple;
 use crate::helpers::PRIVATE_DATA_MAX;
+use crate::model::Tuple;
 
 /// Entries kept (a power of two: the index is the id's low bits). 256 conntracks with
 /// packets in flight at once is far beyond what one queue reader sees between verdicts.
@@ -132,7 +132,7 @@ impl PrivateCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::IPPROTO_TCP;
+    use crate::model::IPPROTO_TCP;
 
     fn tuple(port: u16) -> Tuple {
         Tuple {

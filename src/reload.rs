@@ -3,7 +3,7 @@
 //! a kernel; the daemon executes the actions in order.
 
 use crate::config::{Config, HelperConfig};
-use crate::conntrack::Family;
+use crate::model::Family;
 
 /// One registration as the kernel keys it: name and tuple (family, protocol).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,7 +141,7 @@ pub fn plan(old: &Config, new: &Config, cli_log_level: bool) -> Vec<Action> {
 mod tests {
     use super::*;
     use crate::config::Families;
-    use crate::conntrack::{IPPROTO_TCP, IPPROTO_UDP};
+    use crate::model::{IPPROTO_TCP, IPPROTO_UDP};
 
     fn ftp(f: Family) -> Key {
         Key {

@@ -4,8 +4,8 @@
 //! run the daemon's pure packet path over them.
 
 use cthelperd::config::Config;
-use cthelperd::conntrack::{Family, IPPROTO_TCP};
 use cthelperd::daemon::{examine, slots_from_config};
+use cthelperd::model::{Family, IPPROTO_TCP};
 use cthelperd::netlink::ctnetlink::parse_conntrack;
 use cthelperd::netlink::msg::Messages;
 use cthelperd::netlink::queue::parse_packet;

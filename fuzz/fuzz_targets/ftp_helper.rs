@@ -9,7 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use cthelperd::conntrack::{Conntrack, Direction, Tuple, status};
+use cthelperd::model::{Conntrack, Direction, Tuple, status};
 use cthelperd::helpers::ftp::{Ftp, LOW_PORT_LIMIT, PRIVATE_LEN, State};
 use cthelperd::helpers::{Helper, Packet, Policy, Transport};
 use cthelperd::nat;

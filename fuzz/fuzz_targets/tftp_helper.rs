@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use cthelperd::conntrack::{Conntrack, Direction, IPPROTO_UDP, Tuple, status};
+use cthelperd::model::{Conntrack, Direction, IPPROTO_UDP, Tuple, status};
 use cthelperd::helpers::tftp::{self, Message, Tftp};
 use cthelperd::helpers::{Helper, Packet, Transport};
 use libfuzzer_sys::fuzz_target;

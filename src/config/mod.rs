@@ -6,7 +6,7 @@ pub mod uci;
 
 use log::LevelFilter;
 
-use crate::conntrack::{Family, IPPROTO_TCP, IPPROTO_UDP};
+use crate::model::{Family, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Most helpers one daemon serves.
 pub const MAX_HELPERS: usize = 4;

@@ -9,8 +9,8 @@ use nix::errno::Errno;
 use super::kernel::Ctl;
 use super::serve::Examined;
 use super::slots::Slot;
-use crate::conntrack::{Expectation, Tuple, status};
 use crate::helpers::MAX_EXPECTATIONS_PER_PACKET;
+use crate::model::{Expectation, Tuple, status};
 use crate::netlink::ctnetlink;
 use crate::netlink::queue;
 use crate::netlink::socket::IoError;
@@ -20,7 +20,7 @@ use crate::netlink::socket::IoError;
 pub(super) const NAT_PORT_ATTEMPTS: u16 = 128;
 
 /// A master connection in log lines: "src -> dst:port" of its original tuple.
-pub(super) struct Endpoints<'a>(&'a crate::conntrack::Tuple);
+pub(super) struct Endpoints<'a>(&'a crate::model::Tuple);
 
 impl core::fmt::Display for Endpoints<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -462,7 +462,7 @@ pub(super) enum Rewritten {
 }
 
 /// " (NAT: real endpoint A port P)" for expectations that follow a NATed master.
-pub(super) struct NatNote<'a>(&'a crate::conntrack::Expectation);
+pub(super) struct NatNote<'a>(&'a crate::model::Expectation);
 
 impl core::fmt::Display for NatNote<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {

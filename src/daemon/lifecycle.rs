@@ -14,7 +14,6 @@ use super::{
     Slot, StartError, TX_BUF, builtin_helper, family_name, slots_from_config,
 };
 use crate::config::Config;
-use crate::control;
 use crate::firewall;
 use crate::netlink::attr::Writer;
 use crate::netlink::cthelper;
@@ -22,6 +21,7 @@ use crate::netlink::queue;
 use crate::netlink::socket::{IoError, Socket};
 use crate::private_cache::PrivateCache;
 use crate::reload;
+use crate::status;
 
 /// How long a request on the control socket waits for the kernel's answer. The kernel
 /// answers within the send call; this only bounds a kernel that never does, which must
@@ -93,7 +93,7 @@ impl Daemon {
                 ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
                 ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
                 mangle: vec![0u8; MANGLE_BUF].into_boxed_slice(),
-                report: vec![0u8; control::REPORT_MAX].into_boxed_slice(),
+                report: vec![0u8; status::REPORT_MAX].into_boxed_slice(),
                 proc_queues: vec![0u8; 4096].into_boxed_slice(),
             },
             opts,
@@ -142,7 +142,7 @@ impl Daemon {
         }
         if let Some(path) = d.opts.control_socket.clone() {
             // Status is a convenience: without it the helpers still work.
-            match control::Server::bind(&path) {
+            match status::Server::bind(&path) {
                 Ok(server) => d.control = Some(server),
                 Err(e) => warn!("status socket disabled: {e}"),
             }

@@ -26,12 +26,12 @@ use nix::sys::signal::Signal;
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::Config;
-use crate::conntrack::Family;
-use crate::control;
 use crate::firewall;
+use crate::model::Family;
 use crate::netlink::queue;
 use crate::netlink::socket::{IoError, Socket};
 use crate::private_cache::PrivateCache;
+use crate::status;
 
 use lifecycle::handled_signals;
 pub use lifecycle::{block_signals, unblock_signals};
@@ -105,7 +105,7 @@ pub struct Daemon {
     cfg: Config,
     bufs: Buffers,
     opts: Options,
-    control: Option<control::Server>,
+    control: Option<status::Server>,
     verdict_errors: u64,
     unhandled: u64,
     /// The private data last written per conntrack (several packets in flight).
@@ -180,10 +180,10 @@ impl Daemon {
 
     /// Write the status report for the control socket into the report buffer.
     pub(super) fn status_report(&mut self) -> usize {
-        let mut lines: heapless::Vec<control::HelperLine<'_>, { crate::config::MAX_HELPERS }> =
+        let mut lines: heapless::Vec<status::HelperLine<'_>, { crate::config::MAX_HELPERS }> =
             heapless::Vec::new();
         for s in &self.slots {
-            let _ = lines.push(control::HelperLine {
+            let _ = lines.push(status::HelperLine {
                 name: s.name,
                 families: s.families,
                 proto: s.proto,
@@ -198,14 +198,14 @@ impl Daemon {
                 withdrawn: s.stats.withdrawn,
             });
         }
-        let globals = control::Globals {
+        let globals = status::Globals {
             verdict_errors: self.verdict_errors,
             passed_without_helper: self.unhandled,
             private_cache_used: self.private_cache.used,
             private_cache_evictions: self.private_cache.evictions,
         };
-        let proc_text = control::read_proc_queues(&mut self.bufs.proc_queues);
-        control::report(&mut self.bufs.report, &lines, &globals, proc_text)
+        let proc_text = status::read_proc_queues(&mut self.bufs.proc_queues);
+        status::report(&mut self.bufs.report, &lines, &globals, proc_text)
     }
 
     /// Serve until SIGTERM or SIGINT. Returns the process exit code.

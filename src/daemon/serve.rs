@@ -7,8 +7,8 @@ use nix::errno::Errno;
 use super::effects::answer;
 use super::kernel::{Ctl, push_verdict};
 use super::{BATCH, Daemon, Slot};
-use crate::conntrack::{Conntrack, ctinfo};
 use crate::helpers::{Action, PRIVATE_DATA_MAX, Packet};
+use crate::model::{Conntrack, ctinfo};
 use crate::netlink::ctnetlink::{self, CtAttrs};
 use crate::netlink::msg::{Messages, NLMSG_ERROR};
 use crate::netlink::socket::{IoError, Link};
@@ -31,7 +31,7 @@ pub struct Examined {
     pub slot: usize,
     pub conntrack: Conntrack,
     /// The packet's direction and, for TCP, its sequence number.
-    pub dir: crate::conntrack::Direction,
+    pub dir: crate::model::Direction,
     pub tcp_seq: Option<u32>,
     pub action: Action,
     pub private: [u8; PRIVATE_DATA_MAX],
@@ -265,7 +265,7 @@ mod tests {
     /// The first packet of a TFTP connection as the kernel queues it: an unconfirmed
     /// conntrack, CT_INFO NEW, helper "tftp" with no private data, on its default queue.
     fn queued_tftp(buf: &mut [u8], payload: &[u8]) -> usize {
-        use crate::conntrack::IPPROTO_UDP;
+        use crate::model::IPPROTO_UDP;
         let ip = crate::wire::ipv4::tests::build(
             CLIENT,
             SERVER,
@@ -334,7 +334,7 @@ mod tests {
         let mut cache = PrivateCache::new();
         let now = Instant::now();
         let mut st = crate::helpers::ftp::State::default();
-        st.record_line_start(crate::conntrack::Direction::Reply, 1000);
+        st.record_line_start(crate::model::Direction::Reply, 1000);
         let mut old = [0u8; 32];
         st.encode(&mut old);
         let banner = b"220 welcome\r\n";

@@ -2,8 +2,8 @@
 //! them, for a plain and a port-forwarded FTP control connection and a TFTP request.
 
 use crate::config::Config;
-use crate::conntrack::{IPPROTO_TCP, Tuple, ctinfo, status};
 use crate::daemon::{Examined, Skip, Slot, examine};
+use crate::model::{IPPROTO_TCP, Tuple, ctinfo, status};
 use crate::netlink::attr::Writer;
 use crate::netlink::ctnetlink::{self, CTA_HELP_INFO, CTA_HELP_NAME, put_tuple};
 use crate::netlink::msg::{Messages, NfGenMsg};

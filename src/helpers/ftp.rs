@@ -28,10 +28,10 @@
 
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_TCP, status};
 use crate::helpers::{
     Action, EndpointText, Helper, Packet, Policy, Refusal, RefusalReason, Rewrite, Transport,
 };
+use crate::model::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_TCP, status};
 use crate::wire::text;
 
 /// Well-known FTP control port.
@@ -855,7 +855,7 @@ fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::Tuple;
+    use crate::model::Tuple;
     use std::vec::Vec;
 
     const CLI4: [u8; 4] = [192, 168, 1, 10];

@@ -7,7 +7,7 @@ pub mod tftp;
 
 use core::net::IpAddr;
 
-use crate::conntrack::{Conntrack, Direction, Expectation};
+use crate::model::{Conntrack, Direction, Expectation};
 
 /// Largest private area the kernel keeps per helped conntrack (NF_CT_HELPER_BUILD_MAX... the
 /// cthelper PRIV_DATA_LEN limit).
@@ -22,12 +22,7 @@ pub const MAX_REFUSALS_PER_PACKET: usize = 4;
 /// How many announcements one packet may ask to have rewritten (NAT).
 pub const MAX_REWRITES_PER_PACKET: usize = 4;
 
-/// Transport-layer view of a queued packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    Tcp { seq: u32, flags: u8 },
-    Udp,
-}
+pub use crate::wire::Transport;
 
 /// One queued packet as a helper sees it. Addresses are those in the packet's IP header
 /// (at the helper hook, after NAT); the conntrack carries the untranslated tuples.

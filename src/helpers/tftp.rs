@@ -33,8 +33,8 @@
 //!   a help-info update for a helper registered with length 0, and would drop the
 //!   expectation attached to that verdict with it).
 
-use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_UDP};
 use crate::helpers::{Action, Helper, Packet, Policy, Transport};
+use crate::model::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_UDP};
 
 /// Well-known TFTP server port.
 pub const PORT: u16 = 69;
@@ -252,7 +252,7 @@ impl Helper for Tftp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::{Tuple, status};
+    use crate::model::{Tuple, status};
     use core::net::{IpAddr, Ipv4Addr};
 
     const CLI4: [u8; 4] = [192, 168, 1, 10];

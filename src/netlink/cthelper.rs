@@ -5,7 +5,7 @@ use super::msg::{
     Message, NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NfGenMsg,
 };
 use super::{Error, Result, nfnl_type, subsys};
-use crate::conntrack::Family;
+use crate::model::Family;
 
 pub const NFNL_MSG_CTHELPER_NEW: u8 = 0;
 pub const NFNL_MSG_CTHELPER_GET: u8 = 1;

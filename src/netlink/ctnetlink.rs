@@ -6,7 +6,7 @@ use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::attr::{Attr, Attrs, Writer};
 use super::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NfGenMsg};
 use super::{Error, Result, nfnl_type, subsys};
-use crate::conntrack::{Conntrack, Direction, ExpectNat, Expectation, Family, SeqAdj, Tuple};
+use crate::model::{Conntrack, Direction, ExpectNat, Expectation, Family, SeqAdj, Tuple};
 
 // enum ctattr_type
 pub const CTA_TUPLE_ORIG: u16 = 1;
@@ -426,7 +426,7 @@ pub fn write_ct_update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::IPPROTO_TCP;
+    use crate::model::IPPROTO_TCP;
 
     fn v4(a: [u8; 4]) -> IpAddr {
         IpAddr::V4(Ipv4Addr::from(a))
@@ -597,7 +597,7 @@ mod tests {
             dst_port: 40001,
             flags: 0,
             nat: Some(ExpectNat {
-                dir: crate::conntrack::Direction::Reply,
+                dir: crate::model::Direction::Reply,
                 saved_addr: v4([192, 0, 2, 2]),
                 saved_port: 40000,
             }),

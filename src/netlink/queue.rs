@@ -4,7 +4,7 @@ use super::attr::{Attr, Writer};
 use super::ctnetlink::{CTA_HELP, CTA_HELP_INFO, CTA_HELP_NAME, put_expectation};
 use super::msg::{Message, NFNETLINK_V0, NLM_F_ACK, NLM_F_REQUEST, NfGenMsg};
 use super::{Error, Result, nfnl_type, subsys};
-use crate::conntrack::Expectation;
+use crate::model::Expectation;
 
 pub const NFQNL_MSG_PACKET: u8 = 0;
 pub const NFQNL_MSG_VERDICT: u8 = 1;
@@ -347,7 +347,7 @@ mod tests {
 
     #[test]
     fn verdict_carries_help_info_and_expectation() {
-        use crate::conntrack::IPPROTO_UDP;
+        use crate::model::IPPROTO_UDP;
         let exp = Expectation {
             class: 0,
             proto: IPPROTO_UDP,
@@ -463,7 +463,7 @@ mod tests {
 
     #[test]
     fn the_largest_verdict_fits_its_overhead_bound() {
-        use crate::conntrack::{Direction, ExpectNat};
+        use crate::model::{Direction, ExpectNat};
         let v6 = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
         let exp = Expectation {
             class: 3,

@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use core::net::IpAddr;
 
 use crate::config::Config;
-use crate::conntrack::{Conntrack, Direction, Expectation, IPPROTO_TCP, Tuple, status};
 use crate::helpers::{self, Helper, PRIVATE_DATA_MAX, Packet, Refusal, Transport};
+use crate::model::{Conntrack, Direction, Expectation, IPPROTO_TCP, Tuple, status};
 use crate::wire::{self, tcp};
 
 /// A helper assignment: connections whose original destination is `proto`/`port` get
@@ -431,7 +431,7 @@ pub fn replay(bytes: &[u8], rules: &[Rule]) -> Result<Replay, capture::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conntrack::IPPROTO_UDP;
+    use crate::model::IPPROTO_UDP;
     use crate::replay::capture::{LINKTYPE_RAW, Record};
 
     fn rules() -> Vec<Rule> {

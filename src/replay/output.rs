@@ -6,8 +6,8 @@ use core::fmt::Write;
 use core::net::IpAddr;
 
 use super::{Event, EventKind, Summary};
-use crate::conntrack::{IPPROTO_TCP, IPPROTO_UDP, Tuple};
 use crate::helpers::RefusalReason;
+use crate::model::{IPPROTO_TCP, IPPROTO_UDP, Tuple};
 
 pub fn proto_name(p: u8) -> &'static str {
     match p {

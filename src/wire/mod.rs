@@ -15,8 +15,14 @@ pub mod udp;
 use core::fmt;
 use core::net::IpAddr;
 
-use crate::conntrack::{IPPROTO_TCP, IPPROTO_UDP};
-use crate::helpers::Transport;
+use crate::model::{IPPROTO_TCP, IPPROTO_UDP};
+
+/// Transport-layer view of a queued packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp { seq: u32, flags: u8 },
+    Udp,
+}
 
 /// Why a buffer is not a packet we can look into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

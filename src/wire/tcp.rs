@@ -3,7 +3,7 @@
 
 use core::net::IpAddr;
 
-use crate::conntrack::IPPROTO_TCP;
+use crate::model::IPPROTO_TCP;
 
 use super::{Error, be16, be32, byte, checksum, set_be16, set_be32};
 

@@ -2,7 +2,7 @@
 
 use core::net::IpAddr;
 
-use crate::conntrack::IPPROTO_UDP;
+use crate::model::IPPROTO_UDP;
 
 use super::{Error, be16, checksum, set_be16};
 

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use cthelperd::conntrack::IPPROTO_UDP;
+use cthelperd::model::IPPROTO_UDP;
 use cthelperd::replay::{EventKind, Replay};
 
 use super::json;
