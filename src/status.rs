@@ -242,7 +242,7 @@ impl Drop for Server {
 pub fn query(path: &Path) -> Result<String, String> {
     let s = UnixStream::connect(path).map_err(|e| {
         format!(
-            "cthelperd is not running (cannot connect to {}: {e})",
+            "the daemon is not running (cannot connect to {}: {e}; start it: service cthelperd start)",
             path.display()
         )
     })?;
@@ -333,7 +333,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cthelperd-ctl-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("s.sock");
-        assert!(query(&path).unwrap_err().contains("not running"));
+        let err = query(&path).unwrap_err();
+        assert!(err.contains("not running"), "{err}");
+        // main() prefixes "cthelperd: "; the message must not repeat the name.
+        assert!(!err.contains("cthelperd is"), "{err}");
         let server = Server::bind(&path).unwrap();
         assert!(Server::bind(&path).unwrap_err().contains("in use"));
         let client = std::thread::spawn({
