@@ -3,6 +3,7 @@
 //! kernel stores with the conntrack (so a daemon restart loses nothing).
 
 pub mod ftp;
+pub mod sip;
 pub mod tftp;
 
 use core::net::IpAddr;

@@ -15,11 +15,15 @@ pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
 }
 
-/// The shared corpus (CTHELPERD_CORPUS, default /work/shared/corpus), when this machine
+/// The shared corpus (CTHELPERD_CORPUS, else ../shared/corpus beside the repository, else
+/// /work/shared/corpus), when this machine
 /// has it.
 pub fn shared_corpus() -> Option<PathBuf> {
+    // CI clones the repository with shared/ beside it; developers have /work/shared.
+    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
     let base = std::env::var_os("CTHELPERD_CORPUS")
         .map(PathBuf::from)
+        .or_else(|| beside.join("expected.json").exists().then_some(beside))
         .unwrap_or_else(|| PathBuf::from("/work/shared/corpus"));
     if base.join("expected.json").exists() {
         Some(base)

@@ -1,0 +1,12 @@
+//! SIP (RFC 3261) with SDP (RFC 4566): the parsers the SIP helper is built on. Pure and
+//! zero-copy: every parser returns byte ranges into the message buffer, never panics on
+//! any input, and allocates nothing.
+//!
+//! - `message`: start line, header section (one table with the compact forms),
+//!   Content-Length body, stream framing
+//! - `uri`: SIP URIs, name-addr/addr-spec with parameters, Via sent-by
+//! - `sdp`: o=, c=, m=, a=rtcp and direction attributes
+
+pub mod message;
+pub mod sdp;
+pub mod uri;
