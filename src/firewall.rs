@@ -1,5 +1,5 @@
 //! Firewall wiring: `table inet cthelperd`, one nft `ct helper` object per enabled
-//! helper and prerouting/output chains assigning them to their ports. The daemon
+//! helper and protocol, and prerouting/output chains assigning them to their ports. The daemon
 //! loads it with `nft -f -` after its helpers are registered (nft refuses an
 //! unknown helper name), on every start and reload, and deletes it on stop. It is a
 //! table of its own, so fw4 flushing and reloading `table inet fw4` leaves it alone.
@@ -9,11 +9,25 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::config::{Config, Families, proto_name};
+use crate::helpers::registry::Builtin;
 
 pub const TABLE: &str = "inet cthelperd";
 
 /// The nft program run for the wiring (a path, or a name looked up in PATH).
 pub const NFT: &str = "nft";
+
+/// The nft `ct helper` object of helper `b` on protocol `proto` (an object has one
+/// protocol): named like the helper when it runs on one protocol, so that `ct helper set
+/// "ftp"` rules written for it keep working, `<name>-<protocol>` (`sip-udp`) when it runs
+/// on several. Names follow the registry entry, not the configuration, so restricting a
+/// helper to one of its protocols renames nothing.
+pub fn object_name(b: &Builtin, proto: u8) -> String {
+    if b.protos.len() > 1 {
+        format!("{}-{}", b.name, proto_name(proto))
+    } else {
+        b.name.into()
+    }
+}
 
 /// The script that replaces the table atomically (one nft transaction): declaring
 /// the table first makes the delete succeed whether or not it existed. With no
@@ -36,15 +50,17 @@ pub fn ruleset(cfg: &Config) -> String {
             Families::Ipv4 => "ip",
             Families::Ipv6 => "ip6",
         };
-        let _ = writeln!(s, "\tct helper {} {{", h.name);
-        let _ = writeln!(
-            s,
-            "\t\ttype \"{}\" protocol {};",
-            h.name,
-            proto_name(h.proto)
-        );
-        let _ = writeln!(s, "\t\tl3proto {l3};");
-        let _ = writeln!(s, "\t}}");
+        for proto in h.protos.iter() {
+            let _ = writeln!(s, "\tct helper {} {{", object_name(h.builtin, proto));
+            let _ = writeln!(
+                s,
+                "\t\ttype \"{}\" protocol {};",
+                h.name(),
+                proto_name(proto)
+            );
+            let _ = writeln!(s, "\t\tl3proto {l3};");
+            let _ = writeln!(s, "\t}}");
+        }
     }
     // prerouting: forwarded and incoming connections; output: the router's own.
     // Priority mangle (-150): after conntrack (-200) has a conntrack to attach the helper
@@ -73,12 +89,14 @@ pub fn ruleset(cfg: &Config) -> String {
                 let list: Vec<String> = h.ports.iter().map(|p| p.to_string()).collect();
                 format!("{{ {} }}", list.join(", "))
             };
-            let _ = writeln!(
-                s,
-                "\t\t{family}{} dport {ports} ct helper set \"{}\"",
-                proto_name(h.proto),
-                h.name
-            );
+            for proto in h.protos.iter() {
+                let _ = writeln!(
+                    s,
+                    "\t\t{family}{} dport {ports} ct helper set \"{}\"",
+                    proto_name(proto),
+                    object_name(h.builtin, proto)
+                );
+            }
         }
         let _ = writeln!(s, "\t}}");
     }

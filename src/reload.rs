@@ -2,10 +2,11 @@
 //! next. A pure function (old, new) -> actions, so that the diff is tested without
 //! a kernel; the daemon executes the actions in order.
 
-use crate::config::{Config, HelperConfig};
+use crate::config::{ClassLimits, Config, HelperConfig};
 use crate::model::Family;
 
-/// One registration as the kernel keys it: name and tuple (family, protocol).
+/// One registration as the kernel keys it: name and tuple (family, protocol). A helper
+/// section gives one per family and protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Key {
     pub name: &'static str,
@@ -13,12 +14,13 @@ pub struct Key {
     pub proto: u8,
 }
 
-/// What a registration carries besides its key.
+/// What a registration carries besides its key (the policy names and the private-data
+/// length come from the registry and cannot change while the daemon runs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Settings {
     pub queue: u16,
-    pub expect_max: u32,
-    pub expect_timeout: u32,
+    /// The limits of each expectation class, one policy each.
+    pub classes: ClassLimits,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,25 +59,26 @@ pub fn registrations(cfg: &Config) -> Vec<(Key, Settings)> {
             continue;
         }
         for family in h.families.iter() {
-            out.push((key(h, family), settings(cfg, i, h)));
+            for proto in h.protos.iter() {
+                out.push((key(h, family, proto), settings(cfg, i, h)));
+            }
         }
     }
     out
 }
 
-fn key(h: &HelperConfig, family: Family) -> Key {
+fn key(h: &HelperConfig, family: Family, proto: u8) -> Key {
     Key {
-        name: h.name,
+        name: h.name(),
         family,
-        proto: h.proto,
+        proto,
     }
 }
 
 fn settings(cfg: &Config, index: usize, h: &HelperConfig) -> Settings {
     Settings {
         queue: cfg.queue_of(index),
-        expect_max: h.expect_max,
-        expect_timeout: h.expect_timeout,
+        classes: h.classes,
     }
 }
 
@@ -160,12 +163,14 @@ mod tests {
     /// The default queue base: ftp takes queue Q, tftp Q + 1.
     const Q: u16 = crate::config::DEFAULT_QUEUE_BASE;
 
+    /// Settings of a helper with one expectation class (FTP, TFTP).
     fn s(queue: u16, expect_max: u32, expect_timeout: u32) -> Settings {
-        Settings {
-            queue,
+        let mut classes = ClassLimits::defaults(&crate::helpers::registry::FTP);
+        classes[0] = crate::config::Limits {
             expect_max,
             expect_timeout,
-        }
+        };
+        Settings { queue, classes }
     }
 
     #[test]
@@ -191,7 +196,7 @@ mod tests {
     fn changed_expect_timeout_updates_that_helper_only() {
         let old = Config::default();
         let mut new = old.clone();
-        new.helpers[0].expect_timeout = 120;
+        new.helpers[0].classes[0].expect_timeout = 120;
         assert_eq!(
             plan(&old, &new, false),
             vec![

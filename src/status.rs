@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use crate::config::{Families, proto_name};
+use crate::config::{Families, Protos};
 
 pub const DEFAULT_SOCKET: &str = "/var/run/cthelperd.sock";
 pub const REPORT_MAX: usize = 4096;
@@ -17,7 +17,7 @@ const PROC_QUEUES: &str = "/proc/net/netfilter/nfnetlink_queue";
 pub struct HelperLine<'a> {
     pub name: &'a str,
     pub families: Families,
-    pub proto: u8,
+    pub protos: Protos,
     pub queue: u16,
     pub packets: u64,
     pub expectations: u64,
@@ -119,7 +119,7 @@ pub fn report(
             "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} refused {} parse_errors {} rewritten {} rewrite_errors {} withdrawn {}",
             h.name,
             fam,
-            proto_name(h.proto),
+            h.protos.label(),
             h.queue,
             h.packets,
             h.expectations,
@@ -284,7 +284,7 @@ mod tests {
         HelperLine {
             name,
             families: Families::Any,
-            proto: 6,
+            protos: Protos::TCP,
             queue,
             packets,
             expectations: 2,
@@ -308,7 +308,14 @@ mod tests {
         };
         let n = report(
             &mut buf,
-            &[line("ftp", 1, 9), line("x", 3, 0)],
+            &[
+                line("ftp", 1, 9),
+                HelperLine {
+                    // a helper registered for both protocols
+                    protos: Protos::TCP_UDP,
+                    ..line("x", 3, 0)
+                },
+            ],
             &g,
             Some(PROC),
         );
@@ -318,7 +325,7 @@ mod tests {
             lines,
             vec![
                 "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0 withdrawn 0",
-                "helper x family ipv4+ipv6 proto tcp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0 withdrawn 0",
+                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0 withdrawn 0",
                 "global: verdict_errors 0 passed_without_helper 5 private_cache_used 4 private_cache_evictions 1",
                 "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
                 "queue 3: not bound in the kernel",

@@ -6,6 +6,8 @@ pub mod uci;
 
 use log::LevelFilter;
 
+pub use crate::helpers::registry::Protos;
+use crate::helpers::registry::{self, BUILTINS, Builtin, MAX_CLASSES};
 use crate::model::{Family, IPPROTO_TCP, IPPROTO_UDP};
 
 /// Most helpers one daemon serves.
@@ -54,25 +56,194 @@ pub fn proto_name(proto: u8) -> &'static str {
     }
 }
 
+/// The configured limits of one expectation class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub expect_max: u32,
+    pub expect_timeout: u32,
+}
+
+/// The limits of each expectation class of one helper, in its registry entry's class
+/// order (so `[i]` is the limit of the class an expectation with `class: i` counts
+/// against). Fixed size and `Copy`, like the rest of a registration's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassLimits {
+    len: usize,
+    items: [Limits; MAX_CLASSES],
+}
+
+impl ClassLimits {
+    /// The registry's defaults for `b`'s classes.
+    pub fn defaults(b: &Builtin) -> ClassLimits {
+        let mut items = [Limits::default(); MAX_CLASSES];
+        for (item, class) in items.iter_mut().zip(b.classes) {
+            *item = Limits {
+                expect_max: class.expect_max,
+                expect_timeout: class.expect_timeout,
+            };
+        }
+        ClassLimits {
+            len: b.classes.len().min(MAX_CLASSES),
+            items,
+        }
+    }
+
+    pub fn as_slice(&self) -> &[Limits] {
+        self.items.get(..self.len).unwrap_or(&[])
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [Limits] {
+        self.items.get_mut(..self.len).unwrap_or(&mut [])
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl core::ops::Index<usize> for ClassLimits {
+    type Output = Limits;
+    fn index(&self, class: usize) -> &Limits {
+        &self.as_slice()[class]
+    }
+}
+
+impl core::ops::IndexMut<usize> for ClassLimits {
+    fn index_mut(&mut self, class: usize) -> &mut Limits {
+        &mut self.as_mut_slice()[class]
+    }
+}
+
+/// The two limits a class has, as UCI options spell them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ExpectField {
+    Max,
+    Timeout,
+}
+
+impl ExpectField {
+    const ALL: [ExpectField; 2] = [ExpectField::Max, ExpectField::Timeout];
+
+    fn option(self) -> &'static str {
+        match self {
+            ExpectField::Max => "expect_max",
+            ExpectField::Timeout => "expect_timeout",
+        }
+    }
+
+    fn get(self, l: &Limits) -> u32 {
+        match self {
+            ExpectField::Max => l.expect_max,
+            ExpectField::Timeout => l.expect_timeout,
+        }
+    }
+}
+
+/// The UCI option for `field` of class `class` of `b`: the bare name (`expect_max`)
+/// when the helper has one class, `expect_max_<class>` when it has several.
+fn class_option(b: &Builtin, class: usize, field: ExpectField) -> String {
+    match b.classes.get(class) {
+        Some(c) if b.classes.len() > 1 => format!("{}_{}", field.option(), c.name),
+        _ => field.option().into(),
+    }
+}
+
+/// Which class limit the option `name` of a section for helper `b` sets: Ok(None) when it
+/// is no class option at all, an error when it is one spelled for another class count
+/// or naming a class the helper does not have.
+fn parse_class_option(b: &Builtin, name: &str) -> Result<Option<(ExpectField, usize)>, String> {
+    let classes = || {
+        b.classes
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for field in ExpectField::ALL {
+        let base = field.option();
+        if name == base {
+            if b.classes.len() == 1 {
+                return Ok(Some((field, 0)));
+            }
+            return Err(format!(
+                "helper {} has {} expectation classes ({}): use {base}_<class>",
+                b.name,
+                b.classes.len(),
+                classes()
+            ));
+        }
+        let Some(class) = name.strip_prefix(base).and_then(|r| r.strip_prefix('_')) else {
+            continue;
+        };
+        if b.classes.len() == 1 {
+            return Err(format!(
+                "helper {} has one expectation class: use {base}",
+                b.name
+            ));
+        }
+        return match b.class(class) {
+            Some(i) => Ok(Some((field, i))),
+            None => Err(format!(
+                "helper {} has no expectation class {class:?} ({})",
+                b.name,
+                classes()
+            )),
+        };
+    }
+    Ok(None)
+}
+
+/// The limits of each class, as UCI option names and values, for printing and logs:
+/// `expect_max 1 expect_timeout 300`, or per class for a helper with several.
+pub fn class_settings(b: &Builtin, limits: &ClassLimits) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for (i, l) in limits.as_slice().iter().enumerate() {
+        for field in ExpectField::ALL {
+            out.push((class_option(b, i, field), field.get(l)));
+        }
+    }
+    out
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelperConfig {
     /// UCI section name (kept so that check-config prints the file back).
     pub section: Option<String>,
-    /// Kernel helper name; the standard names keep `ct helper set "ftp"` rules working.
-    pub name: &'static str,
+    /// The built-in helper (kernel name, protocols, classes, code).
+    pub builtin: &'static Builtin,
     pub enabled: bool,
     pub families: Families,
-    pub proto: u8,
+    /// A non-empty subset of the helper's protocols; each is registered (per family).
+    pub protos: Protos,
     /// Well-known ports (used by the firewall wiring, not by the kernel registration).
     pub ports: heapless::Vec<u16, MAX_PORTS>,
-    pub expect_max: u32,
-    pub expect_timeout: u32,
+    /// Per expectation class: how many may be pending per master, for how long.
+    pub classes: ClassLimits,
     /// Accept announced ports below 1024 on port-forwarded connections (FTP; see
     /// `helpers::Policy`). Off by default.
     pub allow_low_ports: bool,
 }
 
 impl HelperConfig {
+    /// The kernel helper name.
+    pub fn name(&self) -> &'static str {
+        self.builtin.name
+    }
+
+    /// `option proto` as check-config prints it: `any` for all of a helper's several
+    /// protocols, else the one protocol.
+    pub fn proto_option(&self) -> &'static str {
+        if self.protos == self.builtin.protos && self.protos.len() > 1 {
+            "any"
+        } else {
+            self.protos.label()
+        }
+    }
+
     /// What the helper itself is told about this configuration.
     pub fn policy(&self) -> crate::helpers::Policy {
         crate::helpers::Policy {
@@ -97,26 +268,6 @@ pub struct Config {
     pub helpers: heapless::Vec<HelperConfig, MAX_HELPERS>,
 }
 
-/// What each built-in helper is registered with unless the file says otherwise.
-struct Builtin {
-    name: &'static str,
-    proto: u8,
-    port: u16,
-}
-
-const BUILTINS: [Builtin; 2] = [
-    Builtin {
-        name: "ftp",
-        proto: IPPROTO_TCP,
-        port: 21,
-    },
-    Builtin {
-        name: "tftp",
-        proto: IPPROTO_UDP,
-        port: 69,
-    },
-];
-
 /// The default queue of the first helper. Not 0: queue 0 is what iptables' NFQUEUE and
 /// nft's `queue` statement use when no number is given, and what IPS/IDS setups and most
 /// examples take, so a second NFQUEUE user on the router would collide with us (the
@@ -124,25 +275,31 @@ const BUILTINS: [Builtin; 2] = [
 /// numbers are what people type; 48000 is far from them and from the top of the range
 /// (`cthelperd check` probes 65000..65499), and leaves room for the helpers after it.
 pub const DEFAULT_QUEUE_BASE: u16 = 48000;
-const DEFAULT_EXPECT_MAX: u32 = 1;
-const DEFAULT_EXPECT_TIMEOUT: u32 = 300;
+/// Packets a queue holds before the kernel drops (or, with fail_open, accepts) more.
+const DEFAULT_QUEUE_MAXLEN: u32 = 1024;
 /// Upper bounds that catch typos (an extra digit) without limiting real use.
 const MAX_QUEUE_MAXLEN: u32 = 1 << 20;
-const MAX_EXPECT_TIMEOUT: u32 = 86_400;
+pub const MAX_EXPECT_TIMEOUT: u32 = 86_400;
+/// The kernel's NF_CT_EXPECT_MAX_CNT: most pending expectations a policy allows.
+pub const MAX_EXPECT_MAX: u32 = 255;
+/// The lowest port number (0 is no port).
+const MIN_PORT: u16 = 1;
 
 impl HelperConfig {
-    fn builtin_default(b: &Builtin) -> HelperConfig {
+    /// A helper section with nothing but `option name`: the registry's defaults.
+    fn builtin_default(b: &'static Builtin) -> HelperConfig {
         let mut ports = heapless::Vec::new();
-        let _ = ports.push(b.port);
+        for &p in b.ports.iter().take(MAX_PORTS) {
+            let _ = ports.push(p);
+        }
         HelperConfig {
             section: Some(b.name.into()),
-            name: b.name,
+            builtin: b,
             enabled: true,
             families: Families::Any,
-            proto: b.proto,
+            protos: b.protos,
             ports,
-            expect_max: DEFAULT_EXPECT_MAX,
-            expect_timeout: DEFAULT_EXPECT_TIMEOUT,
+            classes: ClassLimits::defaults(b),
             allow_low_ports: false,
         }
     }
@@ -151,7 +308,7 @@ impl HelperConfig {
 impl Default for Config {
     fn default() -> Self {
         let mut helpers = heapless::Vec::new();
-        for b in &BUILTINS {
+        for b in BUILTINS.iter().filter(|b| b.default_on) {
             let _ = helpers.push(HelperConfig::builtin_default(b));
         }
         Config {
@@ -159,7 +316,7 @@ impl Default for Config {
             log_level: LevelFilter::Info,
             syslog: false,
             queue_base: DEFAULT_QUEUE_BASE,
-            queue_maxlen: 1024,
+            queue_maxlen: DEFAULT_QUEUE_MAXLEN,
             fail_open: false,
             firewall: true,
             helpers,
@@ -297,7 +454,10 @@ impl Config {
                                     }
                                 }
                             }
-                            "queue_base" => cfg.queue_base = parse_num(v, 0, 65535).map_err(bad)?,
+                            "queue_base" => {
+                                cfg.queue_base =
+                                    parse_num(v, 0, u64::from(u16::MAX)).map_err(bad)?
+                            }
                             "queue_maxlen" => {
                                 cfg.queue_maxlen =
                                     parse_num(v, 1, u64::from(MAX_QUEUE_MAXLEN)).map_err(bad)?
@@ -308,13 +468,13 @@ impl Config {
                 }
                 "helper" => {
                     let h = Self::parse_helper(s, &err)?;
-                    if let Some(other) = cfg.helpers.iter().find(|o| o.name == h.name) {
+                    if let Some(other) = cfg.helpers.iter().find(|o| o.builtin == h.builtin) {
                         return Err(err(
                             s.line,
                             Some("name"),
                             format!(
                                 "helper {} configured twice (also in section {})",
-                                h.name,
+                                h.name(),
                                 other.section.as_deref().unwrap_or("(anonymous)")
                             ),
                         ));
@@ -370,20 +530,17 @@ impl Config {
             .iter()
             .find(|o| o.name == "name")
             .ok_or_else(|| err(s.line, Some("name"), "missing in helper section".into()))?;
-        let builtin = BUILTINS
-            .iter()
-            .find(|b| b.name == name_opt.value)
-            .ok_or_else(|| {
-                err(
-                    name_opt.line,
-                    Some("name"),
-                    format!(
-                        "no built-in helper named {:?} (available: {})",
-                        name_opt.value,
-                        BUILTINS.map(|b| b.name).join(", ")
-                    ),
-                )
-            })?;
+        let builtin = registry::find(&name_opt.value).ok_or_else(|| {
+            err(
+                name_opt.line,
+                Some("name"),
+                format!(
+                    "no built-in helper named {:?} (available: {})",
+                    name_opt.value,
+                    registry::names()
+                ),
+            )
+        })?;
         let mut h = HelperConfig::builtin_default(builtin);
         h.section = s.name.clone();
         let mut ports_given = false;
@@ -408,11 +565,20 @@ impl Config {
                     }
                 }
                 "proto" => {
-                    h.proto = match v {
-                        "tcp" => IPPROTO_TCP,
-                        "udp" => IPPROTO_UDP,
-                        _ => return Err(bad(format!("{v:?} is not tcp or udp"))),
+                    let protos = match v {
+                        "tcp" => Protos::TCP,
+                        "udp" => Protos::UDP,
+                        "any" => builtin.protos,
+                        _ => return Err(bad(format!("{v:?} is not tcp, udp or any"))),
+                    };
+                    if !protos.is_subset_of(builtin.protos) {
+                        return Err(bad(format!(
+                            "helper {} runs on {} only",
+                            builtin.name,
+                            builtin.protos.label()
+                        )));
                     }
+                    h.protos = protos;
                 }
                 "port" => {
                     if !ports_given {
@@ -421,7 +587,8 @@ impl Config {
                     }
                     // `option port '21 2121'` is the other UCI spelling of a list.
                     for p in v.split_ascii_whitespace() {
-                        let port: u16 = parse_num(p, 1, 65535).map_err(bad)?;
+                        let port: u16 =
+                            parse_num(p, u64::from(MIN_PORT), u64::from(u16::MAX)).map_err(bad)?;
                         if h.ports.contains(&port) {
                             return Err(bad(format!("port {port} listed twice")));
                         }
@@ -437,12 +604,22 @@ impl Config {
                     h.allow_low_ports = parse_bool(v)
                         .ok_or_else(|| bad(format!("{v:?} is not a boolean (0 or 1)")))?
                 }
-                "expect_max" => h.expect_max = parse_num(v, 1, 255).map_err(bad)?,
-                "expect_timeout" => {
-                    h.expect_timeout =
-                        parse_num(v, 1, u64::from(MAX_EXPECT_TIMEOUT)).map_err(bad)?
+                other => {
+                    let (field, class) = parse_class_option(builtin, other)
+                        .map_err(&bad)?
+                        .ok_or_else(|| bad("unknown option in helper section".into()))?;
+                    let limit = &mut h.classes[class];
+                    match field {
+                        ExpectField::Max => {
+                            limit.expect_max =
+                                parse_num(v, 1, u64::from(MAX_EXPECT_MAX)).map_err(bad)?
+                        }
+                        ExpectField::Timeout => {
+                            limit.expect_timeout =
+                                parse_num(v, 1, u64::from(MAX_EXPECT_TIMEOUT)).map_err(bad)?
+                        }
+                    }
                 }
-                _ => return Err(bad("unknown option in helper section".into())),
             }
         }
         Ok(h)
@@ -505,15 +682,16 @@ impl Config {
                 }
             }
             let _ = writeln!(s, "\t# queue {}", self.queue_of(i));
-            let _ = writeln!(s, "\toption name '{}'", h.name);
+            let _ = writeln!(s, "\toption name '{}'", h.name());
             let _ = writeln!(s, "\toption enabled '{}'", b(h.enabled));
             let _ = writeln!(s, "\toption family '{}'", h.families.as_str());
-            let _ = writeln!(s, "\toption proto '{}'", proto_name(h.proto));
+            let _ = writeln!(s, "\toption proto '{}'", h.proto_option());
             for p in &h.ports {
                 let _ = writeln!(s, "\tlist port '{p}'");
             }
-            let _ = writeln!(s, "\toption expect_max '{}'", h.expect_max);
-            let _ = writeln!(s, "\toption expect_timeout '{}'", h.expect_timeout);
+            for (option, value) in class_settings(h.builtin, &h.classes) {
+                let _ = writeln!(s, "\toption {option} '{value}'");
+            }
             let _ = writeln!(s, "\toption allow_low_ports '{}'", b(h.allow_low_ports));
         }
         s
@@ -526,27 +704,34 @@ mod tests {
 
     const SHIPPED: &str = include_str!("../../init.d/cthelperd.config");
 
+    fn limits(expect_max: u32, expect_timeout: u32) -> Limits {
+        Limits {
+            expect_max,
+            expect_timeout,
+        }
+    }
+
     #[test]
     fn default_serves_ftp_and_tftp_on_both_families() {
         let c = Config::default();
         assert_eq!(c.helpers.len(), 2);
         let ftp = &c.helpers[0];
-        assert_eq!(ftp.name, "ftp");
+        assert_eq!(ftp.name(), "ftp");
         assert_eq!(
             ftp.families.iter().collect::<Vec<_>>(),
             vec![Family::Ipv4, Family::Ipv6]
         );
-        assert_eq!((ftp.expect_max, ftp.expect_timeout), (1, 300));
+        assert_eq!(ftp.classes.as_slice(), [limits(1, 300)]);
         assert_eq!(c.queue_of(0), 48000);
         let tftp = &c.helpers[1];
-        assert_eq!(tftp.name, "tftp");
-        assert_eq!(tftp.proto, IPPROTO_UDP);
+        assert_eq!(tftp.name(), "tftp");
+        assert_eq!(tftp.protos, Protos::UDP);
         assert_eq!(tftp.ports.as_slice(), &[69]);
         assert_eq!(
             tftp.families.iter().collect::<Vec<_>>(),
             vec![Family::Ipv4, Family::Ipv6]
         );
-        assert_eq!((tftp.expect_max, tftp.expect_timeout), (1, 300));
+        assert_eq!(tftp.classes.as_slice(), [limits(1, 300)]);
         assert_eq!(c.queue_of(1), 48001);
     }
 
@@ -621,9 +806,9 @@ mod tests {
         let h = &c.helpers[0];
         assert_eq!(h.section, None);
         assert_eq!(h.families, Families::Ipv4);
-        assert_eq!(h.proto, IPPROTO_TCP, "proto defaults to the helper's own");
+        assert_eq!(h.protos, Protos::TCP, "proto defaults to the helper's own");
         assert_eq!(h.ports.as_slice(), &[21, 2121]);
-        assert_eq!((h.expect_max, h.expect_timeout), (255, 60));
+        assert_eq!(h.classes.as_slice(), [limits(255, 60)]);
         assert!(!h.allow_low_ports, "off unless configured");
         let c = Config::parse(
             "config helper\n option name ftp\n option allow_low_ports 1\n",

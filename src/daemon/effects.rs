@@ -209,7 +209,7 @@ pub(super) fn create_expectation(
                     &ex.conntrack.orig,
                     ex.conntrack.zone,
                     exclusive,
-                    slot.expect_timeout,
+                    slot.expect_timeout(exp.class),
                 )
             },
             |_| {},
@@ -724,7 +724,7 @@ mod tests {
         });
         let mut mangle = vec![0u8; MANGLE_BUF];
         let slot = &mut slots[ex.slot];
-        slot.expect_timeout = 77;
+        slot.classes[0].expect_timeout = 77;
         let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
         assert_eq!(a.verdict, queue::NF_ACCEPT);
         let sent = kernel.sent.borrow();

@@ -11,10 +11,11 @@ use super::kernel::{Ctl, queue_transact};
 use super::slots::{LogLimit, Stats};
 use super::{
     Buffers, CTL_BUF, DRAIN_TIME, Daemon, MANGLE_BUF, Options, PROCESS_START, QUEUE_RCVBUF, RX_BUF,
-    Slot, StartError, TX_BUF, builtin_helper, family_name, slots_from_config,
+    Slot, StartError, TX_BUF, family_name, slots_from_config,
 };
-use crate::config::Config;
+use crate::config::{Config, class_settings, proto_name};
 use crate::firewall;
+use crate::helpers::registry::{self, MAX_CLASSES};
 use crate::netlink::attr::Writer;
 use crate::netlink::cthelper;
 use crate::netlink::queue;
@@ -27,6 +28,96 @@ use crate::status;
 /// answers within the send call; this only bounds a kernel that never does, which must
 /// not stall the packet path for ever.
 pub(super) const CTL_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Room for the text of /proc/net/netfilter/nfnetlink_queue (one line per bound queue).
+const PROC_QUEUES_BUF: usize = 4096;
+
+/// How many times binding a queue is tried when the kernel answers EAGAIN (loading the
+/// conntrack glue module on the first request).
+const BIND_ATTEMPTS: u32 = 3;
+
+/// How logs name one registration: its family, and its protocol too when the helper runs
+/// on several ("ipv4", "ipv6 udp"), so that a single-protocol helper's lines stay as they
+/// were.
+pub(super) fn registration_label(key: &reload::Key) -> String {
+    let family = family_name(key.family);
+    match registry::find(key.name) {
+        Some(b) if b.protos.len() > 1 => format!("{family} {}", proto_name(key.proto)),
+        _ => family.into(),
+    }
+}
+
+/// NEW for one family and protocol on the control socket: creates the helper or updates
+/// an existing one in place, with one policy per expectation class of its registry entry.
+pub(super) fn register_with(
+    ctl: &mut Ctl<'_>,
+    key: reload::Key,
+    settings: reload::Settings,
+) -> Result<(), StartError> {
+    let reload::Key {
+        name,
+        family,
+        proto,
+    } = key;
+    let label = registration_label(&key);
+    let builtin = registry::find(name).ok_or_else(|| StartError {
+        what: format!("no built-in helper named {name:?}"),
+        cause: None,
+    })?;
+    let queue = settings.queue;
+    let private_len = builtin.private_len as u32;
+    let mut policies: heapless::Vec<cthelper::ExpectPolicy<'static>, MAX_CLASSES> =
+        heapless::Vec::new();
+    for (class, limits) in builtin.classes.iter().zip(settings.classes.as_slice()) {
+        let _ = policies.push(cthelper::ExpectPolicy {
+            name: class.name,
+            max_expected: limits.expect_max,
+            timeout_secs: limits.expect_timeout,
+        });
+    }
+    let reg = cthelper::Registration {
+        name,
+        family,
+        l4proto: proto,
+        queue,
+        policies: &policies,
+        private_len,
+        enabled: true,
+    };
+    let mut result = ctl.request(|w, seq| cthelper::write_new(w, seq, &reg), |_| {});
+    if result.as_ref().err().and_then(|e| e.errno()) == Some(Errno::EBUSY) {
+        // A helper of this name exists with another private-data size or policy shape
+        // (policy count or names: an older version of us, or conntrackd). The kernel
+        // cannot update that in place: replace it. Connections it was helping lose
+        // their helper.
+        warn!("helper {name} ({label}) exists with an incompatible layout; replacing it");
+        let _ = ctl.request(
+            |w, seq| cthelper::write_del(w, seq, name, family, proto),
+            |_| {},
+        );
+        result = ctl.request(|w, seq| cthelper::write_new(w, seq, &reg), |_| {});
+    }
+    result.map_err(|cause| StartError {
+        what: format!(
+            "cannot register helper {name} ({label}){}",
+            match cause.errno() {
+                Some(Errno::EPERM) => " (needs CAP_NET_ADMIN)",
+                Some(Errno::EEXIST) =>
+                    " (a kernel helper of that name is loaded, e.g. nf_conntrack_ftp: unload it and forbid it in /etc/modprobe.d)",
+                Some(Errno::EINVAL) | Some(Errno::EOPNOTSUPP) | Some(Errno::ENOENT) =>
+                    " (is nfnetlink_cthelper available? CONFIG_NF_CT_NETLINK_HELPER / kmod-nfnetlink-cthelper; try `cthelperd check`)",
+                _ => "",
+            }
+        ),
+        cause: Some(Box::new(cause)),
+    })?;
+    debug!(
+        "registered helper {name} {} proto {proto} queue {queue} private {private_len} bytes, {} policies",
+        family_name(family),
+        policies.len()
+    );
+    Ok(())
+}
 
 /// The signals the daemon handles through its signalfd: stop, stop, reload, log counters.
 pub(super) fn handled_signals() -> SigSet {
@@ -94,7 +185,7 @@ impl Daemon {
                 ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
                 mangle: vec![0u8; MANGLE_BUF].into_boxed_slice(),
                 report: vec![0u8; status::REPORT_MAX].into_boxed_slice(),
-                proc_queues: vec![0u8; 4096].into_boxed_slice(),
+                proc_queues: vec![0u8; PROC_QUEUES_BUF].into_boxed_slice(),
             },
             opts,
             control: None,
@@ -192,7 +283,9 @@ impl Daemon {
         let mut attempt = 0;
         loop {
             match self.queue_request(|w, seq| queue::write_bind(w, seq, &cfg)) {
-                Err(e) if e.errno() == Some(Errno::EAGAIN) && attempt < 3 => attempt += 1,
+                Err(e) if e.errno() == Some(Errno::EAGAIN) && attempt < BIND_ATTEMPTS => {
+                    attempt += 1
+                }
                 other => return other,
             }
         }
@@ -200,87 +293,38 @@ impl Daemon {
 
     pub(super) fn register(&mut self, i: usize) -> Result<(), StartError> {
         let s = &self.slots[i];
-        let (name, proto, families) = (s.name, s.proto, s.families);
+        let (name, protos, families) = (s.name, s.protos, s.families);
         let settings = reload::Settings {
             queue: s.queue,
-            expect_max: s.expect_max,
-            expect_timeout: s.expect_timeout,
+            classes: s.classes,
         };
         for family in families.iter() {
-            self.register_one(
-                reload::Key {
-                    name,
-                    family,
-                    proto,
-                },
-                settings,
-            )?;
+            for proto in protos.iter() {
+                self.register_one(
+                    reload::Key {
+                        name,
+                        family,
+                        proto,
+                    },
+                    settings,
+                )?;
+            }
         }
         Ok(())
     }
 
-    /// NEW for one family: creates the helper or updates an existing one in place.
+    /// NEW for one family and protocol (see [`register_with`]).
     pub(super) fn register_one(
         &mut self,
         key: reload::Key,
         settings: reload::Settings,
     ) -> Result<(), StartError> {
-        let reload::Key {
-            name,
-            family,
-            proto,
-        } = key;
-        let queue = settings.queue;
-        let private_len = builtin_helper(name).map_or(0, |h| h.private_len()) as u32;
-        let policy = [cthelper::ExpectPolicy {
-            name,
-            max_expected: settings.expect_max,
-            timeout_secs: settings.expect_timeout,
-        }];
-        {
-            let reg = cthelper::Registration {
-                name,
-                family,
-                l4proto: proto,
-                queue,
-                policies: &policy,
-                private_len,
-                enabled: true,
-            };
-            let mut result = self.request(|w, seq| cthelper::write_new(w, seq, &reg));
-            if result.as_ref().err().and_then(|e| e.errno()) == Some(Errno::EBUSY) {
-                // A helper of this name exists with another private-data size or
-                // policy shape (an older version of us, or conntrackd). The kernel
-                // cannot update that in place: replace it. Connections it was
-                // helping lose their helper.
-                warn!(
-                    "helper {name} ({}) exists with an incompatible layout; replacing it",
-                    family_name(family)
-                );
-                let _ = self.request(|w, seq| cthelper::write_del(w, seq, name, family, proto));
-                result = self.request(|w, seq| cthelper::write_new(w, seq, &reg));
-            }
-            result.map_err(|cause| StartError {
-                what: format!(
-                    "cannot register helper {name} ({}){}",
-                    family_name(family),
-                    match cause.errno() {
-                        Some(Errno::EPERM) => " (needs CAP_NET_ADMIN)",
-                        Some(Errno::EEXIST) =>
-                            " (a kernel helper of that name is loaded, e.g. nf_conntrack_ftp: unload it and forbid it in /etc/modprobe.d)",
-                        Some(Errno::EINVAL) | Some(Errno::EOPNOTSUPP) | Some(Errno::ENOENT) =>
-                            " (is nfnetlink_cthelper available? CONFIG_NF_CT_NETLINK_HELPER / kmod-nfnetlink-cthelper; try `cthelperd check`)",
-                        _ => "",
-                    }
-                ),
-                cause: Some(Box::new(cause)),
-            })?;
-            debug!(
-                "registered helper {name} {} proto {proto} queue {queue} private {private_len} bytes",
-                family_name(family)
-            );
-        }
-        Ok(())
+        let mut ctl = Ctl {
+            link: &mut self.ctl_sock,
+            buf: &mut self.bufs.ctl,
+            rx: &mut self.bufs.ctl_rx,
+        };
+        register_with(&mut ctl, key, settings)
     }
 
     pub(super) fn disable_one(&mut self, key: reload::Key) -> Result<(), IoError> {
@@ -374,13 +418,18 @@ impl Daemon {
                     };
                     self.register_one(key, settings)
                         .map(|()| {
+                            let limits: Vec<String> = registry::find(key.name)
+                                .map(|b| class_settings(b, &settings.classes))
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|(option, value)| format!("{option} {value}"))
+                                .collect();
                             info!(
-                                "reload: helper {} ({}) {verb}: queue {} expect_max {} expect_timeout {}",
+                                "reload: helper {} ({}) {verb}: queue {} {}",
                                 key.name,
-                                family_name(key.family),
+                                registration_label(&key),
                                 settings.queue,
-                                settings.expect_max,
-                                settings.expect_timeout
+                                limits.join(" ")
                             )
                         })
                         .map_err(|e| e.to_string())
@@ -397,14 +446,14 @@ impl Daemon {
                         info!(
                             "reload: helper {} ({}) disabled",
                             key.name,
-                            family_name(key.family)
+                            registration_label(&key)
                         )
                     })
                     .map_err(|e| {
                         format!(
                             "cannot disable helper {} ({}): {e}",
                             key.name,
-                            family_name(key.family)
+                            registration_label(&key)
                         )
                     }),
                 reload::Action::Drain => {
@@ -439,12 +488,11 @@ impl Daemon {
             let old = self.slots.iter().find(|s| s.name == n.name);
             let _ = slots.push(Slot {
                 name: n.name,
-                helper: n.helper,
+                builtin: n.builtin,
                 families: n.families,
-                proto: n.proto,
+                protos: n.protos,
                 queue: n.queue,
-                expect_max: n.expect_max,
-                expect_timeout: n.expect_timeout,
+                classes: n.classes,
                 policy: n.policy,
                 stats: old.map_or(Stats::default(), |o| o.stats),
                 log_limit: LogLimit::new(),
@@ -457,19 +505,24 @@ impl Daemon {
     /// report failures; used on stop.
     pub(super) fn disable_helpers(&mut self) {
         for i in 0..self.slots.len() {
-            let (name, proto, families) = (
+            let (name, protos, families) = (
                 self.slots[i].name,
-                self.slots[i].proto,
+                self.slots[i].protos,
                 self.slots[i].families,
             );
             for family in families.iter() {
-                if let Err(e) = self.request(|w, seq| {
-                    cthelper::write_set_status(w, seq, name, family, proto, false)
-                }) {
-                    error!(
-                        "cannot disable helper {name} ({}): {e}",
-                        family_name(family)
-                    );
+                for proto in protos.iter() {
+                    let key = reload::Key {
+                        name,
+                        family,
+                        proto,
+                    };
+                    if let Err(e) = self.disable_one(key) {
+                        error!(
+                            "cannot disable helper {name} ({}): {e}",
+                            registration_label(&key)
+                        );
+                    }
                 }
             }
         }

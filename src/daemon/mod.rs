@@ -36,7 +36,7 @@ use crate::status;
 use lifecycle::handled_signals;
 pub use lifecycle::{block_signals, unblock_signals};
 pub use serve::{Examined, Skip, examine};
-pub use slots::{LogLimit, Slot, Stats, builtin_helper, slots_from_config};
+pub use slots::{LogLimit, Slot, Stats, slots_from_config};
 
 /// Receive buffer: a whole 64 KiB packet plus netlink and conntrack attributes.
 pub(super) const RX_BUF: usize = 0x10000 + 4096;
@@ -186,7 +186,7 @@ impl Daemon {
             let _ = lines.push(status::HelperLine {
                 name: s.name,
                 families: s.families,
-                proto: s.proto,
+                protos: s.protos,
                 queue: s.queue,
                 packets: s.stats.packets,
                 expectations: s.stats.expectations,

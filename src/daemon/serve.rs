@@ -55,7 +55,7 @@ pub fn examine(
     let name = helper_name.ok_or(Skip::UnknownHelper)?;
     let slot = slots
         .iter()
-        .position(|s| s.name == name && s.queue == pkt.queue && s.proto == conntrack.orig.proto)
+        .position(|s| s.serves(name, pkt.queue, conntrack.orig.proto))
         .ok_or(Skip::UnknownHelper)?;
     if pkt.is_truncated() {
         return Err(Skip::Truncated);
@@ -70,7 +70,7 @@ pub fn examine(
         private,
         private_len,
     } = crate::helpers::run(
-        slots[slot].helper,
+        slots[slot].builtin,
         &packet,
         &conntrack,
         help_info,

@@ -3,8 +3,8 @@
 
 use log::warn;
 
-use crate::config::Config;
-use crate::helpers::Helper;
+use crate::config::{ClassLimits, Config, Families, Protos};
+use crate::helpers::registry::Builtin;
 
 /// Bounds how many lines a kind of per-packet event may log, so that a peer sending
 /// thousands of bad announcements cannot flood the router's log. Counters still
@@ -76,15 +76,17 @@ pub struct Stats {
     pub withdrawn: u64,
 }
 
-/// One configured helper as the daemon runs it.
+/// One configured helper as the daemon runs it: registered for each of its families and
+/// protocols, all served from one queue.
 pub struct Slot {
     pub name: &'static str,
-    pub helper: &'static dyn Helper,
-    pub families: crate::config::Families,
-    pub proto: u8,
+    /// Its registry entry (classes, private-data length, code).
+    pub builtin: &'static Builtin,
+    pub families: Families,
+    pub protos: Protos,
     pub queue: u16,
-    pub expect_max: u32,
-    pub expect_timeout: u32,
+    /// The configured limits of each expectation class.
+    pub classes: ClassLimits,
     /// What the helper is told about its configuration (`allow_low_ports`).
     pub policy: crate::helpers::Policy,
     pub stats: Stats,
@@ -92,6 +94,23 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Whether a packet queued to `queue` for helper `name` on a connection of L4
+    /// protocol `proto` is this slot's.
+    pub fn serves(&self, name: &str, queue: u16, proto: u8) -> bool {
+        self.name == name && self.queue == queue && self.protos.contains(proto)
+    }
+
+    /// The configured timeout of expectation class `class` (the first class's for an
+    /// index the helper does not have; the kernel refuses such an expectation anyway).
+    pub fn expect_timeout(&self, class: u32) -> u32 {
+        let classes = self.classes.as_slice();
+        usize::try_from(class)
+            .ok()
+            .and_then(|c| classes.get(c))
+            .or(classes.first())
+            .map_or(0, |l| l.expect_timeout)
+    }
+
     /// Count an announcement that needed a NAT rewrite and did not get one, and log
     /// why (rate-limited, like every per-packet line).
     pub(super) fn rewrite_failed(&mut self, why: core::fmt::Arguments<'_>) {
@@ -99,17 +118,6 @@ impl Slot {
         if self.log_limit.allow(std::time::Instant::now(), self.name) {
             warn!("{}: {why}", self.name);
         }
-    }
-}
-
-/// The built-in helper implementation for a kernel helper name.
-pub fn builtin_helper(name: &str) -> Option<&'static dyn Helper> {
-    static FTP: crate::helpers::ftp::Ftp = crate::helpers::ftp::Ftp;
-    static TFTP: crate::helpers::tftp::Tftp = crate::helpers::tftp::Tftp;
-    match name {
-        "ftp" => Some(&FTP),
-        "tftp" => Some(&TFTP),
-        _ => None,
     }
 }
 
@@ -122,16 +130,13 @@ pub fn slots_from_config(
         return Ok(slots);
     }
     for (index, h) in cfg.helpers.iter().enumerate().filter(|(_, h)| h.enabled) {
-        let helper = builtin_helper(h.name)
-            .ok_or_else(|| format!("no built-in helper named {:?}", h.name))?;
         let slot = Slot {
-            name: h.name,
-            helper,
+            name: h.name(),
+            builtin: h.builtin,
             families: h.families,
-            proto: h.proto,
+            protos: h.protos,
             queue: cfg.queue_of(index),
-            expect_max: h.expect_max,
-            expect_timeout: h.expect_timeout,
+            classes: h.classes,
             policy: h.policy(),
             stats: Stats::default(),
             log_limit: LogLimit::new(),

@@ -54,9 +54,6 @@ pub const LAYOUT_VERSION: u8 = 1;
 /// NUM_SEQ_TO_REMEMBER). Two cover a retransmission of the last line alongside the next.
 pub const SEQS_PER_DIR: usize = 2;
 
-/// Expectation class (policy index) FTP data connections count against.
-pub const EXPECT_CLASS: u32 = 0;
-
 /// Private-data layout, version 1 (all integers big-endian). Bytes 20..32 were reserved
 /// (zero) before multi-line replies were followed; zero still means "none" there, so
 /// private data written before keeps its meaning.
@@ -466,14 +463,6 @@ impl Ftp {
 }
 
 impl Helper for Ftp {
-    fn name(&self) -> &'static str {
-        "ftp"
-    }
-
-    fn private_len(&self) -> usize {
-        PRIVATE_LEN
-    }
-
     fn process(
         &self,
         pkt: &Packet<'_>,
@@ -813,7 +802,7 @@ fn announce(
     let towards = ct.tuple(dir.opposite());
     let nated = ct.is_nated();
     let exp = Expectation {
-        class: EXPECT_CLASS,
+        class: crate::helpers::registry::FTP_DATA,
         proto: IPPROTO_TCP,
         src: towards.src,
         src_port: None,
@@ -958,12 +947,6 @@ mod tests {
     fn nothing(a: &Action) {
         assert!(a.expectations.is_empty(), "{a:?}");
         assert!(a.refusals.is_empty(), "{a:?}");
-    }
-
-    #[test]
-    fn identity() {
-        assert_eq!(Ftp.name(), "ftp");
-        assert_eq!(Ftp.private_len(), PRIVATE_LEN);
     }
 
     #[test]

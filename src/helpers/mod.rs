@@ -3,6 +3,7 @@
 //! kernel stores with the conntrack (so a daemon restart loses nothing).
 
 pub mod ftp;
+pub mod registry;
 pub mod sip;
 pub mod tftp;
 
@@ -130,16 +131,12 @@ pub struct Action {
     pub parse_error: bool,
 }
 
-/// A connection-tracking helper.
+/// A connection-tracking helper's code. Its name, protocols, expectation classes and
+/// private-data length are in its [`registry`] entry.
 pub trait Helper {
-    /// Kernel-visible helper name ("ftp", "tftp", "sip").
-    fn name(&self) -> &'static str;
-
-    /// Bytes of private data the helper keeps per conntrack (registered with the kernel).
-    fn private_len(&self) -> usize;
-
-    /// Look at one packet. `private` is exactly `private_len()` bytes; all zero for a
-    /// connection the helper has never seen. `policy` is the helper's configured policy.
+    /// Look at one packet. `private` is exactly the registry's `private_len` bytes; all
+    /// zero for a connection the helper has never seen. `policy` is the helper's
+    /// configured policy.
     fn process(
         &self,
         pkt: &Packet<'_>,
@@ -165,20 +162,21 @@ impl Run {
     }
 }
 
-/// Run `helper` on one packet with the private data the kernel keeps for the conntrack
+/// Run a built-in helper on one packet with the private data the kernel keeps for the conntrack
 /// (`None` before the helper ever wrote any). The daemon (from a queued packet) and
 /// `replay` (from a capture) both go through here, so a capture is judged by exactly the
 /// code that judges live traffic. The kernel may hand over a shorter or longer area than
 /// the helper registered (an older layout, or none yet): it is zero-extended or cut to
-/// `private_len()`, which every helper treats as "fresh" or decodes defensively.
+/// the registry's `private_len`, which every helper treats as "fresh" or decodes
+/// defensively.
 pub fn run(
-    helper: &dyn Helper,
+    builtin: &registry::Builtin,
     pkt: &Packet<'_>,
     ct: &Conntrack,
     info: Option<&[u8]>,
     policy: Policy,
 ) -> Run {
-    let private_len = helper.private_len().min(PRIVATE_DATA_MAX);
+    let private_len = builtin.private_len.min(PRIVATE_DATA_MAX);
     let mut private = [0u8; PRIVATE_DATA_MAX];
     if let Some(info) = info {
         let n = info.len().min(private_len);
@@ -187,7 +185,7 @@ pub fn run(
         }
     }
     let action = match private.get_mut(..private_len) {
-        Some(area) => helper.process(pkt, ct, area, policy),
+        Some(area) => builtin.helper.process(pkt, ct, area, policy),
         None => Action::default(),
     };
     Run {

@@ -42,9 +42,6 @@ pub const PORT: u16 = 69;
 /// Private data registered with the kernel: none.
 pub const PRIVATE_LEN: usize = 0;
 
-/// Expectation class (policy index) the server's answer counts against.
-pub const EXPECT_CLASS: u32 = 0;
-
 /// TFTP opcodes (RFC 1350, RFC 2347).
 pub mod opcode {
     pub const RRQ: u16 = 1;
@@ -191,7 +188,7 @@ pub fn expectation_for(ct: &Conntrack) -> Expectation {
         saved_port: ct.orig.src_port,
     });
     Expectation {
-        class: EXPECT_CLASS,
+        class: crate::helpers::registry::TFTP_DATA,
         proto: IPPROTO_UDP,
         src: ct.reply.src,
         src_port: None,
@@ -213,14 +210,6 @@ impl Tftp {
 }
 
 impl Helper for Tftp {
-    fn name(&self) -> &'static str {
-        "tftp"
-    }
-
-    fn private_len(&self) -> usize {
-        PRIVATE_LEN
-    }
-
     /// `policy.allow_low_ports` does not apply: the expectation is towards the client's
     /// own port, opened from the server, never a pinhole towards the forwarded server.
     fn process(
@@ -538,11 +527,5 @@ mod tests {
             assert_eq!(a.expectations.len(), usize::from(well_formed));
             assert!(!(well_formed && a.parse_error));
         }
-    }
-
-    #[test]
-    fn registration_shape() {
-        assert_eq!(Tftp.name(), "tftp");
-        assert_eq!(Tftp.private_len(), 0);
     }
 }

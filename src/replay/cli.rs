@@ -18,7 +18,9 @@ pub fn run(file: &Path, json: bool, helper_specs: &[String]) -> i32 {
         match super::parse_rule(spec, &cfg) {
             // An explicit rule is consulted first, so it can also move a helper off a
             // default port's protocol/port pair.
-            Ok(rule) => rules.insert(0, rule),
+            Ok(new) => {
+                rules.splice(0..0, new);
+            }
             Err(e) => {
                 eprintln!("cthelperd: error: {e}");
                 return EXIT_USAGE;

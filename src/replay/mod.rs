@@ -20,16 +20,17 @@ use std::collections::HashMap;
 use core::net::IpAddr;
 
 use crate::config::Config;
-use crate::helpers::{self, Helper, PRIVATE_DATA_MAX, Packet, Refusal, Transport};
+use crate::helpers::registry::{self, Builtin};
+use crate::helpers::{self, PRIVATE_DATA_MAX, Packet, Refusal, Transport};
 use crate::model::{Conntrack, Direction, Expectation, IPPROTO_TCP, Tuple, status};
 use crate::wire::{self, tcp};
 
 /// A helper assignment: connections whose original destination is `proto`/`port` get
-/// `helper`, like `<proto> dport <port> ct helper set "<name>"`.
+/// `builtin`, like `<proto> dport <port> ct helper set "<name>"`.
 #[derive(Clone, Copy)]
 pub struct Rule {
     pub name: &'static str,
-    pub helper: &'static dyn Helper,
+    pub builtin: &'static Builtin,
     pub proto: u8,
     pub port: u16,
     /// The helper's configured policy (`allow_low_ports`), as the daemon would apply it.
@@ -49,29 +50,28 @@ impl core::fmt::Debug for Rule {
 }
 
 /// The rules the default firewall wiring installs: every enabled helper of `cfg` on
-/// each of its well-known ports.
+/// each of its protocols and well-known ports.
 pub fn rules_from_config(cfg: &Config) -> Vec<Rule> {
     let mut rules = Vec::new();
     for h in cfg.helpers.iter().filter(|h| h.enabled) {
-        let Some(helper) = crate::daemon::builtin_helper(h.name) else {
-            continue;
-        };
-        for &port in &h.ports {
-            rules.push(Rule {
-                name: helper.name(),
-                helper,
-                proto: h.proto,
-                port,
-                policy: h.policy(),
-            });
+        for proto in h.protos.iter() {
+            for &port in &h.ports {
+                rules.push(Rule {
+                    name: h.name(),
+                    builtin: h.builtin,
+                    proto,
+                    port,
+                    policy: h.policy(),
+                });
+            }
         }
     }
     rules
 }
 
-/// Parse `NAME:PORT` (e.g. `ftp:2121`): the built-in helper NAME on PORT, with the
+/// Parse `NAME:PORT` (e.g. `ftp:2121`): the built-in helper NAME on PORT, one rule per
 /// transport protocol that helper is configured for.
-pub fn parse_rule(spec: &str, cfg: &Config) -> Result<Rule, String> {
+pub fn parse_rule(spec: &str, cfg: &Config) -> Result<Vec<Rule>, String> {
     let (name, port) = spec
         .split_once(':')
         .ok_or_else(|| format!("--helper {spec:?}: expected NAME:PORT, e.g. ftp:2121"))?;
@@ -80,20 +80,23 @@ pub fn parse_rule(spec: &str, cfg: &Config) -> Result<Rule, String> {
         .ok()
         .filter(|p| *p != 0)
         .ok_or_else(|| format!("--helper {spec:?}: port must be 1-65535"))?;
-    let helper = crate::daemon::builtin_helper(name)
+    let builtin = registry::find(name)
         .ok_or_else(|| format!("--helper {spec:?}: no built-in helper named {name:?}"))?;
     let h = cfg
         .helpers
         .iter()
-        .find(|h| h.name == name)
+        .find(|h| h.builtin == builtin)
         .ok_or_else(|| format!("--helper {spec:?}: helper {name:?} has no configuration"))?;
-    Ok(Rule {
-        name: helper.name(),
-        helper,
-        proto: h.proto,
-        port,
-        policy: h.policy(),
-    })
+    Ok(h.protos
+        .iter()
+        .map(|proto| Rule {
+            name: builtin.name,
+            builtin,
+            proto,
+            port,
+            policy: h.policy(),
+        })
+        .collect())
 }
 
 /// What a helper asked for at one packet.
@@ -364,7 +367,7 @@ impl<'r> Replayer<'r> {
         if let Some(rule) = rule {
             let pkt = Packet::from_dissected(dir, &d);
             let info = conn.private.as_ref().map(|p| &p[..]);
-            let run = helpers::run(rule.helper, &pkt, &conn.ct, info, rule.policy);
+            let run = helpers::run(rule.builtin, &pkt, &conn.ct, info, rule.policy);
             if run.action.private_changed {
                 // The daemon sends it back with the verdict; the kernel stores it and
                 // hands it over with the connection's next packet.
@@ -528,7 +531,7 @@ mod tests {
         .collect();
         assert!(ev.is_empty());
         let mut with = rules.clone();
-        with.push(parse_rule("ftp:2121", &Config::default()).unwrap());
+        with.extend(parse_rule("ftp:2121", &Config::default()).unwrap());
         let mut r = Replayer::new(&with);
         let ev: Vec<_> = [
             tcp4(C, 40000, S, 2121, 99, 0x02, b""),
@@ -547,10 +550,41 @@ mod tests {
     fn rule_specs() {
         let cfg = Config::default();
         let r = parse_rule("tftp:6969", &cfg).unwrap();
-        assert_eq!((r.name, r.proto, r.port), ("tftp", IPPROTO_UDP, 6969));
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].name, r[0].proto, r[0].port),
+            ("tftp", IPPROTO_UDP, 6969)
+        );
         for bad in ["ftp", "ftp:0", "ftp:70000", "irc:6667", ":21", "ftp:x"] {
             assert!(parse_rule(bad, &cfg).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_helper_on_two_protocols_gets_a_rule_on_each() {
+        use crate::helpers::registry::test_entry::{NAME, PORT};
+        let spec = |r: &Rule| (r.name, r.proto, r.port);
+        let cfg = Config::parse(&format!("config helper\n\toption name '{NAME}'\n"), "t").unwrap();
+        let rules = rules_from_config(&cfg);
+        assert_eq!(
+            rules.iter().map(spec).collect::<Vec<_>>(),
+            [(NAME, IPPROTO_TCP, PORT), (NAME, IPPROTO_UDP, PORT)]
+        );
+        let r = parse_rule(&format!("{NAME}:5070"), &cfg).unwrap();
+        assert_eq!(
+            r.iter().map(spec).collect::<Vec<_>>(),
+            [(NAME, IPPROTO_TCP, 5070), (NAME, IPPROTO_UDP, 5070)]
+        );
+        // `option proto` restricts it
+        let udp = Config::parse(
+            &format!("config helper\n\toption name '{NAME}'\n\toption proto 'udp'\n"),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            rules_from_config(&udp).iter().map(spec).collect::<Vec<_>>(),
+            [(NAME, IPPROTO_UDP, PORT)]
+        );
     }
 
     #[test]
