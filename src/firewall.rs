@@ -204,6 +204,71 @@ table inet cthelperd {
     }
 
     #[test]
+    fn a_helper_on_two_protocols_gets_an_object_and_a_rule_per_protocol() {
+        use crate::helpers::registry::test_entry::NAME;
+        let text = format!(
+            "{}\nconfig helper\n\toption name '{NAME}'\n\tlist port '5060'\n\tlist port '5061'\n",
+            Config::default().to_uci()
+        );
+        let c = Config::parse(&text, "t").unwrap();
+        let rules = ruleset(&c);
+        assert_eq!(
+            rules,
+            "table inet cthelperd
+delete table inet cthelperd
+table inet cthelperd {
+\tct helper ftp {
+\t\ttype \"ftp\" protocol tcp;
+\t\tl3proto inet;
+\t}
+\tct helper tftp {
+\t\ttype \"tftp\" protocol udp;
+\t\tl3proto inet;
+\t}
+\tct helper sipmock-tcp {
+\t\ttype \"sipmock\" protocol tcp;
+\t\tl3proto inet;
+\t}
+\tct helper sipmock-udp {
+\t\ttype \"sipmock\" protocol udp;
+\t\tl3proto inet;
+\t}
+\tchain prerouting {
+\t\ttype filter hook prerouting priority mangle; policy accept;
+\t\ttcp dport 21 ct helper set \"ftp\"
+\t\tudp dport 69 ct helper set \"tftp\"
+\t\ttcp dport { 5060, 5061 } ct helper set \"sipmock-tcp\"
+\t\tudp dport { 5060, 5061 } ct helper set \"sipmock-udp\"
+\t}
+\tchain output {
+\t\ttype filter hook output priority mangle; policy accept;
+\t\ttcp dport 21 ct helper set \"ftp\"
+\t\tudp dport 69 ct helper set \"tftp\"
+\t\ttcp dport { 5060, 5061 } ct helper set \"sipmock-tcp\"
+\t\tudp dport { 5060, 5061 } ct helper set \"sipmock-udp\"
+\t}
+}
+"
+        );
+        // Restricted to UDP, and to IPv6: the object keeps its name.
+        let c = Config::parse(
+            &format!("config helper\n\toption name '{NAME}'\n\toption proto 'udp'\n\toption family 'ipv6'\n"),
+            "t",
+        )
+        .unwrap();
+        let text = ruleset(&c);
+        assert!(
+            text.contains("\tct helper sipmock-udp {\n\t\ttype \"sipmock\" protocol udp;\n\t\tl3proto ip6;\n\t}\n"),
+            "{text}"
+        );
+        assert!(!text.contains("sipmock-tcp"), "{text}");
+        assert!(
+            text.contains("\t\tmeta nfproto ipv6 udp dport 5060 ct helper set \"sipmock-udp\"\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn nothing_to_assign_only_removes_the_table() {
         let removal = "table inet cthelperd\ndelete table inet cthelperd\n";
         let c = Config {

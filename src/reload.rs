@@ -144,6 +144,7 @@ pub fn plan(old: &Config, new: &Config, cli_log_level: bool) -> Vec<Action> {
 mod tests {
     use super::*;
     use crate::config::Families;
+    use crate::helpers::registry::test_entry;
     use crate::model::{IPPROTO_TCP, IPPROTO_UDP};
 
     fn ftp(f: Family) -> Key {
@@ -202,6 +203,92 @@ mod tests {
             vec![
                 Action::Register(ftp(Family::Ipv4), s(Q, 1, 120)),
                 Action::Register(ftp(Family::Ipv6), s(Q, 1, 120)),
+                Action::Firewall,
+            ]
+        );
+    }
+
+    /// The default configuration plus a section for the registry's SIP-shaped test entry
+    /// (tcp+udp, four classes), which takes queue Q + 2.
+    fn with_sip(body: &str) -> Config {
+        let text = format!(
+            "{}\nconfig helper\n\toption name '{}'\n{body}",
+            Config::default().to_uci(),
+            test_entry::NAME
+        );
+        Config::parse(&text, "t").unwrap()
+    }
+    fn sip(family: Family, proto: u8) -> Key {
+        Key {
+            name: test_entry::NAME,
+            family,
+            proto,
+        }
+    }
+    /// Settings of the SIP-shaped entry: queue Q + 2, its default limits but `audio_max`.
+    fn sip_settings(audio_max: u32) -> Settings {
+        let mut classes = ClassLimits::defaults(&test_entry::SIPMOCK);
+        classes[test_entry::AUDIO as usize].expect_max = audio_max;
+        Settings {
+            queue: Q + 2,
+            classes,
+        }
+    }
+    const SIP_KEYS: [(Family, u8); 4] = [
+        (Family::Ipv4, IPPROTO_TCP),
+        (Family::Ipv4, IPPROTO_UDP),
+        (Family::Ipv6, IPPROTO_TCP),
+        (Family::Ipv6, IPPROTO_UDP),
+    ];
+
+    #[test]
+    fn a_helper_on_two_protocols_is_registered_per_family_and_protocol() {
+        let old = Config::default();
+        let new = with_sip("");
+        let mut expected = vec![Action::BindQueue(Q + 2)];
+        for (f, p) in SIP_KEYS {
+            expected.push(Action::Register(sip(f, p), sip_settings(4)));
+        }
+        expected.push(Action::Firewall);
+        assert_eq!(plan(&old, &new, false), expected);
+    }
+
+    #[test]
+    fn a_changed_class_limit_updates_every_registration_of_that_helper() {
+        let old = with_sip("");
+        let mut new = old.clone();
+        new.helpers[2].classes[test_entry::AUDIO as usize].expect_max = 8;
+        let mut expected: Vec<Action> = SIP_KEYS
+            .iter()
+            .map(|&(f, p)| Action::Register(sip(f, p), sip_settings(8)))
+            .collect();
+        expected.push(Action::Firewall);
+        assert_eq!(plan(&old, &new, false), expected);
+        // the same through the file's spelling
+        assert_eq!(
+            plan(&old, &with_sip("\toption expect_max_audio '8'\n"), false),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_protocol_removed_is_disabled_and_one_added_is_registered() {
+        let both = with_sip("");
+        let udp = with_sip("\toption proto 'udp'\n");
+        assert_eq!(
+            plan(&both, &udp, false),
+            vec![
+                Action::Firewall,
+                Action::Disable(sip(Family::Ipv4, IPPROTO_TCP)),
+                Action::Disable(sip(Family::Ipv6, IPPROTO_TCP)),
+            ],
+            "the udp registrations and the queue stay untouched"
+        );
+        assert_eq!(
+            plan(&udp, &both, false),
+            vec![
+                Action::Register(sip(Family::Ipv4, IPPROTO_TCP), sip_settings(4)),
+                Action::Register(sip(Family::Ipv6, IPPROTO_TCP), sip_settings(4)),
                 Action::Firewall,
             ]
         );

@@ -883,6 +883,145 @@ mod tests {
         assert_eq!((e.line, e.problem.as_str()), (11, "more than 8 ports"));
     }
 
+    /// A section for the registry's SIP-shaped test entry (tcp+udp, four classes).
+    fn sipmock(body: &str) -> Result<Config, ConfigError> {
+        Config::parse(
+            &format!(
+                "config helper 'voice'\n\toption name '{}'\n{body}",
+                registry::test_entry::NAME
+            ),
+            "/etc/config/cthelperd",
+        )
+    }
+
+    #[test]
+    fn a_helper_with_several_classes_takes_per_class_limits() {
+        let c =
+            sipmock("\toption expect_max_audio '8'\n\toption expect_timeout_image '60'\n").unwrap();
+        let h = &c.helpers[0];
+        assert_eq!(
+            h.classes.as_slice(),
+            [
+                limits(1, 180),
+                limits(8, 180),
+                limits(4, 180),
+                limits(2, 60)
+            ],
+            "registry defaults except what the file says"
+        );
+        assert_eq!(h.protos, Protos::TCP_UDP, "every protocol of the helper");
+        assert_eq!(h.ports.as_slice(), &[registry::test_entry::PORT]);
+        assert!(
+            Config::default()
+                .helpers
+                .iter()
+                .all(|h| h.name() != registry::test_entry::NAME),
+            "not in the defaults"
+        );
+    }
+
+    #[test]
+    fn proto_restricts_a_helper_to_its_own_protocols() {
+        let proto = |body: &str| sipmock(body).map(|c| c.helpers[0].protos);
+        assert_eq!(proto("\toption proto 'udp'\n"), Ok(Protos::UDP));
+        assert_eq!(proto("\toption proto 'tcp'\n"), Ok(Protos::TCP));
+        assert_eq!(proto("\toption proto 'any'\n"), Ok(Protos::TCP_UDP));
+        let ftp = Config::parse(
+            "config helper\n\toption name 'ftp'\n\toption proto 'any'\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(ftp.helpers[0].protos, Protos::TCP, "any: all of ftp's, tcp");
+    }
+
+    #[test]
+    fn class_and_protocol_mistakes_name_file_line_and_option() {
+        let ftp = "config helper 'x'\n\toption name 'ftp'\n";
+        let cases: Vec<(Result<Config, ConfigError>, Option<&str>, &str)> = vec![
+            (
+                sipmock("\toption expect_max '4'\n"),
+                Some("expect_max"),
+                "4 expectation classes (signalling, audio, video, image): use expect_max_<class>",
+            ),
+            (
+                sipmock("\toption expect_timeout_text '4'\n"),
+                Some("expect_timeout_text"),
+                "no expectation class \"text\"",
+            ),
+            (
+                sipmock("\toption expect_max_audio '256'\n"),
+                Some("expect_max_audio"),
+                "out of range",
+            ),
+            (
+                sipmock("\toption expect_timeout_video '0'\n"),
+                Some("expect_timeout_video"),
+                "out of range",
+            ),
+            (
+                sipmock("\toption expect_max_audio '4'\n\toption expect_max_audio '5'\n"),
+                Some("expect_max_audio"),
+                "given twice",
+            ),
+            (
+                sipmock("\toption proto 'sctp'\n"),
+                Some("proto"),
+                "is not tcp, udp or any",
+            ),
+            (
+                Config::parse(&format!("{ftp}\toption expect_max_ftp '2'\n"), "f"),
+                Some("expect_max_ftp"),
+                "one expectation class: use expect_max",
+            ),
+            (
+                Config::parse(&format!("{ftp}\toption proto 'udp'\n"), "f"),
+                Some("proto"),
+                "helper ftp runs on tcp only",
+            ),
+            (
+                Config::parse(&format!("{ftp}\toption expect_maxi '2'\n"), "f"),
+                Some("expect_maxi"),
+                "unknown option",
+            ),
+        ];
+        for (result, option, what) in cases {
+            let e = result.unwrap_err();
+            let line = if what == "given twice" { 4 } else { 3 };
+            assert_eq!(e.line, line, "{e}");
+            assert_eq!(e.option.as_deref(), option, "{e}");
+            assert!(e.problem.contains(what), "{e}");
+        }
+    }
+
+    #[test]
+    fn per_class_limits_and_protocols_print_back_and_read_back() {
+        let c =
+            sipmock("\toption expect_max_audio '8'\n\toption expect_timeout_image '60'\n").unwrap();
+        let text = c.to_uci();
+        for line in [
+            "\toption proto 'any'\n",
+            "\toption expect_max_signalling '1'\n\toption expect_timeout_signalling '180'\n",
+            "\toption expect_max_audio '8'\n",
+            "\toption expect_timeout_image '60'\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in {text}");
+        }
+        assert!(!text.contains("\toption expect_max '"), "{text}");
+        assert_eq!(Config::parse(&text, "printed").unwrap(), c);
+        let udp = sipmock("\toption proto 'udp'\n").unwrap();
+        let text = udp.to_uci();
+        assert!(text.contains("\toption proto 'udp'\n"), "{text}");
+        assert_eq!(Config::parse(&text, "printed").unwrap(), udp);
+        // a single-class, single-protocol helper prints as before
+        let text = Config::default().to_uci();
+        assert!(
+            text.contains(
+                "\toption proto 'tcp'\n\tlist port '21'\n\toption expect_max '1'\n\toption expect_timeout '300'\n"
+            ),
+            "{text}"
+        );
+    }
+
     #[test]
     fn missing_default_file_means_defaults_but_a_named_file_must_exist() {
         let missing = std::path::Path::new("/nonexistent/cthelperd");

@@ -569,3 +569,185 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::kernel::fake::{FakeKernel, Reply};
+    use crate::helpers::registry::test_entry;
+    use crate::model::{Family, IPPROTO_TCP, IPPROTO_UDP};
+    use crate::netlink::attr::Attr;
+    use crate::netlink::msg::Messages;
+
+    /// Register every key of `cfg` through `register_with` against `kernel`.
+    fn register_all(kernel: &mut FakeKernel, cfg: &Config) -> Result<(), StartError> {
+        let (mut buf, mut rx) = (vec![0u8; CTL_BUF], vec![0u8; CTL_BUF]);
+        for (key, settings) in reload::registrations(cfg) {
+            let mut ctl = Ctl {
+                link: kernel,
+                buf: &mut buf,
+                rx: &mut rx,
+            };
+            register_with(&mut ctl, key, settings)?;
+        }
+        Ok(())
+    }
+
+    fn policy(name: &str, max_expected: u32, timeout_secs: u32) -> cthelper::ExpectPolicy<'_> {
+        cthelper::ExpectPolicy {
+            name,
+            max_expected,
+            timeout_secs,
+        }
+    }
+
+    #[test]
+    fn a_helper_with_four_classes_registers_four_policies_per_family_and_protocol() {
+        let cfg = Config::parse(
+            &format!(
+                "config helper\n\toption name '{}'\n\toption expect_max_audio '8'\n\toption expect_timeout_image '60'\n",
+                test_entry::NAME
+            ),
+            "t",
+        )
+        .unwrap();
+        let mut kernel = FakeKernel::acking();
+        register_all(&mut kernel, &cfg).unwrap();
+        let sent = kernel.sent.borrow();
+        let tuples: Vec<_> = sent
+            .iter()
+            .map(|d| {
+                let msg = Messages::new(d).next().unwrap().unwrap();
+                assert_eq!(
+                    (msg.header.subsys(), msg.header.nf_msg()),
+                    (
+                        crate::netlink::subsys::CTHELPER,
+                        cthelper::NFNL_MSG_CTHELPER_NEW
+                    )
+                );
+                let info = cthelper::parse_helper(&msg).unwrap();
+                assert_eq!(info.name, test_entry::NAME);
+                assert_eq!((info.queue, info.private_len), (48000, 0));
+                assert!(info.enabled);
+                assert_eq!(info.policy_count, 4);
+                assert_eq!(
+                    info.policies.as_slice(),
+                    [
+                        policy("signalling", 1, 180),
+                        policy("audio", 8, 180),
+                        policy("video", 4, 180),
+                        policy("image", 2, 60),
+                    ]
+                );
+                // The POLICY nest itself: SET_NUM, then SET1..SET4 and nothing else.
+                let (_, attrs) = msg.nfnl().unwrap();
+                let nest = attrs
+                    .map(Result::unwrap)
+                    .find(|a| a.kind == 4)
+                    .unwrap()
+                    .nested();
+                let kinds: Vec<u16> = nest
+                    .map(|a: crate::netlink::Result<Attr>| a.unwrap().kind)
+                    .collect();
+                assert_eq!(kinds, [1, 2, 3, 4, 5]);
+                (info.family.unwrap(), info.l4proto)
+            })
+            .collect();
+        assert_eq!(
+            tuples,
+            [
+                (Family::Ipv4, IPPROTO_TCP),
+                (Family::Ipv4, IPPROTO_UDP),
+                (Family::Ipv6, IPPROTO_TCP),
+                (Family::Ipv6, IPPROTO_UDP),
+            ],
+            "one NEW per family and protocol"
+        );
+    }
+
+    #[test]
+    fn ftp_still_registers_one_policy_named_ftp() {
+        let mut kernel = FakeKernel::acking();
+        register_all(&mut kernel, &Config::default()).unwrap();
+        let sent = kernel.sent.borrow();
+        assert_eq!(sent.len(), 4, "ftp and tftp, IPv4 and IPv6");
+        let msg = Messages::new(&sent[0]).next().unwrap().unwrap();
+        let info = cthelper::parse_helper(&msg).unwrap();
+        assert_eq!(
+            (info.name, info.l4proto, info.private_len),
+            ("ftp", IPPROTO_TCP, 32)
+        );
+        assert_eq!(info.policies.as_slice(), [policy("ftp", 1, 300)]);
+        let msg = Messages::new(&sent[3]).next().unwrap().unwrap();
+        let info = cthelper::parse_helper(&msg).unwrap();
+        assert_eq!(
+            (info.name, info.family, info.l4proto, info.queue),
+            ("tftp", Some(Family::Ipv6), IPPROTO_UDP, 48001)
+        );
+        assert_eq!(info.policies.as_slice(), [policy("tftp", 1, 300)]);
+    }
+
+    #[test]
+    fn a_changed_policy_shape_falls_back_to_del_and_new() {
+        // EBUSY: the kernel holds a helper of that name with another policy count.
+        let mut first = true;
+        let mut kernel = FakeKernel::new(move |m| {
+            if m.header.nf_msg() == cthelper::NFNL_MSG_CTHELPER_NEW && first {
+                first = false;
+                Reply::Errno(Errno::EBUSY)
+            } else {
+                Reply::Ack
+            }
+        });
+        let mut cfg = Config::default();
+        cfg.helpers.truncate(1);
+        cfg.helpers[0].families = crate::config::Families::Ipv4;
+        register_all(&mut kernel, &cfg).unwrap();
+        assert_eq!(
+            kernel.kinds(),
+            [
+                (
+                    crate::netlink::subsys::CTHELPER,
+                    cthelper::NFNL_MSG_CTHELPER_NEW
+                ),
+                (
+                    crate::netlink::subsys::CTHELPER,
+                    cthelper::NFNL_MSG_CTHELPER_DEL
+                ),
+                (
+                    crate::netlink::subsys::CTHELPER,
+                    cthelper::NFNL_MSG_CTHELPER_NEW
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_refused_registration_names_helper_family_and_protocol() {
+        let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::EEXIST));
+        let cfg = Config::parse(
+            &format!(
+                "config helper\n\toption name '{}'\n\toption proto 'udp'\n",
+                test_entry::NAME
+            ),
+            "t",
+        )
+        .unwrap();
+        let e = register_all(&mut kernel, &cfg).unwrap_err();
+        assert!(
+            e.what.starts_with(&format!(
+                "cannot register helper {} (ipv4 udp)",
+                test_entry::NAME
+            )),
+            "{e}"
+        );
+        // a single-protocol helper's messages name the family only, as before
+        let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::EEXIST));
+        let e = register_all(&mut kernel, &Config::default()).unwrap_err();
+        assert!(
+            e.what
+                .starts_with("cannot register helper ftp (ipv4) (a kernel helper"),
+            "{e}"
+        );
+    }
+}

@@ -153,6 +153,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_slot_serves_its_protocols_and_knows_each_class_timeout() {
+        use crate::helpers::registry::test_entry;
+        use crate::model::{IPPROTO_TCP, IPPROTO_UDP};
+        let cfg = Config::parse(
+            &format!(
+                "config helper\n\toption name '{}'\n\toption proto 'udp'\n\toption expect_timeout_audio '30'\n",
+                test_entry::NAME
+            ),
+            "t",
+        )
+        .unwrap();
+        let slots = slots_from_config(&cfg).unwrap();
+        let s = &slots[0];
+        let q = cfg.queue_of(0);
+        assert!(s.serves(test_entry::NAME, q, IPPROTO_UDP));
+        assert!(
+            !s.serves(test_entry::NAME, q, IPPROTO_TCP),
+            "restricted to udp"
+        );
+        assert!(!s.serves(test_entry::NAME, q + 1, IPPROTO_UDP));
+        assert!(!s.serves("ftp", q, IPPROTO_UDP));
+        assert_eq!(s.expect_timeout(test_entry::AUDIO), 30);
+        assert_eq!(s.expect_timeout(0), 180);
+        assert_eq!(
+            s.expect_timeout(99),
+            180,
+            "an unknown class: the first one's"
+        );
+    }
+
+    #[test]
     fn log_limit_caps_lines_per_window_and_reopens() {
         let mut l = LogLimit::new();
         let t0 = std::time::Instant::now();

@@ -32,8 +32,15 @@ pub const NFCT_HELPER_STATUS_ENABLED: u32 = 1;
 
 /// The kernel keeps helper and policy names in 16 bytes including the NUL.
 pub const NAME_MAX: usize = 15;
-/// NF_CT_MAX_EXPECT_CLASSES.
+/// NF_CT_MAX_EXPECT_CLASSES: a NEW carries SET_NUM 1..=4 and SET1..SET4; more is
+/// refused (EOVERFLOW), as is none (EINVAL).
 pub const MAX_POLICIES: usize = 4;
+
+/// Attribute tables indexed by type: one past the highest type read at each level.
+const NFCTH_TABLE: usize = NFCTH_STATUS as usize + 1;
+const NFCTH_TUPLE_TABLE: usize = NFCTH_TUPLE_L4PROTONUM as usize + 1;
+const NFCTH_POLICY_TABLE: usize = NFCTH_POLICY_SET1 as usize + MAX_POLICIES;
+const NFCTH_POLICY_SET_TABLE: usize = NFCTH_POLICY_EXPECT_TIMEOUT as usize + 1;
 
 /// One expectation class of a helper: how many may be pending and for how long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,9 +108,9 @@ pub fn write_new(w: &mut Writer<'_>, seq: u32, reg: &Registration<'_>) -> Result
     w.put_be32(NFCTH_QUEUE_NUM, u32::from(reg.queue))?;
     let p = w.begin_nested(NFCTH_POLICY)?;
     w.put_be32(NFCTH_POLICY_SET_NUM, reg.policies.len() as u32)?;
-    for (i, policy) in reg.policies.iter().enumerate() {
+    for (set_kind, policy) in (NFCTH_POLICY_SET1..).zip(reg.policies) {
         check_name(policy.name)?;
-        let set = w.begin_nested(NFCTH_POLICY_SET1 + i as u16)?;
+        let set = w.begin_nested(set_kind)?;
         w.put_str(NFCTH_POLICY_NAME, policy.name)?;
         w.put_be32(NFCTH_POLICY_EXPECT_MAX, policy.max_expected)?;
         w.put_be32(NFCTH_POLICY_EXPECT_TIMEOUT, policy.timeout_secs)?;
@@ -170,7 +177,7 @@ pub fn write_dump(w: &mut Writer<'_>, seq: u32) -> Result<()> {
 }
 
 /// A helper as the kernel lists it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelperInfo<'a> {
     pub name: &'a str,
     pub family: Option<Family>,
@@ -178,18 +185,20 @@ pub struct HelperInfo<'a> {
     pub queue: u32,
     pub private_len: u32,
     pub enabled: bool,
+    /// SET_NUM as the message gives it.
     pub policy_count: u32,
-    pub first_policy: Option<ExpectPolicy<'a>>,
+    /// The policy sets SET1.. in order, up to the first one missing.
+    pub policies: heapless::Vec<ExpectPolicy<'a>, MAX_POLICIES>,
 }
 
 /// Decode one NEW message of a dump.
 pub fn parse_helper<'a>(msg: &Message<'a>) -> Result<HelperInfo<'a>> {
     let (_, attrs) = msg.nfnl()?;
-    let t: [Option<Attr>; 7] = attrs.table()?;
+    let t: [Option<Attr>; NFCTH_TABLE] = attrs.table()?;
     let name = t[usize::from(NFCTH_NAME)]
         .ok_or(Error::Missing("NFCTH_NAME"))?
         .str()?;
-    let tuple: [Option<Attr>; 3] = t[usize::from(NFCTH_TUPLE)]
+    let tuple: [Option<Attr>; NFCTH_TUPLE_TABLE] = t[usize::from(NFCTH_TUPLE)]
         .ok_or(Error::Missing("NFCTH_TUPLE"))?
         .nested()
         .table()?;
@@ -205,16 +214,21 @@ pub fn parse_helper<'a>(msg: &Message<'a>) -> Result<HelperInfo<'a>> {
             .transpose()
             .map(|v| v.unwrap_or(default))
     };
-    let (mut policy_count, mut first_policy) = (0, None);
+    let (mut policy_count, mut policies) = (0, heapless::Vec::new());
     if let Some(policy) = t[usize::from(NFCTH_POLICY)] {
-        let p: [Option<Attr>; 6] = policy.nested().table()?;
+        let p: [Option<Attr>; NFCTH_POLICY_TABLE] = policy.nested().table()?;
         policy_count = p[usize::from(NFCTH_POLICY_SET_NUM)]
             .map(|a| a.be32())
             .transpose()?
             .unwrap_or(0);
-        if let Some(set) = p[usize::from(NFCTH_POLICY_SET1)] {
-            let s: [Option<Attr>; 4] = Attrs::new(set.payload).table()?;
-            first_policy = Some(ExpectPolicy {
+        let sets = p
+            .get(usize::from(NFCTH_POLICY_SET1)..)
+            .unwrap_or(&[])
+            .iter()
+            .map_while(|set| *set);
+        for set in sets {
+            let s: [Option<Attr>; NFCTH_POLICY_SET_TABLE] = Attrs::new(set.payload).table()?;
+            let policy = ExpectPolicy {
                 name: s[usize::from(NFCTH_POLICY_NAME)]
                     .ok_or(Error::Missing("NFCTH_POLICY_NAME"))?
                     .str()?,
@@ -224,7 +238,9 @@ pub fn parse_helper<'a>(msg: &Message<'a>) -> Result<HelperInfo<'a>> {
                 timeout_secs: s[usize::from(NFCTH_POLICY_EXPECT_TIMEOUT)]
                     .ok_or(Error::Missing("NFCTH_POLICY_EXPECT_TIMEOUT"))?
                     .be32()?,
-            });
+            };
+            // The table has room for MAX_POLICIES sets exactly.
+            let _ = policies.push(policy);
         }
     }
     Ok(HelperInfo {
@@ -235,7 +251,7 @@ pub fn parse_helper<'a>(msg: &Message<'a>) -> Result<HelperInfo<'a>> {
         private_len: be32_or(NFCTH_PRIV_DATA_LEN, 0)?,
         enabled: be32_or(NFCTH_STATUS, 0)? == NFCT_HELPER_STATUS_ENABLED,
         policy_count,
-        first_policy,
+        policies,
     })
 }
 
@@ -276,7 +292,7 @@ mod tests {
                 private_len: 20,
                 enabled: true,
                 policy_count: 1,
-                first_policy: Some(policies[0]),
+                policies: heapless::Vec::from_slice(&policies).unwrap(),
             }
         );
     }
