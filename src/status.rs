@@ -11,6 +11,10 @@ use crate::config::{Families, Protos};
 
 pub const DEFAULT_SOCKET: &str = "/var/run/cthelperd.sock";
 pub const REPORT_MAX: usize = 4096;
+/// How long `cthelperd status` waits for the daemon's report.
+const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Most bytes `cthelperd status` reads (a report is at most REPORT_MAX).
+const QUERY_MAX: u64 = 64 * 1024;
 const PROC_QUEUES: &str = "/proc/net/netfilter/nfnetlink_queue";
 
 /// One helper's line of the report.
@@ -246,9 +250,9 @@ pub fn query(path: &Path) -> Result<String, String> {
             path.display()
         )
     })?;
-    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = s.set_read_timeout(Some(QUERY_TIMEOUT));
     let mut out = String::new();
-    s.take(64 * 1024)
+    s.take(QUERY_MAX)
         .read_to_string(&mut out)
         .map_err(|e| format!("reading the status from {}: {e}", path.display()))?;
     if out.is_empty() {

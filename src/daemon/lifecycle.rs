@@ -32,6 +32,10 @@ pub(super) const CTL_REPLY_TIMEOUT: std::time::Duration = std::time::Duration::f
 /// Room for the text of /proc/net/netfilter/nfnetlink_queue (one line per bound queue).
 const PROC_QUEUES_BUF: usize = 4096;
 
+/// Room for the helper names in the "helpers registered" line: MAX_HELPERS names of at
+/// most cthelper::NAME_MAX bytes, each with a ", " separator.
+const REGISTERED_NAMES: usize = crate::config::MAX_HELPERS * (cthelper::NAME_MAX + ", ".len());
+
 /// How many times binding a queue is tried when the kernel answers EAGAIN (loading the
 /// conntrack glue module on the first request).
 const BIND_ATTEMPTS: u32 = 3;
@@ -238,7 +242,7 @@ impl Daemon {
                 Err(e) => warn!("status socket disabled: {e}"),
             }
         }
-        let names: heapless::String<64> =
+        let names: heapless::String<REGISTERED_NAMES> =
             d.slots.iter().fold(heapless::String::new(), |mut acc, s| {
                 if !acc.is_empty() {
                     let _ = acc.push_str(", ");

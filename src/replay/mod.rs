@@ -178,8 +178,11 @@ struct Conn {
     /// 5-tuple (port reuse) from a retransmitted SYN.
     isn: Option<u32>,
     /// Per direction, one past the highest TCP sequence number seen.
-    seq_end: [Option<u32>; 2],
+    seq_end: [Option<u32>; DIRECTIONS],
 }
+
+/// A connection's directions (original, reply), indexed by `Direction::index`.
+const DIRECTIONS: usize = 2;
 
 /// Is `a` after `b` in TCP sequence space?
 fn seq_after(a: u32, b: u32) -> bool {
