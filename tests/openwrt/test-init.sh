@@ -75,7 +75,7 @@ variant() { # variant FILE SED-SCRIPT
 TRIGGERS='reload_trigger [cthelperd]
 validation_begin
 schema [cthelperd] [globals] [enabled:bool:1] [log_level:or("error","warn","info","debug"):info] [syslog:bool:0] [queue_base:range(0,65535):48000] [queue_maxlen:uinteger:1024] [fail_open:bool:0] [firewall:bool:1]
-schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp")] [port:list(port)] [expect_max:uinteger] [expect_timeout:uinteger] [allow_low_ports:bool:0]
+schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp","any")] [port:list(port)] [expect_max:uinteger] [expect_timeout:uinteger] [allow_low_ports:bool:0]
 validation_end'
 
 instance() { # instance [CONF]: the expected instance lines
@@ -186,6 +186,16 @@ run "start, helper allow_low_ports '1' (a port forward to a server's low data po
 f=$(variant bad-low-ports "/config helper 'ftp'/a\\	option allow_low_ports 'maybe'")
 run "start, helper allow_low_ports 'maybe': refused, message names the section" \
     start "$f" "$(started 1)" "helper section 'ftp' has an invalid value"
+
+f=$(variant proto-any "/config helper 'tftp'/,/^\$/s/option proto 'udp'/option proto 'any'/")
+run "start, helper proto 'any' (all of the helper's protocols): accepted" \
+    start "$f" "$(started 0 "$(instance "$f")")"
+f=$(variant bad-proto "/config helper 'tftp'/,/^\$/s/option proto 'udp'/option proto 'sctp'/")
+run "start, invalid helper proto: refused, message names the section" \
+    start "$f" "$(started 1)" "helper section 'tftp' has an invalid value"
+f=$(variant class-option "/config helper 'tftp'/a\\	option expect_max_audio '4'")
+run "start, a per-class option (expect_max_<class>): left to the daemon, instance" \
+    start "$f" "$(started 0 "$(instance "$f")")"
 
 f=$(variant bad-family "/config helper 'tftp'/,/^\$/s/option family 'any'/option family 'inet'/")
 run "start, invalid helper family: refused" \
