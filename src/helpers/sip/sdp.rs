@@ -100,8 +100,9 @@ fn parse_net_address(buf: &[u8], at: usize, end: usize) -> Option<Address> {
     })
 }
 
-fn parse_port(buf: &[u8], at: usize) -> Option<(u16, Range<usize>)> {
-    let s = buf.get(at..)?;
+/// Decimal port digits at `buf[at..end]`.
+fn parse_port(buf: &[u8], at: usize, end: usize) -> Option<(u16, Range<usize>)> {
+    let s = buf.get(at..end)?;
     let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 5 {
         return None;
@@ -123,8 +124,11 @@ fn parse_media(buf: &[u8], at: usize, end: usize) -> Option<Media> {
         b"image" => MediaKind::Image,
         _ => MediaKind::Other,
     };
-    let (port, port_text) = parse_port(buf, at + sp + 1)?;
-    // After the port: '/count' or ' proto'.
+    let (port, port_text) = parse_port(buf, at + sp + 1, end)?;
+    // After the port: '/count' or ' proto', on this line.
+    if port_text.end >= end {
+        return None;
+    }
     match buf.get(port_text.end) {
         Some(b' ') | Some(b'/') => {}
         _ => return None,
@@ -208,7 +212,7 @@ pub fn parse(buf: &[u8], body: Range<usize>) -> Session {
                 let attr = line.get(2..).unwrap_or(&[]);
                 if let Some(rest) = attr.strip_prefix(b"rtcp:") {
                     let p = value + 5;
-                    match parse_port(buf, p) {
+                    match parse_port(buf, p, text_end) {
                         Some(rtcp)
                             if rest.len() == rtcp.1.len()
                                 || rest.get(rtcp.1.len()) == Some(&b' ') =>
