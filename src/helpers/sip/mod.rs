@@ -6,7 +6,9 @@
 //!   Content-Length body, stream framing
 //! - `uri`: SIP URIs, name-addr/addr-spec with parameters, Via sent-by
 //! - `sdp`: o=, c=, m=, a=rtcp and direction attributes
+//! - `media`: what a message asks to have opened: media streams, confirmed registrations
 
+pub mod media;
 pub mod message;
 pub mod sdp;
 pub mod uri;
