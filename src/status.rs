@@ -32,6 +32,10 @@ pub struct HelperLine<'a> {
     pub rewrite_errors: u64,
     /// Expectations deleted again because their packet was dropped (NAT failure).
     pub withdrawn: u64,
+    /// Pending expectations deleted at the helper's request.
+    pub deleted: u64,
+    /// Entries of the helper's store pushed out by newer ones (helpers/store.rs).
+    pub store_evictions: u64,
 }
 
 /// The daemon-wide counters.
@@ -120,7 +124,7 @@ pub fn report(
         };
         let _ = writeln!(
             w,
-            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} refused {} parse_errors {} rewritten {} rewrite_errors {} withdrawn {}",
+            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} deleted {} refused {} parse_errors {} store_evictions {} rewritten {} rewrite_errors {} withdrawn {}",
             h.name,
             fam,
             h.protos.label(),
@@ -128,8 +132,10 @@ pub fn report(
             h.packets,
             h.expectations,
             h.expectation_errors,
+            h.deleted,
             h.refused,
             h.parse_errors,
+            h.store_evictions,
             h.rewritten,
             h.rewrite_errors,
             h.withdrawn
@@ -298,6 +304,8 @@ mod tests {
             rewritten: 3,
             rewrite_errors: 0,
             withdrawn: 0,
+            deleted: 0,
+            store_evictions: 0,
         }
     }
 
@@ -317,6 +325,8 @@ mod tests {
                 HelperLine {
                     // a helper registered for both protocols
                     protos: Protos::TCP_UDP,
+                    deleted: 4,
+                    store_evictions: 5,
                     ..line("x", 3, 0)
                 },
             ],
@@ -328,8 +338,8 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0 withdrawn 0",
-                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 refused 1 parse_errors 0 rewritten 3 rewrite_errors 0 withdrawn 0",
+                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 deleted 0 refused 1 parse_errors 0 store_evictions 0 rewritten 3 rewrite_errors 0 withdrawn 0",
+                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 deleted 4 refused 1 parse_errors 0 store_evictions 5 rewritten 3 rewrite_errors 0 withdrawn 0",
                 "global: verdict_errors 0 passed_without_helper 5 private_cache_used 4 private_cache_evictions 1",
                 "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
                 "queue 3: not bound in the kernel",

@@ -73,21 +73,21 @@ fn replaying_the_recording_asks_for_the_expectations_the_daemon_created() {
         queue_base: 0,
         ..Config::default()
     };
-    let slots = slots_from_config(&cfg).unwrap();
+    let mut slots = slots_from_config(&cfg).unwrap();
     let mut expectations = Vec::new();
     for d in datagrams(CAPTURE) {
         let msg = Messages::new(d).next().unwrap().unwrap();
         let pkt = parse_packet(&msg).unwrap();
         let ex = examine(
-            &slots,
+            &mut slots,
             &mut PrivateCache::new(),
             &pkt,
             std::time::Instant::now(),
         )
         .unwrap();
-        assert!(!ex.action.parse_error);
-        assert!(ex.action.refusals.is_empty());
-        expectations.extend(ex.action.expectations.iter().copied());
+        assert!(!ex.plan.parse_error);
+        assert!(ex.plan.refusals.is_empty());
+        expectations.extend(ex.plan.expectations.iter().map(|e| e.exp));
     }
     // The daemon logged six (PORT on IPv4, EPSV and EPRT on IPv6; on loopback each
     // packet passes the helper hook twice, on output and on input).

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cthelperd::model::{Conntrack, Direction, Tuple, status};
 use cthelperd::helpers::ftp::{Ftp, LOW_PORT_LIMIT, PRIVATE_LEN, State};
-use cthelperd::helpers::{Helper, Packet, Policy, Transport};
+use cthelperd::helpers::{Helper, Packet, Policy, Replacement, Store, Transport};
 use cthelperd::nat;
 use libfuzzer_sys::fuzz_target;
 
@@ -98,14 +98,15 @@ fuzz_target!(|data: &[u8]| {
         transport: Transport::Tcp { seq, flags: 0x18 },
         payload,
     };
-    let action = Ftp.process(&pkt, &ct, &mut private, policy);
+    let mut store = Store::default();
+    let plan = Ftp.analyse(&pkt, &ct, &mut private, &mut store, policy);
     // The first line of the segment (up to its '\n', or all of it).
     let first_line = match payload.iter().position(|&b| b == b'\n') {
         Some(lf) => &payload[..lf],
         None => payload,
     };
-    if !action.expectations.is_empty() {
-        assert_eq!(action.expectations.len(), 1, "one announcement per segment");
+    if !plan.expectations.is_empty() {
+        assert_eq!(plan.expectations.len(), 1, "one announcement per segment");
         let announced = match dir {
             Direction::Original => {
                 first_line.len() >= 4
@@ -116,10 +117,10 @@ fuzz_target!(|data: &[u8]| {
         };
         assert!(announced, "expectation from a line that is not the first: {payload:?}");
     }
-    for rw in &action.rewrites {
+    for rw in &plan.rewrites {
         assert!(rw.end <= first_line.len(), "rewrite outside the first line");
     }
-    for e in &action.expectations {
+    for e in plan.expectations.iter().map(|e| &e.exp) {
         if forwarded && !policy.allow_low_ports {
             assert!(e.dst_port >= LOW_PORT_LIMIT, "low port on a port forward");
         }
@@ -139,17 +140,22 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let mut end = 0;
-    for rw in &action.rewrites {
+    for rw in &plan.rewrites {
         assert!(nated && rw.start >= end && rw.start <= rw.end && rw.end <= payload.len());
-        assert!(rw.expectation < action.expectations.len());
+        match rw.with {
+            Replacement::Endpoint { expectation, .. } => {
+                assert!(expectation < plan.expectations.len())
+            }
+            other => panic!("FTP rewrites only endpoints: {other:?}"),
+        }
         end = rw.end;
     }
-    if !action.rewrites.is_empty() {
+    if !plan.rewrites.is_empty() {
         // The rewrites applied to the packet carrying this payload, with an arbitrary port.
         let mut buf = vec![0u8; 2048];
         if let Some(len) = tcp_packet(&mut buf, t.src, t.dst, payload) {
             let port = u16::from_be_bytes([seq.to_be_bytes()[0], seq.to_be_bytes()[3]]);
-            if let Ok(r) = nat::apply_rewrites(&mut buf, len, &action.rewrites, |_| Some(port)) {
+            if let Ok(r) = nat::apply_rewrites(&mut buf, len, &plan, |_| Some(port)) {
                 let d = cthelperd::wire::dissect(&buf[..r.len]).expect("rewritten packet dissects");
                 assert_eq!(d.l4_offset + 20 + d.payload.len(), r.len);
             }
@@ -158,9 +164,9 @@ fuzz_target!(|data: &[u8]| {
     // What we wrote back must decode to itself.
     let st = State::decode(&private);
     let mut again = private;
-    assert!(!st.encode(&mut again) || action.private_changed || private == *priv_in);
+    assert!(!st.encode(&mut again) || plan.private_changed || private == *priv_in);
     // And a second pass over the same bytes must not panic either.
-    let _ = Ftp.process(&pkt, &ct, &mut private, policy);
+    let _ = Ftp.analyse(&pkt, &ct, &mut private, &mut store, policy);
 });
 
 /// An IPv4 or IPv6 packet with a 20-byte TCP header and `payload`, in `buf`.

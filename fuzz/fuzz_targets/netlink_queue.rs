@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         queue_base: 0,
         ..Config::default()
     };
-    let Ok(slots) = slots_from_config(&cfg) else {
+    let Ok(mut slots) = slots_from_config(&cfg) else {
         return;
     };
     let mut cache = PrivateCache::new();
@@ -34,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         if let Some(ct) = pkt.ct {
             let _ = parse_conntrack(ct);
         }
-        if let Ok(ex) = examine(&slots, &mut cache, &pkt, now) {
+        if let Ok(ex) = examine(&mut slots, &mut cache, &pkt, now) {
             assert!(ex.private_len <= ex.private.len());
             cache.record(ex.conntrack.id, &ex.conntrack.orig, &ex.private[..ex.private_len], now);
         }

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cthelperd::model::{Conntrack, Direction, IPPROTO_UDP, Tuple, status};
 use cthelperd::helpers::tftp::{self, Message, Tftp};
-use cthelperd::helpers::{Helper, Packet, Transport};
+use cthelperd::helpers::{Helper, Packet, Store, Transport};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -68,21 +68,21 @@ fuzz_target!(|data: &[u8]| {
         transport: Transport::Udp,
         payload,
     };
-    let action = Tftp.process(&pkt, &ct, &mut [], Default::default());
-    assert!(!action.private_changed);
-    assert!(action.refusals.is_empty());
-    assert!(action.expectations.len() <= 1);
+    let plan = Tftp.analyse(&pkt, &ct, &mut [], &mut Store::default(), Default::default());
+    assert!(!plan.private_changed);
+    assert!(plan.refusals.is_empty());
+    assert!(plan.expectations.len() <= 1);
     let parsed = tftp::parse(payload);
     if dir == Direction::Reply {
-        assert!(action.expectations.is_empty() && !action.parse_error);
+        assert!(plan.expectations.is_empty() && !plan.parse_error);
         return;
     }
-    assert_eq!(action.parse_error, parsed.is_err());
+    assert_eq!(plan.parse_error, parsed.is_err());
     assert_eq!(
-        action.expectations.len(),
+        plan.expectations.len(),
         usize::from(matches!(parsed, Ok(Message::Request(_))))
     );
-    for e in &action.expectations {
+    for e in plan.expectations.iter().map(|e| &e.exp) {
         assert_eq!((e.src, e.src_port), (srv, None));
         assert_eq!((e.dst, e.dst_port), (rdst, rport));
         assert_eq!(e.proto, IPPROTO_UDP);

@@ -1,7 +1,9 @@
-//! What a helper's action means for the kernel: expectations created over ctnetlink
-//! (NAT port search, refresh of our own, withdrawal when the packet is dropped), NAT
-//! rewrites of the packet, and the IPv6 sequence adjustment. The kernel is reached only
-//! through [`Ctl`], so all of it runs against a scripted kernel in tests.
+//! What a helper's plan means for the kernel: expectations deleted and created over
+//! ctnetlink (NAT port search for single ports and RTP/RTCP pairs, refresh of our own,
+//! withdrawal when the packet is dropped) or attached to the verdict and deferred until
+//! it is sent (unconfirmed master), NAT rewrites of the packet, and the IPv6 sequence
+//! adjustment. The kernel is reached only through [`Ctl`], so all of it runs against a
+//! scripted kernel in tests.
 
 use log::{debug, info, warn};
 use nix::errno::Errno;
@@ -9,15 +11,12 @@ use nix::errno::Errno;
 use super::kernel::Ctl;
 use super::serve::Examined;
 use super::slots::Slot;
-use crate::helpers::MAX_EXPECTATIONS_PER_PACKET;
+use crate::helpers::{Expect, MAX_EXPECTATIONS_PER_PACKET, Pairing, Replacement};
 use crate::model::{Expectation, Tuple, status};
+use crate::nat::ports::{Search, Shape};
 use crate::netlink::ctnetlink;
 use crate::netlink::queue;
 use crate::netlink::socket::IoError;
-
-/// How many ports the NAT port search tries, from the announced one upwards (the
-/// kernel's nf_nat_exp_find_port tries 128).
-pub(super) const NAT_PORT_ATTEMPTS: u16 = 128;
 
 /// A master connection in log lines: "src -> dst:port" of its original tuple.
 pub(super) struct Endpoints<'a>(&'a crate::model::Tuple);
@@ -27,6 +26,9 @@ impl core::fmt::Display for Endpoints<'_> {
         write!(f, "{} -> {}:{}", self.0.src, self.0.dst, self.0.dst_port)
     }
 }
+
+/// Expectations of one plan, in plan order, with their pairing.
+pub(super) type Expects = heapless::Vec<Expect, MAX_EXPECTATIONS_PER_PACKET>;
 
 /// What to send back for one examined packet.
 #[derive(Debug)]
@@ -39,14 +41,17 @@ pub(super) struct Answer {
     pub(super) private_written: bool,
     /// The expectation to attach to the verdict (unconfirmed master).
     pub(super) attached: Option<Expectation>,
+    /// The other expectations of an unconfirmed master: created over ctnetlink once the
+    /// verdict that confirms it has been sent (serve.rs).
+    pub(super) deferred: Expects,
     /// The rewritten packet's length in the mangle buffer.
     pub(super) rewritten_len: Option<usize>,
     /// The verdict must make the kernel record a sequence adjustment.
     pub(super) seq_adjust: bool,
 }
 
-/// Carry out what the helper asked for one packet: create its expectations, rewrite its
-/// announcements for NAT, and decide the verdict.
+/// Carry out what the helper planned for one packet: delete and create its
+/// expectations, rewrite its announcements for NAT, and decide the verdict.
 pub(super) fn answer(
     slot: &mut Slot,
     ex: &Examined,
@@ -57,13 +62,14 @@ pub(super) fn answer(
     let applied = apply(slot, ex, ctl);
     let mut a = Answer {
         verdict: queue::NF_ACCEPT,
-        help: ex.action.private_changed,
+        help: ex.plan.private_changed,
         private_written: false,
         attached: applied.attached,
+        deferred: applied.deferred.clone(),
         rewritten_len: None,
         seq_adjust: false,
     };
-    if ex.action.rewrites.is_empty() {
+    if ex.plan.rewrites.is_empty() {
         return a;
     }
     match translate(slot, ex, &applied, payload, mangle, ctl) {
@@ -87,22 +93,33 @@ pub(super) fn answer(
             // out at all, and nothing stays open for it; the sender retransmits.
             a.verdict = queue::NF_DROP;
             a.attached = None;
+            a.deferred.clear();
             withdraw(slot, ex, &applied, ctl);
         }
     }
     a
 }
 
-/// Count the outcome and create its expectations. Expectations of a confirmed
-/// master go through ctnetlink with an ACK so failures are known; an unconfirmed
-/// master (a first packet, such as a TFTP request) is not yet findable there, so
-/// its first expectation rides on the verdict and is returned. An expectation of a
-/// NATed master whose port is taken on the outside address (EEXIST, EBUSY) is retried on the
+/// How many expectations of `exps`, from `i` on, go together: 2 for an RTP/RTCP pair, 1
+/// otherwise (a half pair is taken as a single expectation).
+fn group_len(exps: &[Expect], i: usize) -> usize {
+    match (exps.get(i), exps.get(i + 1)) {
+        (Some(a), Some(b)) if a.pairing == Pairing::Rtp && b.pairing == Pairing::Rtcp => 2,
+        _ => 1,
+    }
+}
+
+/// Count the outcome, delete what the plan asks to delete, and create its expectations.
+/// Expectations of a confirmed master go through ctnetlink with an ACK so failures are
+/// known. An unconfirmed master (a first packet, such as a TFTP request or a UDP INVITE)
+/// is not yet findable there: its first expectation rides on the verdict, the others
+/// are returned to be created once the verdict has been sent. An expectation of a NATed
+/// master whose port is taken on the outside address (EEXIST, EBUSY) is retried on the
 /// next ports, as the kernel's NAT helpers do; the port it got is reported so the
 /// announcement can name it.
 pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applied {
     slot.stats.packets += 1;
-    if ex.action.parse_error {
+    if ex.plan.parse_error {
         slot.stats.parse_errors += 1;
         // Debug only, and rate-limited: peers can send malformed payloads at will,
         // and the count is in the stats.
@@ -116,7 +133,7 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
             );
         }
     }
-    for r in &ex.action.refusals {
+    for r in &ex.plan.refusals {
         slot.stats.refused += 1;
         if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
             continue;
@@ -126,79 +143,145 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
             slot.name, r.what, r.announced, r.port, r.sender, r.reason
         );
     }
+    delete_planned(slot, ex, ctl);
     let confirmed = ex.conntrack.status & status::CONFIRMED != 0;
     let mut applied = Applied {
         attached: None,
+        deferred: Expects::new(),
         ports: [None; MAX_EXPECTATIONS_PER_PACKET],
     };
-    for (i, exp) in ex.action.expectations.iter().enumerate() {
-        if !confirmed {
-            if applied.attached.is_none() {
-                applied.attached = Some(*exp);
-                applied.ports[i] = Some(exp.dst_port);
+    let exps = &ex.plan.expectations;
+    if !confirmed {
+        for (i, e) in exps.iter().enumerate() {
+            // Attached or created after the verdict, each on its announced port.
+            if let Some(port) = applied.ports.get_mut(i) {
+                *port = Some(e.exp.dst_port);
+            }
+            if i == 0 {
+                applied.attached = Some(e.exp);
                 slot.stats.expectations += 1;
                 // The kernel does not report the outcome of an attached
                 // expectation; this says only that it was asked for.
                 debug!(
                     "{}: expecting {} {} -> {}:{}{} (attached to the verdict)",
                     slot.name,
-                    exp.proto,
-                    exp.src,
-                    exp.dst,
-                    exp.dst_port,
-                    NatNote(exp)
+                    e.exp.proto,
+                    e.exp.src,
+                    e.exp.dst,
+                    e.exp.dst_port,
+                    NatNote(&e.exp)
                 );
+                continue;
+            }
+            // The RTCP half of a pair whose RTP half rides on the verdict is on its own.
+            let pairing = if i == 1 && e.pairing == Pairing::Rtcp {
+                Pairing::Single
             } else {
-                slot.stats.expectation_errors += 1;
-                warn!(
-                    "{}: more than one expectation for an unconfirmed connection; dropped one",
-                    slot.name
-                );
-            }
-            continue;
+                e.pairing
+            };
+            // Cannot fail: as many as the plan holds.
+            let _ = applied.deferred.push(Expect {
+                exp: e.exp,
+                pairing,
+            });
         }
-        match create_expectation(slot, ex, exp, ctl) {
-            (Ok(()), port) => {
-                slot.stats.expectations += 1;
-                applied.ports[i] = Some(port);
-                debug!(
-                    "{}: expecting {} {} -> {}:{}{}",
-                    slot.name,
-                    exp.proto,
-                    exp.src,
-                    exp.dst,
-                    port,
-                    NatNote(exp)
-                );
-            }
-            (Err(e), last) => {
-                slot.stats.expectation_errors += 1;
-                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                    warn!(
-                        "{}: cannot create expectation {} -> {}:{} (ports tried {}..={last}): {e}",
-                        slot.name, exp.src, exp.dst, exp.dst_port, exp.dst_port
-                    );
-                }
+        return applied;
+    }
+    let master = &ex.conntrack.orig;
+    let mut i = 0;
+    while let Some(first) = exps.get(i) {
+        let n = group_len(exps, i);
+        let group = [
+            Some(first.exp),
+            exps.get(i + 1).map(|e| e.exp).filter(|_| n == 2),
+        ];
+        if let Some(port) = create(slot, master, ex.conntrack.zone, group, true, ctl) {
+            for (k, p) in applied.ports.iter_mut().skip(i).take(n).enumerate() {
+                *p = port.checked_add(k as u16);
             }
         }
+        i += n;
     }
     applied
 }
 
-/// Create one expectation of a confirmed master over ctnetlink; returns the outcome and
-/// the port it got (or the last one tried). A NAT expectation is created exclusively so that
-/// a port another master holds is seen (write_exp_new) and the next port is tried, up to
-/// NAT_PORT_ATTEMPTS ports and never past 65535; one this master already holds is
-/// refreshed (its timer restarted) and keeps its port, as the kernel does.
-pub(super) fn create_expectation(
-    slot: &Slot,
-    ex: &Examined,
-    exp: &Expectation,
+/// Create one expectation, or an RTP/RTCP pair (`group[1]`, both or neither), of master
+/// `master` over ctnetlink, counting and logging the outcome. Behind NAT the port is
+/// searched when `search` (else only the announced one is tried: its packet already went
+/// out naming it). Returns the (RTP) port it got.
+pub(super) fn create(
+    slot: &mut Slot,
+    master: &Tuple,
+    zone: Option<u16>,
+    group: [Option<Expectation>; 2],
+    search: bool,
     ctl: &mut Ctl<'_>,
-) -> (Result<(), IoError>, u16) {
-    let mut exp = *exp;
+) -> Option<u16> {
+    let [Some(exp), rtcp] = group else {
+        return None;
+    };
+    let shape = match (search && exp.nat.is_some(), rtcp) {
+        (false, _) => Shape::Fixed,
+        (true, None) => Shape::Single,
+        (true, Some(_)) => Shape::Pair,
+    };
+    let n = 1 + u64::from(rtcp.is_some());
+    let pair = if rtcp.is_some() {
+        " (and RTCP on the next)"
+    } else {
+        ""
+    };
+    match create_expectation(slot, master, zone, &exp, rtcp.as_ref(), shape, ctl) {
+        (Ok(()), port) => {
+            slot.stats.expectations += n;
+            debug!(
+                "{}: expecting {} {} -> {}:{}{pair}{}",
+                slot.name,
+                exp.proto,
+                exp.src,
+                exp.dst,
+                port,
+                NatNote(&exp)
+            );
+            Some(port)
+        }
+        (Err(e), last) => {
+            slot.stats.expectation_errors += n;
+            if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                warn!(
+                    "{}: cannot create expectation {} -> {}:{}{pair} (ports tried {}..={last}): {e}",
+                    slot.name, exp.src, exp.dst, exp.dst_port, exp.dst_port
+                );
+            }
+            None
+        }
+    }
+}
+
+/// What one attempt at a port gave.
+enum Try {
+    Created,
+    /// Another master holds an expectation there (NAT): try another port.
+    Taken(IoError),
+    Failed(IoError),
+}
+
+/// Ask for `exp` on `port`. A NAT expectation is created exclusively so that a port
+/// another master holds is seen (write_exp_new); one this master already holds is
+/// refreshed (its timer restarted) and keeps its port, as the kernel does.
+fn try_port(
+    slot: &Slot,
+    master: &Tuple,
+    zone: Option<u16>,
+    exp: &Expectation,
+    port: u16,
+    ctl: &mut Ctl<'_>,
+) -> Try {
+    let exp = Expectation {
+        dst_port: port,
+        ..*exp
+    };
     let mut exclusive = exp.nat.is_some();
-    let first = exp.dst_port;
     loop {
         let result = ctl.request(
             |w, seq| {
@@ -206,25 +289,20 @@ pub(super) fn create_expectation(
                     w,
                     seq,
                     &exp,
-                    &ex.conntrack.orig,
-                    ex.conntrack.zone,
+                    master,
+                    zone,
                     exclusive,
                     slot.expect_timeout(exp.class),
                 )
             },
             |_| {},
         );
-        let next_port = exp
-            .dst_port
-            .checked_add(1)
-            .filter(|p| u32::from(*p) - u32::from(first) < u32::from(NAT_PORT_ATTEMPTS));
         match result {
-            Ok(()) => return (Ok(()), exp.dst_port),
+            Ok(()) => return Try::Created,
             Err(e)
                 if exclusive
                     && e.errno() == Some(Errno::EEXIST)
-                    && expectation_master(ctl, &exp, ex.conntrack.zone)
-                        == Some(ex.conntrack.orig) =>
+                    && expectation_master(ctl, &exp.tuple(), zone) == Some(*master) =>
             {
                 // Ours (a repeated or retransmitted announcement): refresh it.
                 exclusive = false;
@@ -232,15 +310,90 @@ pub(super) fn create_expectation(
             Err(e)
                 if matches!(e.errno(), Some(Errno::EBUSY | Errno::EEXIST)) && exp.nat.is_some() =>
             {
-                match next_port {
-                    Some(p) => {
-                        exp.dst_port = p;
-                        exclusive = true;
-                    }
-                    None => return (Err(e), exp.dst_port),
+                return Try::Taken(e);
+            }
+            Err(e) => return Try::Failed(e),
+        }
+    }
+}
+
+/// Create `exp` (with `rtcp` on the port after it, both or neither) over ctnetlink,
+/// trying the ports of a `shape` search (nat/ports.rs); returns the outcome and the
+/// (RTP) port it got, or the last one tried. An RTCP port that is taken moves the pair:
+/// the RTP expectation just made is deleted again and the next candidate tried.
+pub(super) fn create_expectation(
+    slot: &Slot,
+    master: &Tuple,
+    zone: Option<u16>,
+    exp: &Expectation,
+    rtcp: Option<&Expectation>,
+    shape: Shape,
+    ctl: &mut Ctl<'_>,
+) -> (Result<(), IoError>, u16) {
+    let mut last = (
+        Err(IoError::Protocol(crate::netlink::Error::Malformed(
+            "no port to try",
+        ))),
+        exp.dst_port,
+    );
+    for port in Search::new(shape, exp.dst_port) {
+        match try_port(slot, master, zone, exp, port, ctl) {
+            Try::Created => {}
+            Try::Taken(e) => {
+                last = (Err(e), port);
+                continue;
+            }
+            Try::Failed(e) => return (Err(e), port),
+        }
+        let (Some(rtcp), Some(rtcp_port)) = (rtcp, port.checked_add(1)) else {
+            return (Ok(()), port);
+        };
+        let outcome = try_port(slot, master, zone, rtcp, rtcp_port, ctl);
+        if !matches!(outcome, Try::Created) {
+            let rtp = Tuple {
+                dst_port: port,
+                ..exp.tuple()
+            };
+            // Best effort: on failure it expires with its timeout.
+            let _ = ctl.request(
+                |w, seq| ctnetlink::write_exp_delete(w, seq, &rtp, zone),
+                |_| {},
+            );
+        }
+        match outcome {
+            Try::Created => return (Ok(()), port),
+            Try::Taken(e) => last = (Err(e), port),
+            Try::Failed(e) => return (Err(e), port),
+        }
+    }
+    last
+}
+
+/// Delete the pending expectations the plan names (by tuple: the kernel has no delete by
+/// master). One that is gone already (expired, used, never made: ENOENT) is no error.
+fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
+    for t in &ex.plan.deletions {
+        match ctl.request(
+            |w, seq| ctnetlink::write_exp_delete(w, seq, t, ex.conntrack.zone),
+            |_| {},
+        ) {
+            Ok(()) => {
+                slot.stats.deleted += 1;
+                debug!(
+                    "{}: deleted expectation {} -> {}:{}",
+                    slot.name, t.src, t.dst, t.dst_port
+                );
+            }
+            Err(e) if e.errno() == Some(Errno::ENOENT) => {}
+            Err(e) => {
+                slot.stats.expectation_errors += 1;
+                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                    warn!(
+                        "{}: cannot delete expectation {} -> {}:{}: {e}",
+                        slot.name, t.src, t.dst, t.dst_port
+                    );
                 }
             }
-            Err(e) => return (Err(e), exp.dst_port),
         }
     }
 }
@@ -249,20 +402,21 @@ pub(super) fn create_expectation(
 /// after all (as nf_nat_ftp's nf_ct_unexpect_related): nothing may stay open for an
 /// announcement the peer never receives.
 pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &mut Ctl<'_>) {
-    for (i, exp) in ex.action.expectations.iter().enumerate() {
+    if applied.attached.is_some() {
+        // Unconfirmed master: attached to the verdict, which is now a drop without it,
+        // or deferred, and now never created.
+        return;
+    }
+    for (i, e) in ex.plan.expectations.iter().enumerate() {
         let Some(port) = applied.ports.get(i).copied().flatten() else {
             continue;
         };
-        if applied.attached.is_some() {
-            // Attached to the verdict, which is now a drop without it: never created.
-            continue;
-        }
-        let exp = Expectation {
+        let t = Tuple {
             dst_port: port,
-            ..*exp
+            ..e.exp.tuple()
         };
         match ctl.request(
-            |w, seq| ctnetlink::write_exp_delete(w, seq, &exp, ex.conntrack.zone),
+            |w, seq| ctnetlink::write_exp_delete(w, seq, &t, ex.conntrack.zone),
             |_| {},
         ) {
             Ok(()) => slot.stats.withdrawn += 1,
@@ -271,7 +425,7 @@ pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &
                 if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
                     warn!(
                         "{}: cannot delete expectation {} -> {}:{} of a dropped packet: {e}",
-                        slot.name, exp.src, exp.dst, exp.dst_port
+                        slot.name, t.src, t.dst, t.dst_port
                     );
                 }
             }
@@ -279,16 +433,12 @@ pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &
     }
 }
 
-/// The master (original tuple) of the pending expectation with `exp`'s tuple, if
-/// the kernel has one.
-pub(super) fn expectation_master(
-    ctl: &mut Ctl<'_>,
-    exp: &Expectation,
-    zone: Option<u16>,
-) -> Option<Tuple> {
+/// The master (original tuple) of the pending expectation with tuple `t`, if the
+/// kernel has one.
+pub(super) fn expectation_master(ctl: &mut Ctl<'_>, t: &Tuple, zone: Option<u16>) -> Option<Tuple> {
     let mut master = None;
     ctl.request(
-        |w, seq| ctnetlink::write_exp_get(w, seq, exp, zone),
+        |w, seq| ctnetlink::write_exp_get(w, seq, t, zone),
         |msg| {
             if let Ok((_, attrs)) = msg.nfnl() {
                 master = ctnetlink::parse_exp_master(attrs).ok();
@@ -308,14 +458,18 @@ pub(super) fn rewrite(
     packet: &[u8],
     buf: &mut [u8],
 ) -> Rewritten {
-    let rewrites = &ex.action.rewrites;
+    let plan = &ex.plan;
     let port_of = |i: usize| applied.ports.get(i).copied().flatten();
     // Without its expectation a rewritten announcement would name a translated
     // endpoint nobody expects, and an unrewritten one the real endpoint the peer
     // cannot reach (and should not learn): drop the packet so the sender
     // retransmits, as the kernel's nf_nat_ftp does.
     let master = Endpoints(&ex.conntrack.orig);
-    if rewrites.iter().any(|rw| port_of(rw.expectation).is_none()) {
+    let unexpected = plan.rewrites.iter().any(|rw| match rw.with {
+        Replacement::Endpoint { expectation, .. } => port_of(expectation).is_none(),
+        Replacement::Literal(_) | Replacement::Length { .. } => false,
+    });
+    if unexpected {
         slot.rewrite_failed(format_args!(
             "dropped a packet of {master}: no expectation for its NATed announcement"
         ));
@@ -324,7 +478,7 @@ pub(super) fn rewrite(
     let result = match buf.get_mut(..packet.len()) {
         Some(copy) => {
             copy.copy_from_slice(packet);
-            crate::nat::apply_rewrites(buf, packet.len(), rewrites, port_of)
+            crate::nat::apply_rewrites(buf, packet.len(), plan, port_of)
         }
         None => Err(crate::nat::NatError::NoRoom {
             needed: packet.len(),
@@ -334,9 +488,9 @@ pub(super) fn rewrite(
     match result {
         Ok(r) if r.changed => {
             debug!(
-                "{}: rewrote {} announcement(s) for NAT ({} -> {} bytes)",
+                "{}: rewrote {} range(s) for NAT ({} -> {} bytes)",
                 slot.name,
-                rewrites.len(),
+                plan.rewrites.len(),
                 packet.len(),
                 r.len
             );
@@ -380,7 +534,7 @@ pub(super) fn adjust_sequence(
     let current = current.ok_or(NlError::Missing("conntrack"))??;
     let next = current.after_change(packet_seq, delta);
     let help = ex
-        .action
+        .plan
         .private_changed
         .then(|| (slot.name, &ex.private[..ex.private_len]));
     ctl.request(
@@ -447,6 +601,8 @@ pub(super) enum Translated {
 pub(super) struct Applied {
     /// The expectation to attach to the verdict (unconfirmed master).
     attached: Option<Expectation>,
+    /// The others of an unconfirmed master, to create once the verdict is sent.
+    deferred: Expects,
     /// The port each expectation got, by index; None where it could not be created.
     ports: [Option<u16>; MAX_EXPECTATIONS_PER_PACKET],
 }
@@ -480,7 +636,9 @@ mod tests {
     use crate::daemon::kernel::fake::*;
     use crate::daemon::test_fixtures::*;
     use crate::daemon::{CTL_BUF, MANGLE_BUF, examine, slots_from_config};
-    use crate::helpers::Action;
+    use crate::helpers::Plan;
+    use crate::helpers::ftp::EndpointText;
+    use crate::nat::ports::NAT_PORT_ATTEMPTS;
     use crate::netlink::attr::Writer;
     use crate::netlink::ctnetlink::{
         CTA_EXPECT_TIMEOUT, CTA_EXPECT_TUPLE, IPCTNL_MSG_EXP_DELETE, IPCTNL_MSG_EXP_GET,
@@ -497,8 +655,21 @@ mod tests {
         ports[0] = port;
         Applied {
             attached: None,
+            deferred: Expects::new(),
             ports,
         }
+    }
+
+    /// Make rewrite `i` of `plan` (an FTP 227) name `addr` instead.
+    fn respell(plan: &mut Plan, i: usize, addr: core::net::IpAddr) {
+        let spelling = EndpointText::Commas.spelling(addr, plan).unwrap();
+        let Replacement::Endpoint { expectation, .. } = plan.rewrites[i].with else {
+            panic!("not an endpoint");
+        };
+        plan.rewrites[i].with = Replacement::Endpoint {
+            expectation,
+            spelling,
+        };
     }
 
     #[test]
@@ -508,8 +679,8 @@ mod tests {
         let n = queued_forwarded_227(&mut buf);
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         let pkt = queue::parse_packet(&msg).unwrap();
-        let ex = examine(&slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
-        let exp = ex.action.expectations[0];
+        let ex = examine(&mut slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
+        let exp = ex.plan.expectations[0].exp;
         assert_eq!(exp.dst, core::net::IpAddr::from([192, 0, 2, 1]));
         assert!(exp.nat.is_some());
         let mut out = [0u8; 2048];
@@ -543,15 +714,12 @@ mod tests {
         assert_eq!(slot.stats.rewrite_errors, 2);
 
         // The announced endpoint already right (same address and port): nothing to send.
-        let mut same = ex.action.rewrites.clone();
-        same[0].addr = SERVER.into();
-        let ex_same = Examined {
-            action: Action {
-                rewrites: same,
-                ..Action::default()
-            },
-            ..ex
+        let mut same = Plan {
+            rewrites: ex.plan.rewrites.clone(),
+            ..Plan::default()
         };
+        respell(&mut same, 0, SERVER.into());
+        let ex_same = Examined { plan: same, ..ex };
         assert!(matches!(
             rewrite(slot, &ex_same, &applied(Some(40000)), pkt.payload, &mut out),
             Rewritten::Unchanged
@@ -583,12 +751,12 @@ mod tests {
         Examined,
         Vec<u8>,
     ) {
-        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut slots = slots_from_config(&Config::default()).unwrap();
         let mut buf = [0u8; 1024];
         let n = queued_forwarded_227(&mut buf);
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         let pkt = queue::parse_packet(&msg).unwrap();
-        let ex = examine(&slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
+        let ex = examine(&mut slots, &mut PrivateCache::new(), &pkt, Instant::now()).unwrap();
         let payload = pkt.payload.to_vec();
         (slots, ex, payload)
     }
@@ -611,7 +779,7 @@ mod tests {
         let slots = slots_from_config(&Config::default()).unwrap();
         let (mut slots2, mut ex, payload) = forwarded_227();
         let _ = slots;
-        ex.action.private_changed = false;
+        ex.plan.private_changed = false;
         let mut kernel = FakeKernel::acking();
         let mut mangle = vec![0u8; MANGLE_BUF];
         let a = answer_with(
@@ -638,8 +806,8 @@ mod tests {
 
         // Same length (already the translated text): no adjustment asked for.
         let (mut slots3, mut ex, payload) = forwarded_227();
-        ex.action.private_changed = false;
-        ex.action.rewrites[0].addr = [198, 51, 100, 22].into();
+        ex.plan.private_changed = false;
+        respell(&mut ex.plan, 0, [198, 51, 100, 22].into());
         let a = answer_with(
             &mut kernel,
             &mut slots3[ex.slot],
@@ -706,7 +874,7 @@ mod tests {
     fn our_own_pending_expectation_is_refreshed_with_its_timeout() {
         let (mut slots, ex, payload) = forwarded_227();
         let master = ex.conntrack.orig;
-        let exp0 = ex.action.expectations[0];
+        let exp0 = ex.plan.expectations[0].exp;
         let mut kernel = FakeKernel::new(move |m| {
             match (m.header.nf_msg(), m.header.flags & NLM_F_EXCL != 0) {
                 (IPCTNL_MSG_EXP_NEW, true) => Reply::Errno(Errno::EEXIST),
@@ -766,7 +934,7 @@ mod tests {
 
         // Announced 65535 and taken: one try, an error, no wrap-around, no panic.
         let (mut slots, mut ex, payload) = forwarded_227();
-        ex.action.expectations[0].dst_port = u16::MAX;
+        ex.plan.expectations[0].exp.dst_port = u16::MAX;
         let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::EBUSY));
         let slot = &mut slots[ex.slot];
         let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
@@ -780,5 +948,209 @@ mod tests {
         let a = answer_with(&mut kernel, &mut slots[ex.slot], &ex, &payload, &mut mangle);
         assert_eq!(a.verdict, queue::NF_DROP);
         assert_eq!(kernel.sent.borrow().len(), usize::from(NAT_PORT_ATTEMPTS));
+    }
+
+    /// An RTP or RTCP expectation of a port-forwarded master, NATed back to the server.
+    fn media(port: u16) -> Expectation {
+        Expectation {
+            class: 1,
+            proto: crate::model::IPPROTO_UDP,
+            src: [203, 0, 113, 9].into(),
+            src_port: None,
+            dst: [192, 0, 2, 1].into(),
+            dst_port: port,
+            flags: 0,
+            nat: Some(crate::model::ExpectNat {
+                dir: crate::model::Direction::Original,
+                saved_addr: SERVER.into(),
+                saved_port: port,
+            }),
+        }
+    }
+
+    /// The forwarded-227 master with `plan` instead of the FTP helper's.
+    fn with_plan(
+        plan: Plan,
+    ) -> (
+        heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
+        Examined,
+    ) {
+        let (slots, ex, _) = forwarded_227();
+        (slots, Examined { plan, ..ex })
+    }
+
+    /// Run `apply` against `kernel`.
+    fn apply_with(kernel: &mut FakeKernel, slot: &mut Slot, ex: &Examined) -> Applied {
+        let mut buf = vec![0u8; CTL_BUF];
+        let mut rx = vec![0u8; CTL_BUF];
+        let mut ctl = Ctl {
+            link: kernel,
+            buf: &mut buf,
+            rx: &mut rx,
+        };
+        apply(slot, ex, &mut ctl)
+    }
+
+    /// (message type, expectation port) of every request sent.
+    fn requests(kernel: &FakeKernel) -> Vec<(u8, u16)> {
+        let sent = kernel.sent.borrow();
+        kernel
+            .kinds()
+            .into_iter()
+            .zip(sent.iter())
+            .map(|((_, kind), d)| (kind, exp_port(d)))
+            .collect()
+    }
+
+    #[test]
+    fn a_pair_moves_together_when_its_rtcp_port_is_taken() {
+        let mut plan = Plan::default();
+        assert_eq!(plan.expect_pair(media(5004), media(5005)), Some(0));
+        let (mut slots, ex) = with_plan(plan);
+        // Another master holds RTCP 5005 (and RTP 5008): RTP 5004 is withdrawn, the
+        // pair moves to 5006/5007.
+        let mut kernel = FakeKernel::new(|m| {
+            let excl = m.header.flags & NLM_F_EXCL != 0;
+            match (m.header.nf_msg(), exp_port_of(m)) {
+                (IPCTNL_MSG_EXP_NEW, 5005 | 5008) if excl => Reply::Errno(Errno::EBUSY),
+                _ => Reply::Ack,
+            }
+        });
+        let slot = &mut slots[ex.slot];
+        let applied = apply_with(&mut kernel, slot, &ex);
+        assert_eq!(applied.ports[..2], [Some(5006), Some(5007)]);
+        assert_eq!(
+            requests(&kernel),
+            [
+                (IPCTNL_MSG_EXP_NEW, 5004),
+                (IPCTNL_MSG_EXP_NEW, 5005),
+                (IPCTNL_MSG_EXP_DELETE, 5004),
+                (IPCTNL_MSG_EXP_NEW, 5006),
+                (IPCTNL_MSG_EXP_NEW, 5007),
+            ]
+        );
+        assert_eq!(
+            (slot.stats.expectations, slot.stats.expectation_errors),
+            (2, 0)
+        );
+
+        // A taken RTP port moves the pair to the next even port without touching RTCP.
+        let mut plan = Plan::default();
+        plan.expect_pair(media(5008), media(5009)).unwrap();
+        let (mut slots, ex) = with_plan(plan);
+        let applied = apply_with(&mut kernel, &mut slots[ex.slot], &ex);
+        assert_eq!(applied.ports[..2], [Some(5010), Some(5011)]);
+        assert_eq!(
+            requests(&kernel)[5..],
+            [
+                (IPCTNL_MSG_EXP_NEW, 5008),
+                (IPCTNL_MSG_EXP_NEW, 5010),
+                (IPCTNL_MSG_EXP_NEW, 5011),
+            ]
+        );
+
+        // A hard error on RTCP: neither is left, both count as errors.
+        let mut plan = Plan::default();
+        plan.expect_pair(media(6000), media(6001)).unwrap();
+        let (mut slots, ex) = with_plan(plan);
+        let mut kernel = FakeKernel::new(|m| match (m.header.nf_msg(), exp_port_of(m)) {
+            (IPCTNL_MSG_EXP_NEW, 6001) => Reply::Errno(Errno::EPERM),
+            _ => Reply::Ack,
+        });
+        let slot = &mut slots[ex.slot];
+        let applied = apply_with(&mut kernel, slot, &ex);
+        assert_eq!(applied.ports[..2], [None, None]);
+        assert_eq!(
+            requests(&kernel),
+            [
+                (IPCTNL_MSG_EXP_NEW, 6000),
+                (IPCTNL_MSG_EXP_NEW, 6001),
+                (IPCTNL_MSG_EXP_DELETE, 6000),
+            ]
+        );
+        assert_eq!(
+            (slot.stats.expectations, slot.stats.expectation_errors),
+            (0, 2)
+        );
+    }
+
+    /// The expectation tuple's destination port of a request as the fake kernel sees it.
+    fn exp_port_of(m: &crate::netlink::msg::Message<'_>) -> u16 {
+        let t: [Option<crate::netlink::attr::Attr>; 12] = m.nfnl().unwrap().1.table().unwrap();
+        t[usize::from(CTA_EXPECT_TUPLE)].map_or(0, |a| parse_tuple(a).unwrap().dst_port)
+    }
+
+    #[test]
+    fn deletions_come_first_and_a_gone_expectation_is_no_error() {
+        let mut plan = Plan::default();
+        for port in [7000, 7002, 7004] {
+            assert!(plan.delete(media(port).tuple()));
+        }
+        plan.expect(media(7000)).unwrap();
+        let (mut slots, ex) = with_plan(plan);
+        let mut kernel = FakeKernel::new(|m| match (m.header.nf_msg(), exp_port_of(m)) {
+            (IPCTNL_MSG_EXP_DELETE, 7002) => Reply::Errno(Errno::ENOENT),
+            (IPCTNL_MSG_EXP_DELETE, 7004) => Reply::Errno(Errno::EPERM),
+            _ => Reply::Ack,
+        });
+        let slot = &mut slots[ex.slot];
+        let applied = apply_with(&mut kernel, slot, &ex);
+        // Deleted first, so a re-INVITE may ask for the same tuple again.
+        assert_eq!(
+            requests(&kernel),
+            [
+                (IPCTNL_MSG_EXP_DELETE, 7000),
+                (IPCTNL_MSG_EXP_DELETE, 7002),
+                (IPCTNL_MSG_EXP_DELETE, 7004),
+                (IPCTNL_MSG_EXP_NEW, 7000),
+            ]
+        );
+        assert_eq!(applied.ports[0], Some(7000));
+        let s = slot.stats;
+        assert_eq!((s.deleted, s.expectation_errors, s.expectations), (1, 1, 1));
+        // The deletion names the tuple only (and the zone): the kernel finds it so.
+        let sent = kernel.sent.borrow();
+        let m = Messages::new(&sent[0]).next().unwrap().unwrap();
+        let t: [Option<crate::netlink::attr::Attr>; 12] = m.nfnl().unwrap().1.table().unwrap();
+        assert_eq!(
+            parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap()).unwrap(),
+            media(7000).tuple()
+        );
+        assert!(t[usize::from(ctnetlink::CTA_EXPECT_MASTER)].is_none());
+    }
+
+    #[test]
+    fn an_unconfirmed_master_attaches_the_first_and_defers_the_rest() {
+        let mut plan = Plan::default();
+        plan.expect_pair(media(5004), media(5005)).unwrap();
+        plan.expect(media(6000)).unwrap();
+        plan.expect_pair(media(7000), media(7001)).unwrap();
+        let (mut slots, mut ex) = with_plan(plan);
+        ex.conntrack.status &= !status::CONFIRMED;
+        let mut kernel = FakeKernel::acking();
+        let mut mangle = vec![0u8; MANGLE_BUF];
+        let slot = &mut slots[ex.slot];
+        let a = answer_with(&mut kernel, slot, &ex, &[], &mut mangle);
+        assert!(
+            kernel.sent.borrow().is_empty(),
+            "nothing before the verdict"
+        );
+        assert_eq!(a.attached.map(|e| e.dst_port), Some(5004));
+        let deferred: Vec<_> = a
+            .deferred
+            .iter()
+            .map(|e| (e.exp.dst_port, e.pairing))
+            .collect();
+        assert_eq!(
+            deferred,
+            [
+                // Its RTP half rides on the verdict: on its own now.
+                (5005, Pairing::Single),
+                (6000, Pairing::Single),
+                (7000, Pairing::Rtp),
+                (7001, Pairing::Rtcp),
+            ]
+        );
+        assert_eq!(slot.stats.expectations, 1, "the others count when created");
     }
 }

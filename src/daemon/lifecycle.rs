@@ -482,14 +482,14 @@ impl Daemon {
         );
     }
 
-    /// Switch to the slots of a new configuration, keeping each helper's counters.
+    /// Switch to the slots of a new configuration, keeping each helper's counters and store.
     pub(super) fn install_slots(
         &mut self,
         new: &heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
     ) {
         let mut slots: heapless::Vec<Slot, { crate::config::MAX_HELPERS }> = heapless::Vec::new();
         for n in new {
-            let old = self.slots.iter().find(|s| s.name == n.name);
+            let old = self.slots.iter_mut().find(|s| s.name == n.name);
             let _ = slots.push(Slot {
                 name: n.name,
                 builtin: n.builtin,
@@ -498,8 +498,13 @@ impl Daemon {
                 queue: n.queue,
                 classes: n.classes,
                 policy: n.policy,
-                stats: old.map_or(Stats::default(), |o| o.stats),
+                stats: old.as_ref().map_or(Stats::default(), |o| o.stats),
                 log_limit: LogLimit::new(),
+                // The helper's dialogs outlive a reload.
+                store: old.map_or_else(
+                    || crate::helpers::Store::new(n.builtin.store_entries),
+                    |o| core::mem::take(&mut o.store),
+                ),
             });
         }
         self.slots = slots;

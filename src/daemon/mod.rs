@@ -4,9 +4,11 @@
 //!
 //! - `slots`: the configured helpers as the daemon runs them, with their counters
 //! - `lifecycle`: start, registration, reload, stop and drain
-//! - `serve`: reading queued packets, `examine` (pure), verdict batching
-//! - `effects`: what a helper's action means for the kernel: expectations (port search,
-//!   refresh, withdrawal), NAT rewrites, sequence adjustment
+//! - `serve`: reading queued packets, `examine` (pure), verdict batching, expectations
+//!   deferred until the verdicts are sent
+//! - `effects`: what a helper's plan means for the kernel: expectations (deletion, port
+//!   search for single ports and RTP/RTCP pairs, refresh, withdrawal), NAT rewrites,
+//!   sequence adjustment
 //! - `kernel`: request/answer plumbing on the netlink sockets
 
 mod effects;
@@ -196,6 +198,8 @@ impl Daemon {
                 rewritten: s.stats.rewritten,
                 rewrite_errors: s.stats.rewrite_errors,
                 withdrawn: s.stats.withdrawn,
+                deleted: s.stats.deleted,
+                store_evictions: s.store.evictions,
             });
         }
         let globals = status::Globals {
@@ -294,13 +298,15 @@ impl Daemon {
     pub(super) fn log_stats(&self) {
         for s in &self.slots {
             info!(
-                "{}: packets {} expectations {} expectation errors {} refused {} parse errors {} rewritten {} rewrite errors {} withdrawn {}",
+                "{}: packets {} expectations {} expectation errors {} deleted {} refused {} parse errors {} store evictions {} rewritten {} rewrite errors {} withdrawn {}",
                 s.name,
                 s.stats.packets,
                 s.stats.expectations,
                 s.stats.expectation_errors,
+                s.stats.deleted,
                 s.stats.refused,
                 s.stats.parse_errors,
+                s.store.evictions,
                 s.stats.rewritten,
                 s.stats.rewrite_errors,
                 s.stats.withdrawn

@@ -1,20 +1,28 @@
 //! Serving the queue: read queued packets, find and run their helper (`examine`, pure),
 //! carry out the outcome (`effects`) and answer every packet with a verdict, in batches.
+//! Expectations of a master the kernel has not confirmed yet (all but the one that rides
+//! on the verdict) wait in a fixed list until the verdicts are sent, which confirms it.
 
 use log::{debug, warn};
 use nix::errno::Errno;
 
-use super::effects::answer;
+use super::effects::{self, answer};
 use super::kernel::{Ctl, push_verdict};
-use super::{BATCH, Daemon, Slot};
-use crate::helpers::{Action, PRIVATE_DATA_MAX, Packet};
-use crate::model::{Conntrack, ctinfo};
+use super::{BATCH, Daemon, Recorder, Slot};
+use crate::helpers::{Expect, PRIVATE_DATA_MAX, Packet, Pairing, Plan};
+use crate::model::{Conntrack, Tuple, ctinfo};
 use crate::netlink::ctnetlink::{self, CtAttrs};
 use crate::netlink::msg::{Messages, NLMSG_ERROR};
 use crate::netlink::socket::{IoError, Link};
 use crate::netlink::{queue, subsys};
 use crate::private_cache::PrivateCache;
 use crate::wire;
+
+/// Expectations waiting for their packets' verdicts to be sent. When a packet brings
+/// more than fit, the verdicts so far are sent early and the waiting ones created, so
+/// none is ever dropped; one packet's always fit.
+pub(super) const DEFERRED_MAX: usize = 64;
+const _: () = assert!(DEFERRED_MAX >= crate::helpers::MAX_EXPECTATIONS_PER_PACKET);
 
 /// Why a packet was passed without being looked at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,15 +41,16 @@ pub struct Examined {
     /// The packet's direction and, for TCP, its sequence number.
     pub dir: crate::model::Direction,
     pub tcp_seq: Option<u32>,
-    pub action: Action,
+    pub plan: Plan,
     pub private: [u8; PRIVATE_DATA_MAX],
     pub private_len: usize,
 }
 
 /// Find the helper for a queued packet and run it, with the newest private data of the
-/// kernel's copy and the one this daemon wrote last (`cache`). No I/O.
+/// kernel's copy and the one this daemon wrote last (`cache`), and the slot's store. No
+/// I/O.
 pub fn examine(
-    slots: &[Slot],
+    slots: &mut [Slot],
     cache: &mut PrivateCache,
     pkt: &queue::QueuedPacket<'_>,
     now: std::time::Instant,
@@ -64,17 +73,19 @@ pub fn examine(
     let help_info = cache.newest(conntrack.id, &conntrack.orig, help_info, now);
     let dir = ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW));
     let packet = Packet::from_dissected(dir, &d);
+    let s = slots.get_mut(slot).ok_or(Skip::UnknownHelper)?;
     // Shared with `replay`: the decoded-input half of examining a packet.
     let crate::helpers::Run {
-        action,
+        plan,
         private,
         private_len,
     } = crate::helpers::run(
-        slots[slot].builtin,
+        s.builtin,
         &packet,
         &conntrack,
         help_info,
-        slots[slot].policy,
+        &mut s.store,
+        s.policy,
     );
     let tcp_seq = match d.transport {
         crate::helpers::Transport::Tcp { seq, .. } => Some(seq),
@@ -85,10 +96,36 @@ pub fn examine(
         conntrack,
         dir,
         tcp_seq,
-        action,
+        plan,
         private,
         private_len,
     })
+}
+
+/// An expectation of an unconfirmed master, to create once its packet's verdict is sent.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Deferred {
+    slot: usize,
+    master: Tuple,
+    zone: Option<u16>,
+    exp: Expect,
+}
+
+type DeferredList = heapless::Vec<Deferred, DEFERRED_MAX>;
+
+/// What serving a batch works with, borrowed apart from the daemon, so that tests can put
+/// scripted kernels behind both sockets.
+pub(super) struct Server<'a> {
+    pub(super) queue: &'a dyn Link,
+    pub(super) ctl: Ctl<'a>,
+    pub(super) rx: &'a mut [u8],
+    pub(super) tx: &'a mut [u8],
+    pub(super) mangle: &'a mut [u8],
+    pub(super) slots: &'a mut [Slot],
+    pub(super) cache: &'a mut PrivateCache,
+    pub(super) recorder: Option<&'a mut Recorder>,
+    pub(super) verdict_errors: &'a mut u64,
+    pub(super) unhandled: &'a mut u64,
 }
 
 impl Daemon {
@@ -96,19 +133,44 @@ impl Daemon {
     /// first one — and send their verdicts in one send. Returns how many packets were
     /// handled. Every packet whose id can be read gets a verdict.
     pub(super) fn serve_batch(&mut self, greedy: bool) -> Result<usize, IoError> {
+        Server {
+            queue: &self.queue_sock,
+            ctl: Ctl {
+                link: &mut self.ctl_sock,
+                buf: &mut self.bufs.ctl,
+                rx: &mut self.bufs.ctl_rx,
+            },
+            rx: &mut self.bufs.rx,
+            tx: &mut self.bufs.tx,
+            mangle: &mut self.bufs.mangle,
+            slots: &mut self.slots,
+            cache: &mut self.private_cache,
+            recorder: self.recorder.as_mut(),
+            verdict_errors: &mut self.verdict_errors,
+            unhandled: &mut self.unhandled,
+        }
+        .batch(greedy)
+    }
+}
+
+impl Server<'_> {
+    /// See [`Daemon::serve_batch`]. The verdicts are sent before the deferred
+    /// expectations are created.
+    pub(super) fn batch(&mut self, greedy: bool) -> Result<usize, IoError> {
         let mut handled = 0;
         let mut tx_len = 0;
+        let mut deferred = DeferredList::new();
         let now = std::time::Instant::now();
         while handled < BATCH && (greedy || handled == 0) {
-            let datagram = match self.queue_sock.recv(&mut self.bufs.rx, true)? {
+            let datagram = match self.queue.recv(self.rx, true)? {
                 Some(d) => d,
                 None => break,
             };
             let datagram_len = datagram.len();
             if let Some(r) = self.recorder.as_mut() {
-                r.record(&self.bufs.rx[..datagram_len]);
+                r.record(&self.rx[..datagram_len]);
             }
-            for msg in Messages::new(&self.bufs.rx[..datagram_len]) {
+            for msg in Messages::new(&self.rx[..datagram_len]) {
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {
@@ -120,7 +182,7 @@ impl Daemon {
                     if let Ok(Some(err)) = msg.error()
                         && err.errno != 0
                     {
-                        self.verdict_errors += 1;
+                        *self.verdict_errors += 1;
                         warn!("kernel refused a verdict: {:?}", Errno::from_raw(err.errno));
                     }
                     continue;
@@ -134,62 +196,97 @@ impl Daemon {
                         warn!("undecodable queued packet: {e}");
                         if let Some((queue, id)) = queue::packet_ref(&msg) {
                             handled += 1;
-                            self.unhandled += 1;
+                            *self.unhandled += 1;
                             let v = queue::Verdict::plain(queue, id, queue::NF_ACCEPT);
-                            tx_len = push_verdict(&self.queue_sock, &mut self.bufs.tx, tx_len, &v)?;
+                            tx_len = push_verdict(self.queue, self.tx, tx_len, &v)?;
                         }
                         continue;
                     }
                 };
                 handled += 1;
-                let answer = match examine(&self.slots, &mut self.private_cache, &pkt, now) {
+                let answer = match examine(self.slots, self.cache, &pkt, now) {
                     Ok(ex) => {
                         let slot = &mut self.slots[ex.slot];
-                        let mut ctl = Ctl {
-                            link: &mut self.ctl_sock,
-                            buf: &mut self.bufs.ctl,
-                            rx: &mut self.bufs.ctl_rx,
-                        };
-                        let a = answer(slot, &ex, pkt.payload, &mut self.bufs.mangle, &mut ctl);
+                        let a = answer(slot, &ex, pkt.payload, self.mangle, &mut self.ctl);
                         if a.help || a.private_written {
-                            self.private_cache.record(
+                            self.cache.record(
                                 ex.conntrack.id,
                                 &ex.conntrack.orig,
                                 &ex.private[..ex.private_len],
                                 now,
                             );
                         }
-                        Some((a, ex.slot, ex.private, ex.private_len))
+                        Some((a, ex))
                     }
                     Err(skip) => {
-                        self.unhandled += 1;
+                        *self.unhandled += 1;
                         debug!("packet {} passed without help: {skip:?}", pkt.id);
                         None
                     }
                 };
                 let v = match &answer {
-                    Some((a, slot, private, private_len)) => queue::Verdict {
+                    Some((a, ex)) => queue::Verdict {
                         queue: pkt.queue,
                         id: pkt.id,
                         verdict: a.verdict,
                         help: a.help.then(|| queue::HelpUpdate {
-                            helper_name: self.slots[*slot].name,
-                            info: &private[..*private_len],
+                            helper_name: self.slots[ex.slot].name,
+                            info: &ex.private[..ex.private_len],
                         }),
                         expectation: a.attached.as_ref(),
-                        payload: a.rewritten_len.and_then(|n| self.bufs.mangle.get(..n)),
+                        payload: a.rewritten_len.and_then(|n| self.mangle.get(..n)),
                         seq_adjust: a.seq_adjust,
                     },
                     None => queue::Verdict::plain(pkt.queue, pkt.id, queue::NF_ACCEPT),
                 };
-                tx_len = push_verdict(&self.queue_sock, &mut self.bufs.tx, tx_len, &v)?;
+                tx_len = push_verdict(self.queue, self.tx, tx_len, &v)?;
+                let Some((a, ex)) = answer else {
+                    continue;
+                };
+                if deferred.len() + a.deferred.len() > deferred.capacity() {
+                    // No room: send the verdicts so far (this packet's too), then create
+                    // what waited for them.
+                    self.queue.send(&self.tx[..tx_len])?;
+                    tx_len = 0;
+                    create_deferred(self.slots, &mut self.ctl, &mut deferred);
+                }
+                for exp in a.deferred {
+                    // Cannot fail: the list had room for all of them.
+                    let _ = deferred.push(Deferred {
+                        slot: ex.slot,
+                        master: ex.conntrack.orig,
+                        zone: ex.conntrack.zone,
+                        exp,
+                    });
+                }
             }
         }
         if tx_len > 0 {
-            self.queue_sock.send(&self.bufs.tx[..tx_len])?;
+            self.queue.send(&self.tx[..tx_len])?;
         }
+        create_deferred(self.slots, &mut self.ctl, &mut deferred);
         Ok(handled)
     }
+}
+
+/// Create the expectations that waited for their masters' verdicts (the kernel has
+/// confirmed the masters while processing them), each on its announced port: the packets
+/// that name them are gone. An RTP/RTCP pair is still created both or neither.
+fn create_deferred(slots: &mut [Slot], ctl: &mut Ctl<'_>, list: &mut DeferredList) {
+    let mut i = 0;
+    while let Some(d) = list.get(i) {
+        let rtcp = list.get(i + 1).filter(|n| {
+            d.exp.pairing == Pairing::Rtp
+                && n.exp.pairing == Pairing::Rtcp
+                && (n.slot, n.master) == (d.slot, d.master)
+        });
+        let group = [Some(d.exp.exp), rtcp.map(|n| n.exp.exp)];
+        if let Some(slot) = slots.get_mut(d.slot) {
+            effects::create(slot, &d.master, d.zone, group, false, ctl);
+        }
+        i += 1 + usize::from(rtcp.is_some());
+    }
+    list.clear();
 }
 
 #[cfg(test)]
@@ -203,13 +300,13 @@ mod tests {
 
     #[test]
     fn private_data_carries_line_state_from_one_packet_to_the_next() {
-        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut slots = slots_from_config(&Config::default()).unwrap();
         let mut buf = [0u8; 1024];
         let banner = b"220 welcome\r\n";
         let n = queued(&mut buf, Some("ftp"), &[0; 32], 1000, banner, true);
-        let first = run(&slots, &buf[..n]).unwrap();
-        assert!(first.action.expectations.is_empty());
-        assert!(first.action.private_changed);
+        let first = run(&mut slots, &buf[..n]).unwrap();
+        assert!(first.plan.expectations.is_empty());
+        assert!(first.plan.private_changed);
 
         // The kernel hands the updated private data back with the next packet.
         let info = first.private[..first.private_len].to_vec();
@@ -222,8 +319,13 @@ mod tests {
             reply,
             true,
         );
-        let second = run(&slots, &buf[..n]).unwrap();
-        let exp = second.action.expectations.first().expect("an expectation");
+        let second = run(&mut slots, &buf[..n]).unwrap();
+        let exp = second
+            .plan
+            .expectations
+            .first()
+            .expect("an expectation")
+            .exp;
         assert_eq!(exp.dst, core::net::IpAddr::from(SERVER));
         assert_eq!(exp.dst_port, 156 * 256 + 64);
         assert_eq!(exp.src, core::net::IpAddr::from(CLIENT));
@@ -239,9 +341,9 @@ mod tests {
             true,
         );
         assert!(
-            run(&slots, &buf[..n])
+            run(&mut slots, &buf[..n])
                 .unwrap()
-                .action
+                .plan
                 .expectations
                 .is_empty()
         );
@@ -249,17 +351,17 @@ mod tests {
 
     #[test]
     fn packets_the_daemon_cannot_help_are_skipped_not_fatal() {
-        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut slots = slots_from_config(&Config::default()).unwrap();
         let mut buf = [0u8; 1024];
         let n = queued(&mut buf, Some("ftp"), &[0; 32], 1, b"x", false);
-        assert_eq!(run(&slots, &buf[..n]).err(), Some(Skip::NoConntrack));
+        assert_eq!(run(&mut slots, &buf[..n]).err(), Some(Skip::NoConntrack));
         let n = queued(&mut buf, None, &[], 1, b"x", true);
-        assert_eq!(run(&slots, &buf[..n]).err(), Some(Skip::UnknownHelper));
+        assert_eq!(run(&mut slots, &buf[..n]).err(), Some(Skip::UnknownHelper));
         let n = queued(&mut buf, Some("irc"), &[0; 32], 1, b"x", true);
-        assert_eq!(run(&slots, &buf[..n]).err(), Some(Skip::UnknownHelper));
+        assert_eq!(run(&mut slots, &buf[..n]).err(), Some(Skip::UnknownHelper));
         // A short private area from the kernel is zero-extended, not an error.
         let n = queued(&mut buf, Some("ftp"), &[0; 3], 1, b"x", true);
-        assert!(run(&slots, &buf[..n]).is_ok());
+        assert!(run(&mut slots, &buf[..n]).is_ok());
     }
 
     /// The first packet of a TFTP connection as the kernel queues it: an unconfirmed
@@ -284,23 +386,23 @@ mod tests {
 
     #[test]
     fn tftp_request_on_an_unconfirmed_conntrack_asks_for_one_expectation() {
-        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut slots = slots_from_config(&Config::default()).unwrap();
         let mut buf = [0u8; 1024];
         let n = queued_tftp(&mut buf, b"\x00\x01blob.bin\x00octet\x00");
-        let ex = run(&slots, &buf[..n]).unwrap();
+        let ex = run(&mut slots, &buf[..n]).unwrap();
         assert_eq!(slots[ex.slot].name, "tftp");
         assert_eq!(slots[ex.slot].queue, Config::default().queue_of(1));
         assert_eq!(ex.private_len, 0);
-        assert!(!ex.action.private_changed && !ex.action.parse_error);
-        let exp = ex.action.expectations.first().expect("an expectation");
-        assert_eq!(ex.action.expectations.len(), 1);
+        assert!(!ex.plan.private_changed && !ex.plan.parse_error);
+        let exp = ex.plan.expectations.first().expect("an expectation").exp;
+        assert_eq!(ex.plan.expectations.len(), 1);
         assert_eq!(exp.src, core::net::IpAddr::from(SERVER));
         assert_eq!(exp.dst, core::net::IpAddr::from(CLIENT));
         assert_eq!((exp.src_port, exp.dst_port), (None, 40000));
 
         let n = queued_tftp(&mut buf, b"\x00\x01blob.bin\x00oct");
-        let ex = run(&slots, &buf[..n]).unwrap();
-        assert!(ex.action.parse_error && ex.action.expectations.is_empty());
+        let ex = run(&mut slots, &buf[..n]).unwrap();
+        assert!(ex.plan.parse_error && ex.plan.expectations.is_empty());
     }
 
     #[test]
@@ -310,19 +412,22 @@ mod tests {
             &mut buf,
             b"227 Entering Passive Mode (198,51,100,2,0,22)\r\n",
         );
-        let slots = slots_from_config(&Config::default()).unwrap();
-        let ex = run(&slots, &buf[..n]).unwrap();
-        assert!(ex.action.expectations.is_empty());
+        let mut slots = slots_from_config(&Config::default()).unwrap();
+        let ex = run(&mut slots, &buf[..n]).unwrap();
+        assert!(ex.plan.expectations.is_empty());
         assert_eq!(
-            ex.action.refusals.first().map(|r| r.reason),
+            ex.plan.refusals.first().map(|r| r.reason),
             Some(crate::helpers::RefusalReason::LowPort)
         );
         let mut cfg = Config::default();
         cfg.helpers[0].allow_low_ports = true;
-        let slots = slots_from_config(&cfg).unwrap();
+        let mut slots = slots_from_config(&cfg).unwrap();
         assert!(slots[0].policy.allow_low_ports);
-        let ex = run(&slots, &buf[..n]).unwrap();
-        assert_eq!(ex.action.expectations.first().map(|e| e.dst_port), Some(22));
+        let ex = run(&mut slots, &buf[..n]).unwrap();
+        assert_eq!(
+            ex.plan.expectations.first().map(|e| e.exp.dst_port),
+            Some(22)
+        );
     }
 
     #[test]
@@ -330,7 +435,7 @@ mod tests {
         // Two reply segments of one connection queued before the first verdict: both
         // carry the same (old) private data. The second starts where the first ended,
         // a line start only the first one's update records.
-        let slots = slots_from_config(&Config::default()).unwrap();
+        let mut slots = slots_from_config(&Config::default()).unwrap();
         let mut cache = PrivateCache::new();
         let now = Instant::now();
         let mut st = crate::helpers::ftp::State::default();
@@ -343,8 +448,8 @@ mod tests {
         let n = queued(&mut buf, Some("ftp"), &old, 1000, banner, true);
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         let pkt = queue::parse_packet(&msg).unwrap();
-        let first = examine(&slots, &mut cache, &pkt, now).unwrap();
-        assert!(first.action.private_changed);
+        let first = examine(&mut slots, &mut cache, &pkt, now).unwrap();
+        assert!(first.plan.private_changed);
         // What serve_batch does when the verdict carries the private data.
         cache.record(
             first.conntrack.id,
@@ -362,8 +467,150 @@ mod tests {
         );
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         let pkt = queue::parse_packet(&msg).unwrap();
-        let second = examine(&slots, &mut cache, &pkt, now).unwrap();
-        assert_eq!(second.action.expectations.len(), 1);
+        let second = examine(&mut slots, &mut cache, &pkt, now).unwrap();
+        assert_eq!(second.plan.expectations.len(), 1);
         assert_eq!(cache.used, 1);
+    }
+
+    // ------------------------------------------- expectations deferred past the verdict
+
+    /// A helper that announces a single port and an RTP/RTCP pair for every packet: the
+    /// shape of a UDP INVITE, several expectations for a master not yet confirmed.
+    struct Media;
+
+    impl crate::helpers::Helper for Media {
+        fn analyse(
+            &self,
+            _pkt: &Packet<'_>,
+            ct: &Conntrack,
+            _private: &mut [u8],
+            _store: &mut crate::helpers::Store,
+            _policy: crate::helpers::Policy,
+        ) -> Plan {
+            let exp = |port| crate::model::Expectation {
+                class: 0,
+                proto: crate::model::IPPROTO_UDP,
+                src: ct.reply.src,
+                src_port: None,
+                dst: ct.reply.dst,
+                dst_port: port,
+                flags: 0,
+                nat: None,
+            };
+            let mut plan = Plan::default();
+            plan.expect(exp(6000)).unwrap();
+            plan.expect_pair(exp(5004), exp(5005)).unwrap();
+            plan
+        }
+    }
+
+    /// The TFTP slot's registry entry with the `Media` code.
+    const MEDIA: crate::helpers::registry::Builtin = crate::helpers::registry::Builtin {
+        helper: &Media,
+        ..crate::helpers::registry::TFTP
+    };
+
+    /// Serve one batch from `queue` (holding queued packets) with `ctl` as the control
+    /// socket; returns how many packets were handled.
+    fn serve(queue: &dyn Link, ctl: &mut dyn Link, slots: &mut [Slot]) -> usize {
+        use crate::daemon::{CTL_BUF, MANGLE_BUF, RX_BUF, TX_BUF};
+        let (mut rx, mut tx, mut mangle) = (vec![0; RX_BUF], vec![0; TX_BUF], vec![0; MANGLE_BUF]);
+        let (mut ctl_buf, mut ctl_rx) = (vec![0; CTL_BUF], vec![0; CTL_BUF]);
+        let (mut verdict_errors, mut unhandled) = (0, 0);
+        let mut cache = PrivateCache::new();
+        Server {
+            queue,
+            ctl: Ctl {
+                link: ctl,
+                buf: &mut ctl_buf,
+                rx: &mut ctl_rx,
+            },
+            rx: &mut rx,
+            tx: &mut tx,
+            mangle: &mut mangle,
+            slots,
+            cache: &mut cache,
+            recorder: None,
+            verdict_errors: &mut verdict_errors,
+            unhandled: &mut unhandled,
+        }
+        .batch(true)
+        .unwrap()
+    }
+
+    /// A queue socket holding `n` queued first packets of UDP connections, and a control
+    /// socket that records, for each expectation it is asked to create, its port and how
+    /// many verdict batches the queue socket had sent by then.
+    #[allow(clippy::type_complexity)]
+    fn sockets(
+        n: usize,
+    ) -> (
+        std::rc::Rc<FakeKernel>,
+        FakeKernel,
+        std::rc::Rc<std::cell::RefCell<Vec<(u16, usize)>>>,
+    ) {
+        use crate::daemon::kernel::fake::Reply;
+        let queue = std::rc::Rc::new(FakeKernel::acking());
+        for _ in 0..n {
+            let mut buf = [0u8; 1024];
+            let len = queued_tftp(&mut buf, b"\x00\x01blob.bin\x00octet\x00");
+            queue.inbox.borrow_mut().push_back(buf[..len].to_vec());
+        }
+        let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (q, log) = (queue.clone(), seen.clone());
+        let ctl = FakeKernel::new(move |m| {
+            if m.header.nf_msg() == ctnetlink::IPCTNL_MSG_EXP_NEW {
+                let t: [Option<crate::netlink::attr::Attr>; 12] =
+                    m.nfnl().unwrap().1.table().unwrap();
+                let tuple =
+                    ctnetlink::parse_tuple(t[usize::from(ctnetlink::CTA_EXPECT_TUPLE)].unwrap());
+                log.borrow_mut()
+                    .push((tuple.unwrap().dst_port, q.sent.borrow().len()));
+            }
+            Reply::Ack
+        });
+        (queue, ctl, seen)
+    }
+
+    use crate::daemon::kernel::fake::FakeKernel;
+
+    #[test]
+    fn expectations_of_an_unconfirmed_master_are_created_after_the_verdict_is_sent() {
+        let mut slots = slots_from_config(&Config::default()).unwrap();
+        slots[1].builtin = &MEDIA;
+        let (queue, mut ctl, seen) = sockets(1);
+        assert_eq!(serve(&*queue, &mut ctl, &mut slots), 1);
+        // One verdict, carrying the first expectation (NFQA_EXP).
+        let sent = queue.sent.borrow();
+        assert_eq!(sent.len(), 1);
+        let m = Messages::new(&sent[0]).next().unwrap().unwrap();
+        let t: [Option<crate::netlink::attr::Attr>; 16] = m.nfnl().unwrap().1.table().unwrap();
+        const NFQA_EXP: usize = 15;
+        assert!(t[NFQA_EXP].is_some());
+        // The pair over ctnetlink, once the verdict had gone out.
+        assert_eq!(*seen.borrow(), [(5004, 1), (5005, 1)]);
+        let s = slots[1].stats;
+        assert_eq!((s.expectations, s.expectation_errors), (3, 0));
+    }
+
+    #[test]
+    fn a_full_deferred_list_sends_the_verdicts_early_and_loses_nothing() {
+        let mut slots = slots_from_config(&Config::default()).unwrap();
+        slots[1].builtin = &MEDIA;
+        // Each packet defers two; the list holds DEFERRED_MAX.
+        let packets = DEFERRED_MAX / 2 + 8;
+        assert!(packets <= BATCH);
+        let (queue, mut ctl, seen) = sockets(packets);
+        assert_eq!(serve(&*queue, &mut ctl, &mut slots), packets);
+        assert_eq!(queue.sent.borrow().len(), 2, "an early send, then the rest");
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 2 * packets);
+        assert!(seen[..DEFERRED_MAX].iter().all(|&(_, sends)| sends == 1));
+        assert!(seen[DEFERRED_MAX..].iter().all(|&(_, sends)| sends == 2));
+        let s = slots[1].stats;
+        assert_eq!(
+            (s.expectations, s.expectation_errors),
+            (3 * packets as u64, 0)
+        );
     }
 }

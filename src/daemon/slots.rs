@@ -74,6 +74,8 @@ pub struct Stats {
     pub rewrite_errors: u64,
     /// Expectations deleted again because the packet announcing them was dropped.
     pub withdrawn: u64,
+    /// Pending expectations deleted at a helper's request (BYE, CANCEL, re-INVITE).
+    pub deleted: u64,
 }
 
 /// One configured helper as the daemon runs it: registered for each of its families and
@@ -91,6 +93,8 @@ pub struct Slot {
     pub policy: crate::helpers::Policy,
     pub stats: Stats,
     pub log_limit: LogLimit,
+    /// The helper's own bounded store (helpers/store.rs), kept across reloads.
+    pub store: crate::helpers::Store,
 }
 
 impl Slot {
@@ -140,6 +144,7 @@ pub fn slots_from_config(
             policy: h.policy(),
             stats: Stats::default(),
             log_limit: LogLimit::new(),
+            store: crate::helpers::Store::new(h.builtin.store_entries),
         };
         if slots.push(slot).is_err() {
             return Err("too many helpers".into());
@@ -192,5 +197,29 @@ mod tests {
         assert_eq!(l.suppressed, 100 - u64::from(LogLimit::PER_WINDOW));
         assert!(l.allow(t0 + LogLimit::WINDOW, "t"));
         assert_eq!(l.suppressed, 0);
+    }
+
+    #[test]
+    fn a_helper_gets_a_store_table_only_when_its_registry_entry_asks() {
+        use crate::helpers::{STORE_ENTRIES, StoreKey, registry};
+        let slots = slots_from_config(&Config::default()).unwrap();
+        assert!(slots.iter().all(|s| s.store.capacity() == 0), "FTP, TFTP");
+        let text = format!(
+            "config helper 'voice'\n\toption name '{}'\n",
+            registry::test_entry::NAME
+        );
+        let cfg = Config::parse(&text, "/etc/config/cthelperd").unwrap();
+        let mut slots = slots_from_config(&cfg).unwrap();
+        let slot = slots
+            .iter_mut()
+            .find(|s| s.name == registry::test_entry::NAME)
+            .unwrap();
+        assert_eq!(slot.store.capacity(), STORE_ENTRIES);
+        for tag in 0..=STORE_ENTRIES as u64 {
+            let key = StoreKey { conntrack: 1, tag };
+            slot.store.insert(key, b"dialog").unwrap();
+        }
+        // What `status` reports as the helper's store_evictions.
+        assert_eq!(slot.store.evictions, 1);
     }
 }

@@ -109,7 +109,7 @@ pub(crate) fn queued(
     )
 }
 
-pub(crate) fn run(slots: &[Slot], buf: &[u8]) -> Result<Examined, Skip> {
+pub(crate) fn run(slots: &mut [Slot], buf: &[u8]) -> Result<Examined, Skip> {
     let msg = Messages::new(buf).next().unwrap().unwrap();
     let pkt = queue::parse_packet(&msg).unwrap();
     examine(

@@ -29,7 +29,8 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::helpers::{
-    Action, EndpointText, Helper, Packet, Policy, Refusal, RefusalReason, Rewrite, Transport,
+    Helper, Packet, Plan, Policy, PortText, Refusal, RefusalReason, Replacement, Span, Spelling,
+    Store, Transport,
 };
 use crate::model::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_TCP, status};
 use crate::wire::text;
@@ -463,26 +464,28 @@ impl Ftp {
 }
 
 impl Helper for Ftp {
-    fn process(
+    /// FTP keeps everything in the private data; `store` is not used.
+    fn analyse(
         &self,
         pkt: &Packet<'_>,
         ct: &Conntrack,
         private: &mut [u8],
+        _store: &mut Store,
         policy: Policy,
-    ) -> Action {
-        let mut action = Action::default();
+    ) -> Plan {
+        let mut plan = Plan::default();
         let Transport::Tcp { seq, .. } = pkt.transport else {
-            return action;
+            return plan;
         };
         // The kernel helper runs only on ESTABLISHED / ESTABLISHED_REPLY packets: an
         // Original-direction packet before the reply direction was seen (SYN, TFO data) is
         // left alone, without touching the line tracking.
         if pkt.dir == Direction::Original && ct.status & status::SEEN_REPLY == 0 {
-            return action;
+            return plan;
         }
         let payload = pkt.payload;
         let Some(&last) = payload.last() else {
-            return action;
+            return plan;
         };
         let mut st = State::decode(private);
         let dir = pkt.dir;
@@ -496,7 +499,7 @@ impl Helper for Ftp {
         // SYN would lift this, but the SYN is not guaranteed to reach a user-space helper.
         let (at_line_start, start) = st.position(dir, seq);
         if at_line_start && first_line_is_a_reply(start, payload) {
-            parse_first_line(dir, payload, ct, policy, &mut action);
+            parse_first_line(dir, payload, ct, policy, &mut plan);
         }
         // Wraps with the sequence space; a payload never exceeds 64 KiB.
         let end = seq.wrapping_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
@@ -513,8 +516,8 @@ impl Helper for Ftp {
                 line: after,
             });
         }
-        action.private_changed = st.encode(private);
-        action
+        plan.private_changed = st.encode(private);
+        plan
     }
 }
 
@@ -536,15 +539,129 @@ fn first_line_is_a_reply(start: Line, payload: &[u8]) -> bool {
     first == 0
 }
 
+/// How an announcement spells its endpoint, so that a NAT rewrite spells the translated
+/// one the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointText {
+    /// "h1,h2,h3,h4,p1,p2" (PORT and 227).
+    Commas,
+    /// "<d>1<d>a.b.c.d<d>port<d>" or "<d>2<d>ipv6<d>port<d>" (EPRT), with the sender's
+    /// delimiter.
+    Eprt { delim: u8 },
+    /// The port alone, in decimal (229).
+    Port,
+}
+
+impl EndpointText {
+    /// The plan's spelling of `addr` with the port the daemon decides (the address goes
+    /// into the plan's text). None when `addr` cannot be written this way (an IPv6
+    /// address in PORT/227) or the plan's text is full.
+    pub fn spelling(self, addr: IpAddr, plan: &mut Plan) -> Option<Spelling> {
+        Some(match (self, addr) {
+            (EndpointText::Commas, IpAddr::V4(a)) => {
+                let [a, b, c, d] = a.octets();
+                Spelling {
+                    before: plan.text(format_args!("{a},{b},{c},{d},"))?,
+                    port: PortText::Octets { sep: b',' },
+                    after: Span::EMPTY,
+                }
+            }
+            (EndpointText::Commas, IpAddr::V6(_)) => return None,
+            (EndpointText::Eprt { delim }, addr) => {
+                let d = char::from(delim);
+                let af = char::from(if addr.is_ipv4() { EPRT_IPV4 } else { EPRT_IPV6 });
+                Spelling {
+                    before: plan.text(format_args!("{d}{af}{d}{addr}{d}"))?,
+                    port: PortText::Decimal,
+                    after: plan.text(format_args!("{d}"))?,
+                }
+            }
+            (EndpointText::Port, _) => Spelling {
+                before: Span::EMPTY,
+                port: PortText::Decimal,
+                after: Span::EMPTY,
+            },
+        })
+    }
+}
+
 /// What a recognised line announced, and where: `text` is the part of the line that
 /// spells the endpoint, which a NAT rewrite replaces.
 struct Announce<'a> {
-    what: &'static str,
     /// None for 229, which announces a port on the sender's address.
     addr: Option<IpAddr>,
     port: u16,
     text: &'a [u8],
     spelling: EndpointText,
+}
+
+/// How a pattern must be followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Follow {
+    /// A command verb: a space (then the arguments) or the end of the line. A longer word
+    /// ("PORTAL") is not the command; the bare verb is, with empty (malformed) arguments.
+    Verb,
+    /// A reply code whose pattern includes its space: the rest of the line as it is.
+    Text,
+}
+
+/// One line the helper acts on, as the kernel's `search[dir][]` table in
+/// nf_conntrack_ftp.c: matched case-insensitively at the start of a segment's first
+/// line, in one direction; `parse` reads the arguments.
+struct Search {
+    pattern: &'static [u8],
+    dir: Direction,
+    follow: Follow,
+    /// The element's name in refusals and logs.
+    what: &'static str,
+    parse: fn(&[u8]) -> Result<Announce<'_>, ()>,
+}
+
+/// Everything FTP parses: PORT and EPRT from the client, 227 and 229 from the server.
+const SEARCH: [Search; 4] = [
+    Search {
+        pattern: b"PORT",
+        dir: Direction::Original,
+        follow: Follow::Verb,
+        what: "PORT",
+        parse: parse_port_args,
+    },
+    Search {
+        pattern: b"EPRT",
+        dir: Direction::Original,
+        follow: Follow::Verb,
+        what: "EPRT",
+        parse: parse_eprt_args,
+    },
+    Search {
+        pattern: b"227 ",
+        dir: Direction::Reply,
+        follow: Follow::Text,
+        what: "227",
+        parse: parse_227,
+    },
+    Search {
+        pattern: b"229 ",
+        dir: Direction::Reply,
+        follow: Follow::Text,
+        what: "229",
+        parse: parse_229,
+    },
+];
+
+impl Search {
+    /// The arguments, if `line` is this entry's line.
+    fn arguments<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        if !text::starts_with_ignore_case(line, self.pattern) {
+            return None;
+        }
+        let after = line.get(self.pattern.len()..)?;
+        match (self.follow, after.first()) {
+            (Follow::Text, _) | (Follow::Verb, None) => Some(after),
+            (Follow::Verb, Some(b' ')) => Some(text::skip_spaces(after)),
+            (Follow::Verb, Some(_)) => None,
+        }
+    }
 }
 
 /// Parse the first line of a segment known to start at a line start (the kernel's
@@ -554,107 +671,36 @@ fn parse_first_line(
     payload: &[u8],
     ct: &Conntrack,
     policy: Policy,
-    action: &mut Action,
+    plan: &mut Plan,
 ) {
     let Some((line, _)) = text::split_line(payload) else {
         // The line continues in a segment that will not start at a line start, so it
         // will never be parsed: if it is a command we act on, we are losing it.
         if looks_like_announcement(dir, payload) {
-            action.parse_error = true;
+            plan.parse_error = true;
         }
         return;
     };
-    match parse_line(dir, line) {
-        Ok(Some(ann)) => announce(dir, payload, ann, ct, policy, action),
-        Ok(None) => {}
-        Err(()) => action.parse_error = true,
+    let Some((search, args)) = SEARCH
+        .iter()
+        .filter(|s| s.dir == dir)
+        .find_map(|s| Some((s, s.arguments(line)?)))
+    else {
+        return;
+    };
+    match (search.parse)(args) {
+        Ok(ann) => announce(dir, payload, search.what, ann, ct, policy, plan),
+        Err(()) => plan.parse_error = true,
     }
 }
-
-const CLIENT_COMMANDS: [&[u8]; 2] = [b"PORT", b"EPRT"];
-const SERVER_REPLIES: [&[u8]; 2] = [b"227 ", b"229 "];
 
 /// Does an unterminated line begin (or could it begin) with something we parse?
 fn looks_like_announcement(dir: Direction, partial: &[u8]) -> bool {
-    let patterns = match dir {
-        Direction::Original => &CLIENT_COMMANDS,
-        Direction::Reply => &SERVER_REPLIES,
-    };
-    patterns.iter().any(|p| {
-        text::starts_with_ignore_case(partial, p)
-            || (partial.len() < p.len() && text::starts_with_ignore_case(p, partial))
+    SEARCH.iter().filter(|s| s.dir == dir).any(|s| {
+        text::starts_with_ignore_case(partial, s.pattern)
+            || (partial.len() < s.pattern.len()
+                && text::starts_with_ignore_case(s.pattern, partial))
     })
-}
-
-/// Recognise and parse one line. `Ok(None)`: not a line we act on; `Err`: a recognised
-/// command or reply with malformed arguments.
-fn parse_line(dir: Direction, line: &[u8]) -> Result<Option<Announce<'_>>, ()> {
-    match dir {
-        Direction::Original => {
-            let Some(args) = command_args(line, b"PORT").or_else(|| command_args(line, b"EPRT"))
-            else {
-                return Ok(None);
-            };
-            if text::starts_with_ignore_case(line, b"PORT") {
-                let (addr, port, text) = parse_port_args(args)?;
-                Ok(Some(Announce {
-                    what: "PORT",
-                    addr: Some(IpAddr::V4(addr)),
-                    port,
-                    text,
-                    spelling: EndpointText::Commas,
-                }))
-            } else {
-                let (addr, port, text) = parse_eprt_args(args)?;
-                let delim = text.first().copied().ok_or(())?;
-                Ok(Some(Announce {
-                    what: "EPRT",
-                    addr: Some(addr),
-                    port,
-                    text,
-                    spelling: EndpointText::Eprt { delim },
-                }))
-            }
-        }
-        Direction::Reply => {
-            if let Some(rest) = line.strip_prefix(b"227 ") {
-                let (addr, port, text) = parse_227(rest)?;
-                Ok(Some(Announce {
-                    what: "227",
-                    addr: Some(IpAddr::V4(addr)),
-                    port,
-                    text,
-                    spelling: EndpointText::Commas,
-                }))
-            } else if let Some(rest) = line.strip_prefix(b"229 ") {
-                let (port, text) = parse_229(rest)?;
-                Ok(Some(Announce {
-                    what: "229",
-                    addr: None,
-                    port,
-                    text,
-                    spelling: EndpointText::Port,
-                }))
-            } else {
-                Ok(None)
-            }
-        }
-    }
-}
-
-/// Arguments of `cmd` if the line is that command: the verb (any case) followed by a
-/// space, or the bare verb (recognised, arguments empty, hence malformed). A longer word
-/// ("PORTAL") is not the command.
-fn command_args<'a>(line: &'a [u8], cmd: &[u8]) -> Option<&'a [u8]> {
-    if !text::starts_with_ignore_case(line, cmd) {
-        return None;
-    }
-    let after = line.get(cmd.len()..)?;
-    match after.first() {
-        None => Some(after),
-        Some(b' ') => Some(text::skip_spaces(after)),
-        Some(_) => None,
-    }
 }
 
 /// Only trailing blanks may follow the arguments.
@@ -662,25 +708,30 @@ fn only_blanks(rest: &[u8]) -> bool {
     text::skip_spaces(rest).is_empty()
 }
 
-/// "h1,h2,h3,h4,p1,p2" (RFC 959), each number 0..=255. Also returns the numbers' text.
-fn parse_port_args(args: &[u8]) -> Result<(Ipv4Addr, u16, &[u8]), ()> {
+/// PORT arguments "h1,h2,h3,h4,p1,p2" (RFC 959), each number 0..=255.
+fn parse_port_args(args: &[u8]) -> Result<Announce<'_>, ()> {
     let (n, used) = text::parse_u8_list::<6>(args, b',').map_err(|_| ())?;
     if !only_blanks(args.get(used..).unwrap_or(&[])) {
         return Err(());
     }
-    let (addr, port) = h_p(n);
-    Ok((addr, port, args.get(..used).ok_or(())?))
+    h_p(n, args.get(..used).ok_or(())?)
 }
 
-fn h_p(n: [u8; 6]) -> (Ipv4Addr, u16) {
+/// The announcement of six comma-separated numbers spelled `text`.
+fn h_p(n: [u8; 6], text: &[u8]) -> Result<Announce<'_>, ()> {
     let [a, b, c, d, p1, p2] = n;
-    (Ipv4Addr::new(a, b, c, d), u16::from_be_bytes([p1, p2]))
+    Ok(Announce {
+        addr: Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d))),
+        port: u16::from_be_bytes([p1, p2]),
+        text,
+        spelling: EndpointText::Commas,
+    })
 }
 
 /// 227 text after "227 ". RFC 1123 4.1.2.6: the parentheses are optional, so like the
 /// kernel we scan for the first digit; if a '(' is present we start there, so a digit in
 /// the text before it ("227 Entering Passive Mode 2 (...)") does not derail us.
-fn parse_227(rest: &[u8]) -> Result<(Ipv4Addr, u16, &[u8]), ()> {
+fn parse_227(rest: &[u8]) -> Result<Announce<'_>, ()> {
     let from = text::find_byte(rest, b'(').map_or(0, |p| p + 1);
     let tail = rest.get(from..).ok_or(())?;
     let start = tail.iter().position(u8::is_ascii_digit).ok_or(())?;
@@ -690,9 +741,12 @@ fn parse_227(rest: &[u8]) -> Result<(Ipv4Addr, u16, &[u8]), ()> {
     if nums.get(used) == Some(&b',') {
         return Err(());
     }
-    let (addr, port) = h_p(n);
-    Ok((addr, port, nums.get(..used).ok_or(())?))
+    h_p(n, nums.get(..used).ok_or(())?)
 }
+
+/// EPRT's address families (RFC 2428: the IANA address family numbers).
+const EPRT_IPV4: u8 = b'1';
+const EPRT_IPV6: u8 = b'2';
 
 /// A valid RFC 2428 delimiter: printable ASCII 33..=126, not a digit.
 fn is_delim(c: u8) -> bool {
@@ -701,8 +755,8 @@ fn is_delim(c: u8) -> bool {
 
 /// "<d>af<d>addr<d>port<d>" (RFC 2428). The address family must be 1 or 2; which family
 /// the connection uses is checked by the caller (a mismatch is a third-party address).
-/// Also returns the text from the first delimiter to the last.
-fn parse_eprt_args(args: &[u8]) -> Result<(IpAddr, u16, &[u8]), ()> {
+/// The announcement's text runs from the first delimiter to the last.
+fn parse_eprt_args(args: &[u8]) -> Result<Announce<'_>, ()> {
     let (&d, rest) = args.split_first().ok_or(())?;
     if !is_delim(d) {
         return Err(());
@@ -713,14 +767,14 @@ fn parse_eprt_args(args: &[u8]) -> Result<(IpAddr, u16, &[u8]), ()> {
     let addr_text = rest.get(..addr_end).ok_or(())?;
     let rest = rest.get(addr_end + 1..).ok_or(())?;
     let addr = match af {
-        b'1' => {
+        EPRT_IPV4 => {
             let (n, used) = text::parse_u8_list::<4>(addr_text, b'.').map_err(|_| ())?;
             if used != addr_text.len() {
                 return Err(());
             }
             IpAddr::V4(Ipv4Addr::from(n))
         }
-        b'2' => {
+        EPRT_IPV6 => {
             let s = core::str::from_utf8(addr_text).map_err(|_| ())?;
             IpAddr::V6(s.parse::<Ipv6Addr>().map_err(|_| ())?)
         }
@@ -733,11 +787,17 @@ fn parse_eprt_args(args: &[u8]) -> Result<(IpAddr, u16, &[u8]), ()> {
         return Err(());
     }
     let spelled = args.len().checked_sub(tail.len()).ok_or(())?;
-    Ok((addr, port, args.get(..spelled).ok_or(())?))
+    Ok(Announce {
+        addr: Some(addr),
+        port,
+        text: args.get(..spelled).ok_or(())?,
+        spelling: EndpointText::Eprt { delim: d },
+    })
 }
 
-/// 229 text after "229 ": "... (<d><d><d>port<d>)". Also returns the port's digits.
-fn parse_229(rest: &[u8]) -> Result<(u16, &[u8]), ()> {
+/// 229 text after "229 ": "... (<d><d><d>port<d>)"; the announcement's text is the
+/// port's digits.
+fn parse_229(rest: &[u8]) -> Result<Announce<'_>, ()> {
     let open = text::find_byte(rest, b'(').ok_or(())?;
     let inner = rest.get(open + 1..).ok_or(())?;
     let d = match inner {
@@ -749,7 +809,12 @@ fn parse_229(rest: &[u8]) -> Result<(u16, &[u8]), ()> {
     if num.get(used) != Some(&d) {
         return Err(());
     }
-    Ok((port, num.get(..used).ok_or(())?))
+    Ok(Announce {
+        addr: None,
+        port,
+        text: num.get(..used).ok_or(())?,
+        spelling: EndpointText::Port,
+    })
 }
 
 /// Turn a parsed announcement into an expectation or a refusal, and on a NATed
@@ -770,10 +835,11 @@ fn parse_229(rest: &[u8]) -> Result<(u16, &[u8]), ()> {
 fn announce(
     dir: Direction,
     payload: &[u8],
+    what: &'static str,
     ann: Announce<'_>,
     ct: &Conntrack,
     policy: Policy,
-    action: &mut Action,
+    plan: &mut Plan,
 ) {
     let sender = ct.tuple(dir).src;
     let addr = ann.addr.unwrap_or(sender);
@@ -790,8 +856,8 @@ fn announce(
     };
     if let Some(reason) = reason {
         // Capacity is per packet; beyond it refusals are only counted as lost.
-        let _ = action.refusals.push(Refusal {
-            what: ann.what,
+        let _ = plan.refuse(Refusal {
+            what,
             announced: addr,
             port,
             sender,
@@ -815,29 +881,31 @@ fn announce(
             saved_port: port,
         }),
     };
-    let index = action.expectations.len();
-    if action.expectations.push(exp).is_err() {
+    let Some(index) = plan.expect(exp) else {
         return;
-    }
+    };
     if !nated {
         return;
     }
     let Some(range) = text::range_within(payload, ann.text) else {
         return;
     };
-    if action
-        .rewrites
-        .push(Rewrite {
-            start: range.start,
-            end: range.end,
-            text: ann.spelling,
-            addr: towards.dst,
-            expectation: index,
-        })
-        .is_err()
-    {
+    let rewritten = ann
+        .spelling
+        .spelling(towards.dst, plan)
+        .is_some_and(|spelling| {
+            plan.rewrite(
+                range.start,
+                range.end,
+                Replacement::Endpoint {
+                    expectation: index,
+                    spelling,
+                },
+            )
+        });
+    if !rewritten {
         // An expectation the peer will never hear of would only hold a pinhole open.
-        action.expectations.pop();
+        plan.expectations.pop();
     }
 }
 
@@ -910,7 +978,7 @@ mod tests {
             self
         }
 
-        fn send_at(&mut self, dir: Direction, seq: u32, payload: &[u8]) -> Action {
+        fn send_at(&mut self, dir: Direction, seq: u32, payload: &[u8]) -> Plan {
             let t = self.ct.tuple(dir);
             let pkt = Packet {
                 dir,
@@ -921,30 +989,37 @@ mod tests {
                 transport: Transport::Tcp { seq, flags: 0x18 },
                 payload,
             };
-            Ftp.process(&pkt, &self.ct, &mut self.private, self.policy)
+            Ftp.analyse(
+                &pkt,
+                &self.ct,
+                &mut self.private,
+                &mut Store::default(),
+                self.policy,
+            )
         }
 
-        fn send(&mut self, dir: Direction, payload: &[u8]) -> Action {
+        fn send(&mut self, dir: Direction, payload: &[u8]) -> Plan {
             let seq = self.next_seq[dir.index()];
             self.next_seq[dir.index()] = seq.wrapping_add(payload.len() as u32);
             self.send_at(dir, seq, payload)
         }
 
-        fn client(&mut self, payload: &[u8]) -> Action {
+        fn client(&mut self, payload: &[u8]) -> Plan {
             self.send(Direction::Original, payload)
         }
 
-        fn server(&mut self, payload: &[u8]) -> Action {
+        fn server(&mut self, payload: &[u8]) -> Plan {
             self.send(Direction::Reply, payload)
         }
     }
 
-    fn one(a: &Action) -> Expectation {
+    fn one(a: &Plan) -> Expectation {
         assert_eq!(a.expectations.len(), 1, "{a:?}");
-        a.expectations[0]
+        assert_eq!(a.expectations[0].pairing, crate::helpers::Pairing::Single);
+        a.expectations[0].exp
     }
 
-    fn nothing(a: &Action) {
+    fn nothing(a: &Plan) {
         assert!(a.expectations.is_empty(), "{a:?}");
         assert!(a.refusals.is_empty(), "{a:?}");
     }
@@ -1351,7 +1426,13 @@ mod tests {
             transport: Transport::Udp,
             payload: b"PORT 192,168,1,10,4,1\r\n",
         };
-        let a = Ftp.process(&pkt, &c.ct, &mut private, Policy::default());
+        let a = Ftp.analyse(
+            &pkt,
+            &c.ct,
+            &mut private,
+            &mut Store::default(),
+            Policy::default(),
+        );
         assert!(!a.private_changed);
         let pkt = Packet {
             transport: Transport::Tcp {
@@ -1362,8 +1443,14 @@ mod tests {
             ..pkt
         };
         assert!(
-            !Ftp.process(&pkt, &c.ct, &mut private, Policy::default())
-                .private_changed
+            !Ftp.analyse(
+                &pkt,
+                &c.ct,
+                &mut private,
+                &mut Store::default(),
+                Policy::default()
+            )
+            .private_changed
         );
     }
 
@@ -1568,8 +1655,14 @@ mod tests {
         };
         let mut short = [0u8; 4];
         assert!(
-            !Ftp.process(&pkt, &c.ct, &mut short, Policy::default())
-                .private_changed
+            !Ftp.analyse(
+                &pkt,
+                &c.ct,
+                &mut short,
+                &mut Store::default(),
+                Policy::default()
+            )
+            .private_changed
         );
     }
 
@@ -1658,11 +1751,71 @@ mod tests {
         }
     }
 
-    fn one_rewrite(a: &Action, payload: &[u8]) -> (Rewrite, Vec<u8>) {
+    /// The one rewrite of a plan: the text it replaces, and what it writes with the
+    /// announced port.
+    fn one_rewrite(a: &Plan, payload: &[u8]) -> (Vec<u8>, Vec<u8>) {
         assert_eq!(a.rewrites.len(), 1, "{a:?}");
         let rw = a.rewrites[0];
-        assert_eq!(rw.expectation, 0);
-        (rw, payload[rw.start..rw.end].to_vec())
+        let Replacement::Endpoint {
+            expectation: 0,
+            spelling,
+        } = rw.with
+        else {
+            panic!("not an endpoint of the first expectation: {rw:?}");
+        };
+        let mut out = [0u8; crate::nat::REPLACEMENT_MAX];
+        let n = crate::nat::endpoint_text(a, spelling, one(a).dst_port, &mut out).unwrap();
+        (payload[rw.start..rw.end].to_vec(), out[..n].to_vec())
+    }
+
+    /// An endpoint as `text` spells it for a NAT rewrite, with `port`.
+    fn spelled(text: EndpointText, addr: IpAddr, port: u16) -> Option<Vec<u8>> {
+        let mut plan = Plan::default();
+        let spelling = text.spelling(addr, &mut plan)?;
+        let mut out = [0u8; crate::nat::REPLACEMENT_MAX];
+        let n = crate::nat::endpoint_text(&plan, spelling, port, &mut out).unwrap();
+        Some(out[..n].to_vec())
+    }
+
+    #[test]
+    fn endpoint_spellings() {
+        let a = v4([203, 0, 113, 1]);
+        let commas = |port| spelled(EndpointText::Commas, a, port).unwrap();
+        assert_eq!(commas(40000), b"203,0,113,1,156,64");
+        assert_eq!(commas(1), b"203,0,113,1,0,1");
+        let eprt = |delim, addr, port| spelled(EndpointText::Eprt { delim }, addr, port).unwrap();
+        assert_eq!(eprt(b'|', a, 65535), b"|1|203.0.113.1|65535|");
+        let six = v6("2001:db8:ffff::1");
+        assert_eq!(eprt(b'!', six, 21), b"!2!2001:db8:ffff::1!21!");
+        assert_eq!(spelled(EndpointText::Port, six, 50001).unwrap(), b"50001");
+        assert_eq!(spelled(EndpointText::Commas, six, 1), None);
+        // The longest text there is fits.
+        let longest = v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        assert_eq!(eprt(b'|', longest, 65535).len(), 3 + 39 + 7);
+    }
+
+    #[test]
+    fn the_search_table_matches_each_pattern_in_its_direction_only() {
+        let lines: [(&[u8], Direction); 4] = [
+            (b"port 192,168,1,10,4,1", Direction::Original),
+            (b"EPRT |1|192.168.1.10|1025|", Direction::Original),
+            (b"227 (192,168,1,20,4,1)", Direction::Reply),
+            (b"229 (|||1025|)", Direction::Reply),
+        ];
+        for (s, (line, dir)) in SEARCH.iter().zip(lines) {
+            assert_eq!(s.dir, dir);
+            let args = s.arguments(line).expect("recognised");
+            let ann = (s.parse)(args).expect("parsed");
+            assert_eq!(ann.port, 1025, "{}", s.what);
+            let others = SEARCH.iter().filter(|o| o.pattern != s.pattern);
+            assert!(others.into_iter().all(|o| o.arguments(line).is_none()));
+        }
+        // A longer word is not a verb; a bare verb is (with malformed arguments); reply
+        // codes need their space.
+        assert!(SEARCH[0].arguments(b"PORTAL 1").is_none());
+        assert_eq!(SEARCH[0].arguments(b"PORT"), Some(&b""[..]));
+        assert!(SEARCH[2].arguments(b"227").is_none());
+        assert!(SEARCH[2].arguments(b"227-(1,2,3,4,5,6)").is_none());
     }
 
     #[test]
@@ -1684,9 +1837,9 @@ mod tests {
                 saved_port: 40000
             })
         );
-        let (rw, text) = one_rewrite(&a, line);
+        let (text, new) = one_rewrite(&a, line);
         assert_eq!(text, b"192,0,2,2,156,64");
-        assert_eq!((rw.text, rw.addr), (EndpointText::Commas, public));
+        assert_eq!(new, b"203,0,113,1,156,64", "commas, the public address");
     }
 
     #[test]
@@ -1696,9 +1849,9 @@ mod tests {
         let line = b"EPRT !1!192.0.2.2!40001!  \r\n";
         let a = c.client(line);
         assert_eq!(one(&a).dst_port, 40001);
-        let (rw, text) = one_rewrite(&a, line);
+        let (text, new) = one_rewrite(&a, line);
         assert_eq!(text, b"!1!192.0.2.2!40001!");
-        assert_eq!(rw.text, EndpointText::Eprt { delim: b'!' });
+        assert_eq!(new, b"!1!203.0.113.1!40001!", "the sender's delimiter");
     }
 
     #[test]
@@ -1713,9 +1866,9 @@ mod tests {
         let a = c.client(line);
         let e = one(&a);
         assert_eq!((e.src, e.dst, e.dst_port), (srv, public, 40002));
-        let (rw, text) = one_rewrite(&a, line);
+        let (text, new) = one_rewrite(&a, line);
         assert_eq!(text, b"|2|2001:db8:1::2|40002|");
-        assert_eq!(rw.addr, public);
+        assert_eq!(new, b"|2|2001:db8:ffff::1|40002|");
     }
 
     #[test]
@@ -1739,9 +1892,10 @@ mod tests {
                 saved_port: 50000
             })
         );
-        let (rw, text) = one_rewrite(&a, line);
+        let (text, new) = one_rewrite(&a, line);
         assert_eq!(text, b"198,51,100,2,195,80");
-        assert_eq!(rw.addr, ct.orig.dst);
+        assert_eq!(ct.orig.dst, v4([192, 0, 2, 1]));
+        assert_eq!(new, b"192,0,2,1,195,80", "the forwarded address");
     }
 
     #[test]
@@ -1750,9 +1904,9 @@ mod tests {
         let line = b"229 Entering Extended Passive Mode (|||50001|)\r\n";
         let a = c.server(line);
         assert_eq!(one(&a).dst_port, 50001);
-        let (rw, text) = one_rewrite(&a, line);
+        let (text, new) = one_rewrite(&a, line);
         assert_eq!(text, b"50001");
-        assert_eq!(rw.text, EndpointText::Port);
+        assert_eq!(new, b"50001", "the port alone");
     }
 
     #[test]
@@ -1765,9 +1919,9 @@ mod tests {
         let seg = b"PORT 192,0,2,2,0,21\r\nNOOP\r\nEPRT |1|192.0.2.2|22|\r\n";
         let a = c.client(seg);
         assert_eq!(one(&a).dst_port, 21);
-        let (rw, text) = one_rewrite(&a, seg);
+        let (text, new) = one_rewrite(&a, seg);
         assert_eq!(text, b"192,0,2,2,0,21");
-        assert_eq!(rw.addr, public);
+        assert_eq!(new, b"203,0,113,1,0,21");
     }
 
     #[test]

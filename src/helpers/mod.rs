@@ -1,28 +1,29 @@
-//! Application-layer helpers. Each is a pure function from (packet, conntrack, private
-//! data) to an [`Action`]: no I/O, no allocation, no state outside the private data the
-//! kernel stores with the conntrack (so a daemon restart loses nothing).
+//! Application-layer helpers. Each is an analysis from (packet, conntrack, private
+//! data, the helper's store) to a [`Plan`]: no I/O, no allocation, no state outside the
+//! private data the kernel stores with the conntrack (so a daemon restart loses nothing)
+//! and the bounded per-helper [`Store`] for what does not fit there.
 
 pub mod ftp;
+pub mod plan;
 pub mod registry;
 pub mod sip;
+pub mod store;
 pub mod tftp;
 
 use core::net::IpAddr;
 
-use crate::model::{Conntrack, Direction, Expectation};
+use crate::model::{Conntrack, Direction};
+
+pub use plan::{
+    Expect, MAX_DELETIONS_PER_PACKET, MAX_EXPECTATIONS_PER_PACKET, MAX_REFUSALS_PER_PACKET,
+    MAX_REWRITES_PER_PACKET, PLAN_TEXT_MAX, Pairing, Plan, PortText, Replacement, Rewrite, Span,
+    Spelling,
+};
+pub use store::{STORE_ENTRIES, STORE_VALUE_MAX, Store, StoreError, StoreKey};
 
 /// Largest private area the kernel keeps per helped conntrack (NF_CT_HELPER_BUILD_MAX... the
 /// cthelper PRIV_DATA_LEN limit).
 pub const PRIVATE_DATA_MAX: usize = 32;
-
-/// How many expectations one packet may ask for (SIP: RTP + RTCP per media line).
-pub const MAX_EXPECTATIONS_PER_PACKET: usize = 8;
-
-/// How many refused announcements one packet may report.
-pub const MAX_REFUSALS_PER_PACKET: usize = 4;
-
-/// How many announcements one packet may ask to have rewritten (NAT).
-pub const MAX_REWRITES_PER_PACKET: usize = 4;
 
 pub use crate::wire::Transport;
 
@@ -90,67 +91,29 @@ pub struct Refusal {
     pub reason: RefusalReason,
 }
 
-/// How an announced endpoint is spelled in the payload, so a rewrite can spell the
-/// translated one the same way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointText {
-    /// "h1,h2,h3,h4,p1,p2" (FTP PORT and 227).
-    Commas,
-    /// "<d>1<d>a.b.c.d<d>port<d>" or "<d>2<d>ipv6<d>port<d>" (FTP EPRT), with the
-    /// sender's delimiter.
-    Eprt { delim: u8 },
-    /// The port alone, in decimal (FTP 229).
-    Port,
-}
-
-/// An announcement to rewrite because the connection is NATed: `payload[start..end]`
-/// becomes `addr` and the port of `action.expectations[expectation]`, which the daemon may
-/// change before writing (the announced port can be taken on the outside address).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rewrite {
-    pub start: usize,
-    pub end: usize,
-    pub text: EndpointText,
-    /// The translated address the peer must connect to.
-    pub addr: IpAddr,
-    pub expectation: usize,
-}
-
-/// What a helper wants done with one packet. The verdict is always accept: helpers never
-/// drop traffic they fail to understand.
-#[derive(Debug, Default)]
-pub struct Action {
-    pub expectations: heapless::Vec<Expectation, MAX_EXPECTATIONS_PER_PACKET>,
-    pub refusals: heapless::Vec<Refusal, MAX_REFUSALS_PER_PACKET>,
-    /// Payload rewrites (only on NATed connections), in payload order, not overlapping.
-    pub rewrites: heapless::Vec<Rewrite, MAX_REWRITES_PER_PACKET>,
-    /// The private data was changed and must be written back to the conntrack.
-    pub private_changed: bool,
-    /// The payload contained something that looked like a command or reply the helper
-    /// acts on but could not be parsed.
-    pub parse_error: bool,
-}
-
 /// A connection-tracking helper's code. Its name, protocols, expectation classes and
 /// private-data length are in its [`registry`] entry.
 pub trait Helper {
-    /// Look at one packet. `private` is exactly the registry's `private_len` bytes; all
-    /// zero for a connection the helper has never seen. `policy` is the helper's
-    /// configured policy.
-    fn process(
+    /// Analyse one packet: what should happen (expectations, deletions, rewrites) and
+    /// the updated per-connection state. `private` is exactly the registry's
+    /// `private_len` bytes; all zero for a connection the helper has never seen. `store`
+    /// is the helper's own (one per configured helper; without a table unless its
+    /// registry entry asks for one). `policy` is the helper's configured policy.
+    fn analyse(
         &self,
         pkt: &Packet<'_>,
         ct: &Conntrack,
         private: &mut [u8],
+        store: &mut Store,
         policy: Policy,
-    ) -> Action;
+    ) -> Plan;
 }
 
 /// The outcome of one helper run: what to do, and the private data to hand back to the
-/// kernel when `action.private_changed`.
+/// kernel when `plan.private_changed`.
 #[derive(Debug)]
 pub struct Run {
-    pub action: Action,
+    pub plan: Plan,
     pub private: [u8; PRIVATE_DATA_MAX],
     pub private_len: usize,
 }
@@ -174,6 +137,7 @@ pub fn run(
     pkt: &Packet<'_>,
     ct: &Conntrack,
     info: Option<&[u8]>,
+    store: &mut Store,
     policy: Policy,
 ) -> Run {
     let private_len = builtin.private_len.min(PRIVATE_DATA_MAX);
@@ -184,12 +148,12 @@ pub fn run(
             dst.copy_from_slice(src);
         }
     }
-    let action = match private.get_mut(..private_len) {
-        Some(area) => builtin.helper.process(pkt, ct, area, policy),
-        None => Action::default(),
+    let plan = match private.get_mut(..private_len) {
+        Some(area) => builtin.helper.analyse(pkt, ct, area, store, policy),
+        None => Plan::default(),
     };
     Run {
-        action,
+        plan,
         private,
         private_len,
     }

@@ -101,6 +101,9 @@ pub struct Builtin {
     pub classes: &'static [ExpectClass],
     /// Bytes of private data per conntrack, registered with the kernel.
     pub private_len: usize,
+    /// Entries of the helper's [`Store`](crate::helpers::Store) (0: it keeps nothing
+    /// there, and no table is allocated).
+    pub store_entries: usize,
     /// Part of the default configuration (and so of the shipped file, which equals it).
     pub default_on: bool,
     /// The code.
@@ -115,6 +118,7 @@ impl core::fmt::Debug for Builtin {
             .field("ports", &self.ports)
             .field("classes", &self.classes)
             .field("private_len", &self.private_len)
+            .field("store_entries", &self.store_entries)
             .field("default_on", &self.default_on)
             .finish_non_exhaustive()
     }
@@ -189,6 +193,7 @@ pub const FTP: Builtin = Builtin {
     ports: &[ftp::PORT],
     classes: FTP_CLASSES,
     private_len: ftp::PRIVATE_LEN,
+    store_entries: 0,
     default_on: true,
     helper: &ftp::Ftp,
 };
@@ -199,6 +204,7 @@ pub const TFTP: Builtin = Builtin {
     ports: &[tftp::PORT],
     classes: TFTP_CLASSES,
     private_len: tftp::PRIVATE_LEN,
+    store_entries: 0,
     default_on: true,
     helper: &tftp::Tftp,
 };
@@ -264,6 +270,7 @@ pub mod test_entry {
         ports: &[PORT],
         classes: CLASSES,
         private_len: tftp::PRIVATE_LEN,
+        store_entries: crate::helpers::STORE_ENTRIES,
         default_on: false,
         helper: &tftp::Tftp,
     };

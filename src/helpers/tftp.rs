@@ -33,7 +33,7 @@
 //!   a help-info update for a helper registered with length 0, and would drop the
 //!   expectation attached to that verdict with it).
 
-use crate::helpers::{Action, Helper, Packet, Policy, Transport};
+use crate::helpers::{Helper, Packet, Plan, Policy, Store, Transport};
 use crate::model::{Conntrack, Direction, ExpectNat, Expectation, IPPROTO_UDP};
 
 /// Well-known TFTP server port.
@@ -212,29 +212,30 @@ impl Tftp {
 impl Helper for Tftp {
     /// `policy.allow_low_ports` does not apply: the expectation is towards the client's
     /// own port, opened from the server, never a pinhole towards the forwarded server.
-    fn process(
+    fn analyse(
         &self,
         pkt: &Packet<'_>,
         ct: &Conntrack,
         _private: &mut [u8],
+        _store: &mut Store,
         _policy: Policy,
-    ) -> Action {
-        let mut action = Action::default();
+    ) -> Plan {
+        let mut plan = Plan::default();
         if pkt.transport != Transport::Udp
             || pkt.dir != Direction::Original
             || ct.orig.proto != IPPROTO_UDP
         {
-            return action;
+            return plan;
         }
         match parse(pkt.payload) {
             Ok(Message::Request(_)) => {
-                // Cannot fail: the vector holds MAX_EXPECTATIONS_PER_PACKET (> 0) and is empty.
-                let _ = action.expectations.push(expectation_for(ct));
+                // Cannot fail: the plan holds MAX_EXPECTATIONS_PER_PACKET (> 0) and is empty.
+                let _ = plan.expect(expectation_for(ct));
             }
             Ok(Message::Other(_)) => {}
-            Err(_) => action.parse_error = true,
+            Err(_) => plan.parse_error = true,
         }
-        action
+        plan
     }
 }
 
@@ -284,7 +285,7 @@ mod tests {
         }
     }
 
-    fn run(ct: &Conntrack, dir: Direction, payload: &[u8]) -> Action {
+    fn run(ct: &Conntrack, dir: Direction, payload: &[u8]) -> Plan {
         let t = ct.tuple(dir);
         let pkt = Packet {
             dir,
@@ -296,50 +297,53 @@ mod tests {
             payload,
         };
         let mut private = [0u8; 0];
-        Tftp.process(&pkt, ct, &mut private, Policy::default())
+        Tftp.analyse(
+            &pkt,
+            ct,
+            &mut private,
+            &mut Store::default(),
+            Policy::default(),
+        )
     }
 
-    fn run4(payload: &[u8]) -> Action {
+    fn run4(payload: &[u8]) -> Plan {
         run(&ct(v4(CLI4), v4(SRV4), None), Direction::Original, payload)
     }
 
-    fn assert_expects(a: &Action, src: IpAddr, dst: IpAddr, dport: u16) {
+    fn assert_expects(a: &Plan, src: IpAddr, dst: IpAddr, dport: u16) {
         assert_expects_nat(a, src, dst, dport, None);
     }
 
-    fn assert_expects_nat(
-        a: &Action,
-        src: IpAddr,
-        dst: IpAddr,
-        dport: u16,
-        nat: Option<ExpectNat>,
-    ) {
+    fn assert_expects_nat(a: &Plan, src: IpAddr, dst: IpAddr, dport: u16, nat: Option<ExpectNat>) {
         assert!(!a.parse_error);
         assert!(a.rewrites.is_empty(), "TFTP never rewrites the payload");
         assert!(!a.private_changed);
         assert!(a.refusals.is_empty());
         assert_eq!(
             a.expectations.as_slice(),
-            &[Expectation {
-                class: 0,
-                proto: IPPROTO_UDP,
-                src,
-                src_port: None,
-                dst,
-                dst_port: dport,
-                flags: 0,
-                nat,
+            &[crate::helpers::Expect {
+                pairing: crate::helpers::Pairing::Single,
+                exp: Expectation {
+                    class: 0,
+                    proto: IPPROTO_UDP,
+                    src,
+                    src_port: None,
+                    dst,
+                    dst_port: dport,
+                    flags: 0,
+                    nat,
+                }
             }]
         );
     }
 
-    fn assert_nothing(a: &Action) {
+    fn assert_nothing(a: &Plan) {
         assert!(a.expectations.is_empty(), "{a:?}");
         assert!(!a.parse_error, "{a:?}");
         assert!(!a.private_changed);
     }
 
-    fn assert_parse_error(a: &Action) {
+    fn assert_parse_error(a: &Plan) {
         assert!(a.expectations.is_empty(), "{a:?}");
         assert!(a.parse_error, "{a:?}");
         assert!(!a.private_changed);
@@ -457,7 +461,7 @@ mod tests {
             transport: Transport::Tcp { seq: 1, flags: 0 },
             payload: b"\x00\x01f\x00octet\x00",
         };
-        assert_nothing(&Tftp.process(&pkt, &c, &mut [], Policy::default()));
+        assert_nothing(&Tftp.analyse(&pkt, &c, &mut [], &mut Store::default(), Policy::default()));
     }
 
     #[test]

@@ -1,27 +1,23 @@
-//! Payload mangling for NAT helpers (FTP `227`/`PORT` rewriting, SIP later): replace a byte
-//! range of the application payload inside a queued L3 packet, then fix every length and
-//! checksum that covers it.
-//!
-//! The packet lives in a fixed daemon buffer; nothing here allocates and nothing panics.
-//! TCP sequence numbers are *not* touched: when the verdict carries a payload of a
-//! different length and the connection is NATed, the kernel records the sequence
-//! adjustment itself (ctnetlink_glue_seqadj), correctly for IPv4 only; for IPv6 the daemon
-//! records it over ctnetlink (README, section "NAT").
+//! NAT for helpers: a plan's payload rewrites ([`apply_rewrites`]) made in a queued
+//! packet, built from `mangle` (replace ranges, fix lengths and checksums), and the port
+//! search policy of `ports`. The replacement text is the helper's (`helpers::plan`): this
+//! module knows no protocol, only literal text, ports and length fields.
+
+pub mod mangle;
+pub mod ports;
 
 use core::fmt;
-use core::ops::Range;
 
-use core::net::IpAddr;
+pub use mangle::{Edit, MAX_PACKET_LEN, mangle, replace};
 
-use crate::helpers::{EndpointText, Rewrite};
-use crate::wire::Transport;
-use crate::wire::{self, checksum, ipv4, ipv6, tcp, udp};
+use crate::helpers::{MAX_REWRITES_PER_PACKET, Plan, PortText, Replacement, Spelling};
+use crate::wire;
 
-/// The largest packet `mangle` produces: the IPv4 total length is 16 bits, nfnetlink_queue's
-/// copy range is at most 0xffff, and we do not emit IPv6 jumbograms.
-pub const MAX_PACKET_LEN: usize = 0xffff;
+/// The longest text one rewrite may put in: "|2|" + a 39-character IPv6 address +
+/// "|65535|" (FTP EPRT), "[IPv6]:65535" (SIP).
+pub const REPLACEMENT_MAX: usize = 64;
 
-/// Why a payload could not be mangled. On every error the packet is left unchanged.
+/// Why a payload could not be rewritten. On every error the packet is left unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NatError {
     /// `len` is larger than the buffer that should hold the packet.
@@ -34,13 +30,16 @@ pub enum NatError {
         end: usize,
         payload_len: usize,
     },
+    /// The range starts before the previous one ends (ranges must be in payload order).
+    Overlap { start: usize, end: usize },
     /// The rewritten packet would be longer than `MAX_PACKET_LEN`.
     TooLong(usize),
     /// The rewritten packet would not fit in the buffer.
     NoRoom { needed: usize, available: usize },
-    /// The endpoint cannot be written in that spelling (an IPv6 address in PORT/227).
-    Unspellable,
-    /// A rewrite names an expectation the packet did not ask for.
+    /// One replacement's text is longer than [`REPLACEMENT_MAX`] (or names text the plan
+    /// does not hold).
+    ReplacementTooLong(usize),
+    /// A rewrite names an expectation the packet did not get.
     NoPort,
 }
 
@@ -59,6 +58,9 @@ impl fmt::Display for NatError {
                 f,
                 "range {start}..{end} is outside the {payload_len}-byte payload"
             ),
+            NatError::Overlap { start, end } => {
+                write!(f, "range {start}..{end} overlaps the one before")
+            }
             NatError::TooLong(n) => {
                 write!(
                     f,
@@ -69,7 +71,9 @@ impl fmt::Display for NatError {
                 f,
                 "mangled packet needs {needed} bytes, buffer holds {available}"
             ),
-            NatError::Unspellable => write!(f, "address cannot be written in that form"),
+            NatError::ReplacementTooLong(n) => {
+                write!(f, "replacement text of {n} bytes (max {REPLACEMENT_MAX})")
+            }
             NatError::NoPort => write!(f, "rewrite without its expectation"),
         }
     }
@@ -77,172 +81,82 @@ impl fmt::Display for NatError {
 
 impl core::error::Error for NatError {}
 
-/// Replace `payload[range]` (a byte range of the application payload) with `replacement`
-/// inside the L3 packet held in `buf[..len]` (`buf` is the fixed send buffer, larger than the
-/// packet), shifting the tail, fixing IPv4 total length + header checksum or IPv6 payload
-/// length, the UDP length, and the TCP/UDP checksum (recomputed over the pseudo-header; a UDP
-/// checksum of 0 over IPv4 stays 0).
-///
-/// The packet is delimited by its IP length field: bytes of `buf[..len]` beyond it (padding)
-/// are not part of the result. Returns the new packet length, or an error (leaving
-/// `buf[..len]` unchanged) when the result would not fit in `buf` or exceed
-/// [`MAX_PACKET_LEN`], or the range is outside the payload.
-pub fn mangle(
-    buf: &mut [u8],
-    len: usize,
-    range: Range<usize>,
-    replacement: &[u8],
-) -> Result<usize, NatError> {
-    let available = buf.len();
-    let packet = buf.get(..len).ok_or(NatError::LenExceedsBuffer {
-        len,
-        buf: available,
-    })?;
-    let d = wire::dissect(packet).map_err(NatError::Malformed)?;
-    let payload_len = d.payload.len();
-    if range.start > range.end || range.end > payload_len {
-        return Err(NatError::RangeOutsidePayload {
-            start: range.start,
-            end: range.end,
-            payload_len,
-        });
-    }
-    let is_v4 = d.src.is_ipv4();
-    // End of the L3 packet per its length field (dissect has checked it lies inside `len`).
-    let l3_end = if is_v4 {
-        usize::from(ipv4::Packet::new_unchecked(packet).total_len())
-    } else {
-        ipv6::HEADER_LEN + usize::from(ipv6::Packet::new_unchecked(packet).payload_len())
-    };
-    let malformed = NatError::Malformed(wire::Error::BadLength);
-    let removed = range.end.checked_sub(range.start).ok_or(malformed)?;
-    let abs_start = d.payload_offset.checked_add(range.start).ok_or(malformed)?;
-    let abs_end = d.payload_offset.checked_add(range.end).ok_or(malformed)?;
-    if abs_end > l3_end {
-        return Err(malformed);
-    }
-    let new_l3_end = l3_end
-        .checked_sub(removed)
-        .ok_or(malformed)?
-        .checked_add(replacement.len())
-        .ok_or(NatError::TooLong(usize::MAX))?;
-    if new_l3_end > MAX_PACKET_LEN {
-        return Err(NatError::TooLong(new_l3_end));
-    }
-    if new_l3_end > available {
-        return Err(NatError::NoRoom {
-            needed: new_l3_end,
-            available,
-        });
-    }
-    // The new values of every length field, computed before anything is written.
-    let new_ip_len = if is_v4 {
-        new_l3_end
-    } else {
-        new_l3_end.checked_sub(ipv6::HEADER_LEN).ok_or(malformed)?
-    };
-    let new_ip_len = u16::try_from(new_ip_len).map_err(|_| NatError::TooLong(new_l3_end))?;
-    let l4 = packet.get(d.l4_offset..l3_end).ok_or(malformed)?;
-    let (new_l4_len, keep_zero_udp_checksum) = match d.transport {
-        Transport::Tcp { .. } => (new_l3_end.checked_sub(d.l4_offset).ok_or(malformed)?, false),
-        Transport::Udp => {
-            let u = udp::Packet::new_unchecked(l4);
-            let n = usize::from(u.len())
-                .checked_sub(removed)
-                .ok_or(malformed)?
-                .checked_add(replacement.len())
-                .ok_or(malformed)?;
-            (n, is_v4 && u.checksum() == 0)
-        }
-    };
-    let new_udp_len = u16::try_from(new_l4_len).map_err(|_| NatError::TooLong(new_l3_end))?;
-    checksum::pseudo_header(d.src, d.dst, d.proto, new_l4_len).ok_or(malformed)?;
-    let (src, dst) = (d.src, d.dst);
-    let transport = d.transport;
-    let l4_offset = d.l4_offset;
-
-    // From here on nothing can fail: write.
-    let region_end = l3_end.max(new_l3_end);
-    let region = buf.get_mut(abs_start..region_end).ok_or(malformed)?;
-    // Tail (abs_end..l3_end) moves to just after the replacement; both ranges lie inside
-    // `region` because l3_end <= region_end and new_l3_end <= region_end.
-    let tail_end = l3_end.checked_sub(abs_start).ok_or(malformed)?;
-    region.copy_within(removed..tail_end, replacement.len());
-    if let Some(dst_bytes) = region.get_mut(..replacement.len()) {
-        dst_bytes.copy_from_slice(replacement);
-    }
-    let packet = buf.get_mut(..new_l3_end).ok_or(malformed)?;
-    if is_v4 {
-        let mut ip = ipv4::Packet::new_unchecked(&mut *packet);
-        ip.set_total_len(new_ip_len);
-        ip.fill_checksum();
-    } else {
-        ipv6::Packet::new_unchecked(&mut *packet).set_payload_len(new_ip_len);
-    }
-    let l4 = packet.get_mut(l4_offset..).ok_or(malformed)?;
-    match transport {
-        Transport::Tcp { .. } => {
-            tcp::Packet::new_unchecked(l4).fill_checksum(src, dst);
-        }
-        Transport::Udp => {
-            let mut u = udp::Packet::new_unchecked(l4);
-            u.set_len(new_udp_len);
-            if !keep_zero_udp_checksum {
-                u.fill_checksum(src, dst);
-            }
-        }
-    }
-    Ok(new_l3_end)
-}
-
-/// Room for the longest endpoint text: "|2|" + a 39-character IPv6 address + "|65535|".
-pub const MAX_ENDPOINT_TEXT: usize = 64;
-
-/// A `core::fmt::Write` sink over a fixed array (no allocation).
-struct TextBuf {
-    bytes: [u8; MAX_ENDPOINT_TEXT],
+/// A `core::fmt::Write` sink over one replacement's fixed array (no allocation).
+struct TextBuf<'a> {
+    bytes: &'a mut [u8; REPLACEMENT_MAX],
     len: usize,
 }
 
-impl fmt::Write for TextBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
-        let dst = self.bytes.get_mut(self.len..end).ok_or(fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
+impl TextBuf<'_> {
+    fn push(&mut self, s: &[u8]) -> Result<(), NatError> {
+        let end = self.len.saturating_add(s.len());
+        let dst = self
+            .bytes
+            .get_mut(self.len..end)
+            .ok_or(NatError::ReplacementTooLong(end))?;
+        dst.copy_from_slice(s);
         self.len = end;
         Ok(())
     }
 }
 
-/// Spell `addr` and `port` as `spelling` asks, into `out`; returns the text's length.
-pub fn endpoint_text(
-    spelling: EndpointText,
-    addr: IpAddr,
-    port: u16,
-    out: &mut [u8; MAX_ENDPOINT_TEXT],
-) -> Result<usize, NatError> {
+impl fmt::Write for TextBuf<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.push(s.as_bytes()).map_err(|_| fmt::Error)
+    }
+}
+
+/// Spell `port` as asked.
+fn spell_port(t: &mut TextBuf<'_>, port: u16, how: PortText) -> Result<(), NatError> {
     use fmt::Write as _;
-    let mut t = TextBuf {
-        bytes: [0; MAX_ENDPOINT_TEXT],
-        len: 0,
-    };
-    let [p1, p2] = port.to_be_bytes();
-    let written = match (spelling, addr) {
-        (EndpointText::Commas, IpAddr::V4(a)) => {
-            let [a, b, c, d] = a.octets();
-            write!(t, "{a},{b},{c},{d},{p1},{p2}")
+    let written = match how {
+        PortText::Decimal => write!(t, "{port}"),
+        PortText::Octets { sep } => {
+            let [hi, lo] = port.to_be_bytes();
+            let sep = char::from(sep);
+            write!(t, "{hi}{sep}{lo}")
         }
-        (EndpointText::Commas, IpAddr::V6(_)) => return Err(NatError::Unspellable),
-        (EndpointText::Eprt { delim }, addr) => {
-            let d = char::from(delim);
-            let af = if addr.is_ipv4() { 1 } else { 2 };
-            write!(t, "{d}{af}{d}{addr}{d}{port}{d}")
-        }
-        (EndpointText::Port, _) => write!(t, "{port}"),
     };
-    written.map_err(|_| NatError::Unspellable)?;
-    *out = t.bytes;
+    written.map_err(|_| NatError::ReplacementTooLong(REPLACEMENT_MAX + 1))
+}
+
+/// An endpoint as `spelling` (text of `plan`) writes it with `port`, into `out`; returns
+/// the text's length.
+pub fn endpoint_text(
+    plan: &Plan,
+    spelling: Spelling,
+    port: u16,
+    out: &mut [u8; REPLACEMENT_MAX],
+) -> Result<usize, NatError> {
+    let mut t = TextBuf { bytes: out, len: 0 };
+    t.push(plan.text_of(spelling.before))?;
+    spell_port(&mut t, port, spelling.port)?;
+    t.push(plan.text_of(spelling.after))?;
     Ok(t.len)
+}
+
+/// The text of one rewrite other than a length field, into `out`; returns its length.
+fn spell(
+    plan: &Plan,
+    with: &Replacement,
+    port_of: &impl Fn(usize) -> Option<u16>,
+    out: &mut [u8; REPLACEMENT_MAX],
+) -> Result<usize, NatError> {
+    match *with {
+        Replacement::Literal(span) => {
+            let mut t = TextBuf { bytes: out, len: 0 };
+            t.push(plan.text_of(span))?;
+            Ok(t.len)
+        }
+        Replacement::Endpoint {
+            expectation,
+            spelling,
+        } => {
+            let port = port_of(expectation).ok_or(NatError::NoPort)?;
+            endpoint_text(plan, spelling, port, out)
+        }
+        Replacement::Length { .. } => Ok(0),
+    }
 }
 
 /// The outcome of applying a packet's rewrites.
@@ -254,481 +168,117 @@ pub struct Rewritten {
     pub changed: bool,
 }
 
-/// Apply `rewrites` (in payload order, not overlapping, as helpers produce them) to the
-/// L3 packet in `buf[..len]`, spelling each with the final port of its expectation
-/// (`port_of(index)`). Works from the last to the first so earlier ranges stay valid. A
-/// rewrite whose text is already right is skipped. On error `buf` may hold a partly
-/// rewritten packet: the caller keeps the original and sends that.
+/// Apply a plan's rewrites (in payload order, not overlapping, as [`Plan::rewrite`]
+/// keeps them) to the L3 packet in `buf[..len]`: endpoints are spelled with the final
+/// port of their expectation (`port_of(index)`), length fields with the length of their
+/// body after the other rewrites. A rewrite whose text is already right is left out; if
+/// none is left the packet is untouched (`changed` false). All or nothing: on error
+/// `buf[..len]` is unchanged.
 pub fn apply_rewrites(
     buf: &mut [u8],
     len: usize,
-    rewrites: &[Rewrite],
+    plan: &Plan,
     port_of: impl Fn(usize) -> Option<u16>,
 ) -> Result<Rewritten, NatError> {
-    let mut out = Rewritten {
-        len,
-        changed: false,
-    };
-    for rw in rewrites.iter().rev() {
-        let port = port_of(rw.expectation).ok_or(NatError::NoPort)?;
-        let mut text = [0u8; MAX_ENDPOINT_TEXT];
-        let n = endpoint_text(rw.text, rw.addr, port, &mut text)?;
-        let replacement = text.get(..n).ok_or(NatError::Unspellable)?;
-        let packet = buf.get(..out.len).ok_or(NatError::LenExceedsBuffer {
-            len: out.len,
+    let rewrites = &plan.rewrites;
+    let mut texts = [[0u8; REPLACEMENT_MAX]; MAX_REWRITES_PER_PACKET];
+    let mut lens = [0usize; MAX_REWRITES_PER_PACKET];
+    for ((rw, text), n) in rewrites.iter().zip(&mut texts).zip(&mut lens) {
+        *n = spell(plan, &rw.with, &port_of, text)?;
+    }
+    // Length fields last: their bodies' new lengths depend on the other rewrites.
+    for (i, rw) in rewrites.iter().enumerate() {
+        let Replacement::Length {
+            body_start,
+            body_end,
+        } = rw.with
+        else {
+            continue;
+        };
+        let mut body = body_end
+            .checked_sub(body_start)
+            .ok_or(NatError::RangeOutsidePayload {
+                start: body_start,
+                end: body_end,
+                payload_len: len,
+            })?;
+        for (other, n) in rewrites.iter().zip(lens) {
+            let inside = (body_start..body_end).contains(&other.start);
+            if inside && !matches!(other.with, Replacement::Length { .. }) {
+                body = (body + n).saturating_sub(other.end.saturating_sub(other.start));
+            }
+        }
+        let (Some(text), Some(n)) = (texts.get_mut(i), lens.get_mut(i)) else {
+            return Err(NatError::ReplacementTooLong(0));
+        };
+        let mut t = TextBuf {
+            bytes: text,
+            len: 0,
+        };
+        fmt::Write::write_fmt(&mut t, format_args!("{body}"))
+            .map_err(|_| NatError::ReplacementTooLong(REPLACEMENT_MAX + 1))?;
+        *n = t.len;
+    }
+    let mut edits: heapless::Vec<Edit<'_>, MAX_REWRITES_PER_PACKET> = heapless::Vec::new();
+    {
+        let packet = buf.get(..len).ok_or(NatError::LenExceedsBuffer {
+            len,
             buf: buf.len(),
         })?;
-        let d = wire::dissect(packet).map_err(NatError::Malformed)?;
-        if d.payload.get(rw.start..rw.end) == Some(replacement) {
-            continue;
+        let payload = wire::dissect(packet).map_err(NatError::Malformed)?.payload;
+        for ((rw, text), n) in rewrites.iter().zip(&texts).zip(lens) {
+            let text = text.get(..n).ok_or(NatError::ReplacementTooLong(n))?;
+            if payload.get(rw.start..rw.end) == Some(text) {
+                continue;
+            }
+            // Cannot fail: at most one edit per rewrite.
+            let _ = edits.push(Edit {
+                range: rw.start..rw.end,
+                text,
+            });
         }
-        out.len = mangle(buf, out.len, rw.start..rw.end, replacement)?;
-        out.changed = true;
     }
-    Ok(out)
+    if edits.is_empty() {
+        return Ok(Rewritten {
+            len,
+            changed: false,
+        });
+    }
+    Ok(Rewritten {
+        len: replace(buf, len, &edits)?,
+        changed: true,
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::mangle::testing::*;
     use super::*;
-    use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    use std::vec::Vec;
+    use crate::helpers::Span;
+    use crate::helpers::ftp::EndpointText;
+    use crate::wire::checksum;
+    use core::net::IpAddr;
 
-    const C4: [u8; 4] = [192, 168, 1, 2];
-    const S4: [u8; 4] = [192, 168, 1, 10];
-
-    fn v4(a: [u8; 4]) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::from(a))
-    }
-
-    fn v6(s: &str) -> Ipv6Addr {
-        s.parse().unwrap()
-    }
-
-    /// IPv4/TCP packet with valid IP and TCP checksums.
-    fn v4_tcp(payload: &[u8]) -> Vec<u8> {
-        let seg = tcp::tests::build(21, 40000, 1000, tcp::flags::ACK | tcp::flags::PSH, payload);
-        let mut pkt = ipv4::tests::build(S4, C4, 6, &seg);
-        assert!(tcp::Packet::new_unchecked(&mut pkt[20..]).fill_checksum(v4(S4), v4(C4)));
-        pkt
-    }
-
-    /// IPv4/UDP packet; `with_checksum` false leaves the UDP checksum 0 (none).
-    fn v4_udp(payload: &[u8], with_checksum: bool) -> Vec<u8> {
-        let dgram = udp::tests::build(40000, 69, payload);
-        let mut pkt = ipv4::tests::build(C4, S4, 17, &dgram);
-        if with_checksum {
-            assert!(udp::Packet::new_unchecked(&mut pkt[20..]).fill_checksum(v4(C4), v4(S4)));
+    /// A plan of FTP-spelled endpoint rewrites: (start, end, spelling, address,
+    /// expectation).
+    fn ftp_plan(rewrites: &[(usize, usize, EndpointText, IpAddr, usize)]) -> Plan {
+        let mut plan = Plan::default();
+        for &(start, end, text, addr, expectation) in rewrites {
+            let spelling = text.spelling(addr, &mut plan).unwrap();
+            let with = Replacement::Endpoint {
+                expectation,
+                spelling,
+            };
+            assert!(plan.rewrite(start, end, with));
         }
-        pkt
+        plan
     }
 
-    /// IPv6/TCP packet behind an 8-byte destination-options header.
-    fn v6_tcp(payload: &[u8]) -> Vec<u8> {
-        let (s, d) = (v6("2001:db8::21"), v6("2001:db8:1::7"));
-        let seg = tcp::tests::build(21, 40000, 7, tcp::flags::ACK, payload);
-        let ext = [6, 0, 1, 4, 0, 0, 0, 0];
-        let mut pkt = ipv6::tests::build(s, d, ipv6::next_header::DEST_OPTS, &ext, &seg);
-        let ok =
-            tcp::Packet::new_unchecked(&mut pkt[48..]).fill_checksum(IpAddr::V6(s), IpAddr::V6(d));
-        assert!(ok);
-        pkt
-    }
-
-    /// The packet copied into a larger send buffer whose spare bytes are 0xee.
-    fn in_buf(pkt: &[u8], cap: usize) -> Vec<u8> {
-        let mut b = std::vec![0xee; cap];
-        b[..pkt.len()].copy_from_slice(pkt);
-        b
-    }
-
-    /// Every checksum and length of `pkt` verified with the wire layer; returns the payload.
-    fn verified(pkt: &[u8]) -> Vec<u8> {
-        let d = wire::dissect(pkt).unwrap();
-        let l4 = &pkt[d.l4_offset..];
-        if d.src.is_ipv4() {
-            let ip = ipv4::Packet::new_checked(pkt).unwrap();
-            assert!(ip.verify_checksum(), "IPv4 header checksum");
-            assert_eq!(usize::from(ip.total_len()), pkt.len());
-        } else {
-            let ip = ipv6::Packet::new_checked(pkt).unwrap();
-            assert_eq!(usize::from(ip.payload_len()) + 40, pkt.len());
-        }
-        match d.transport {
-            Transport::Tcp { .. } => {
-                assert!(
-                    tcp::Packet::new_checked(l4)
-                        .unwrap()
-                        .verify_checksum(d.src, d.dst)
-                );
-            }
-            Transport::Udp => {
-                let u = udp::Packet::new_checked(l4).unwrap();
-                assert_eq!(usize::from(u.len()), l4.len());
-                assert!(u.verify_checksum(d.src, d.dst));
-            }
-        }
-        d.payload.to_vec()
-    }
-
-    /// Mangle `pkt` in a 1500-byte buffer and check the result against a packet built from
-    /// scratch with the expected payload (exact bytes), and the buffer's spare bytes.
-    fn mangle_and_compare(
-        pkt: &[u8],
-        range: Range<usize>,
-        replacement: &[u8],
-        expected: &[u8],
-    ) -> Vec<u8> {
-        let mut b = in_buf(pkt, 1500);
-        let n = mangle(&mut b, pkt.len(), range, replacement).unwrap();
-        assert_eq!(n, expected.len());
-        assert_eq!(&b[..n], expected, "exact bytes");
-        assert!(b[n.max(pkt.len())..].iter().all(|&x| x == 0xee));
-        verified(&b[..n])
-    }
-
-    const PASV: &[u8] = b"227 Entering Passive Mode (192,168,1,2,4,1).\r\n";
-    // Offsets of "192,168,1,2" inside PASV.
-    const ADDR: Range<usize> = 27..38;
-
-    fn pasv_with(addr: &[u8]) -> Vec<u8> {
-        let mut v = PASV[..ADDR.start].to_vec();
-        v.extend_from_slice(addr);
-        v.extend_from_slice(&PASV[ADDR.end..]);
-        v
-    }
-
-    #[test]
-    fn pasv_offsets() {
-        assert_eq!(&PASV[ADDR], b"192,168,1,2");
-    }
-
-    #[test]
-    fn ipv4_tcp_same_length() {
-        let pkt = v4_tcp(PASV);
-        let p = mangle_and_compare(
-            &pkt,
-            ADDR,
-            b"10,0,100,99",
-            &v4_tcp(&pasv_with(b"10,0,100,99")),
-        );
-        assert_eq!(p, pasv_with(b"10,0,100,99"));
-    }
-
-    #[test]
-    fn ipv4_tcp_longer() {
-        let pkt = v4_tcp(PASV);
-        let new = b"203,0,113,200";
-        let p = mangle_and_compare(&pkt, ADDR, new, &v4_tcp(&pasv_with(new)));
-        assert_eq!(p, pasv_with(new));
-    }
-
-    #[test]
-    fn ipv4_tcp_shorter() {
-        let pkt = v4_tcp(PASV);
-        let new = b"8,8,4,4";
-        let p = mangle_and_compare(&pkt, ADDR, new, &v4_tcp(&pasv_with(new)));
-        assert_eq!(p, pasv_with(new));
-    }
-
-    #[test]
-    fn ipv4_tcp_insert_and_delete_at_edges() {
-        let pkt = v4_tcp(b"abc");
-        mangle_and_compare(&pkt, 0..0, b"xy", &v4_tcp(b"xyabc"));
-        mangle_and_compare(&pkt, 3..3, b"!", &v4_tcp(b"abc!"));
-        mangle_and_compare(&pkt, 0..3, b"", &v4_tcp(b""));
-        mangle_and_compare(&pkt, 1..2, b"", &v4_tcp(b"ac"));
-    }
-
-    #[test]
-    fn ipv4_tcp_exact_bytes() {
-        // Independent of the builders: the header bytes written out by hand.
-        let pkt = v4_tcp(b"PORT 10,0,0,1,4,1\r\n");
-        let mut b = in_buf(&pkt, 200);
-        let n = mangle(&mut b, pkt.len(), 5..13, b"198,51,100,7").unwrap();
-        assert_eq!(n, 20 + 20 + 23);
-        let out = &b[..n];
-        assert_eq!(
-            &out[..4],
-            &[0x45, 0, 0, 63],
-            "version/IHL, TOS, total length 63"
-        );
-        assert_eq!(&out[4..10], &[0x12, 0x34, 0x40, 0, 64, 6]);
-        assert_eq!(&out[12..20], &[192, 168, 1, 10, 192, 168, 1, 2]);
-        assert_eq!(&out[20..24], &[0, 21, 0x9c, 0x40], "ports unchanged");
-        assert_eq!(
-            &out[24..28],
-            &1000u32.to_be_bytes(),
-            "sequence number unchanged"
-        );
-        assert_eq!(&out[40..], b"PORT 198,51,100,7,4,1\r\n");
-        // Checksums against a from-scratch computation with the wire layer.
-        let ip_sum = u16::from_be_bytes([out[10], out[11]]);
-        let mut hdr = [0u8; 20];
-        hdr.copy_from_slice(&out[..20]);
-        hdr[10] = 0;
-        hdr[11] = 0;
-        assert_eq!(ip_sum, checksum::checksum(&hdr));
-        let tcp_sum = u16::from_be_bytes([out[36], out[37]]);
-        let mut seg = out[20..].to_vec();
-        seg[16] = 0;
-        seg[17] = 0;
-        let ph = checksum::pseudo_header(v4(S4), v4(C4), 6, seg.len()).unwrap();
-        assert_eq!(tcp_sum, checksum::finish(checksum::accumulate(ph, &seg)));
-        assert!(b[n..].iter().all(|&x| x == 0xee));
-    }
-
-    #[test]
-    fn ipv4_udp_with_checksum() {
-        let req = b"\x00\x01firmware.bin\x00octet\x00";
-        let pkt = v4_udp(req, true);
-        let out = b"\x00\x01fw.img\x00octet\x00";
-        let p = mangle_and_compare(&pkt, 2..14, b"fw.img", &v4_udp(out, true));
-        assert_eq!(p, out);
-        let longer = b"\x00\x01/srv/tftp/firmware.bin\x00octet\x00";
-        mangle_and_compare(&pkt, 2..2, b"/srv/tftp/", &v4_udp(longer, true));
-    }
-
-    #[test]
-    fn ipv4_udp_zero_checksum_stays_zero() {
-        let pkt = v4_udp(b"hello world", false);
-        let mut b = in_buf(&pkt, 100);
-        let n = mangle(&mut b, pkt.len(), 6..11, b"there!").unwrap();
-        assert_eq!(&b[26..28], &[0, 0], "no checksum stays no checksum");
-        assert_eq!(verified(&b[..n]), b"hello there!");
-        assert_eq!(&b[..n], &v4_udp(b"hello there!", false)[..]);
-    }
-
-    #[test]
-    fn ipv6_udp() {
-        let (s, d) = (v6("2001:db8::1"), v6("2001:db8::2"));
-        let build = |payload: &[u8]| {
-            let dgram = udp::tests::build(5060, 5060, payload);
-            let mut pkt = ipv6::tests::build(s, d, 17, &[], &dgram);
-            assert!(
-                udp::Packet::new_unchecked(&mut pkt[40..])
-                    .fill_checksum(IpAddr::V6(s), IpAddr::V6(d))
-            );
-            pkt
-        };
-        let pkt = build(b"c=IN IP4 10.0.0.1\r\n");
-        mangle_and_compare(
-            &pkt,
-            9..17,
-            b"203.0.113.77",
-            &build(b"c=IN IP4 203.0.113.77\r\n"),
-        );
-    }
-
-    #[test]
-    fn ipv6_tcp_longer_and_shorter() {
-        let epsv = b"229 Entering Extended Passive Mode (|||6446|)\r\n";
-        let pkt = v6_tcp(epsv);
-        let longer = b"229 Entering Extended Passive Mode (|||60446|)\r\n";
-        let p = mangle_and_compare(&pkt, 39..43, b"60446", &v6_tcp(longer));
-        assert_eq!(p, longer);
-        let shorter = b"229 Entering Extended Passive Mode (|||21|)\r\n";
-        let p = mangle_and_compare(&pkt, 39..43, b"21", &v6_tcp(shorter));
-        assert_eq!(p, shorter);
-    }
-
-    #[test]
-    fn chained_rewrites_stay_consistent() {
-        let pkt = v4_tcp(PASV);
-        let mut b = in_buf(&pkt, 300);
-        let mut n = mangle(&mut b, pkt.len(), ADDR, b"203,0,113,200").unwrap();
-        n = mangle(&mut b, n, 41..44, b"39,16").unwrap();
-        assert_eq!(
-            verified(&b[..n]),
-            b"227 Entering Passive Mode (203,0,113,200,39,16).\r\n"
-        );
-    }
-
-    #[test]
-    fn trailing_padding_is_dropped() {
-        let mut pkt = v4_tcp(b"abc");
-        let len = pkt.len();
-        pkt.extend_from_slice(&[0; 6]); // link-layer padding past the IP total length
-        let mut b = in_buf(&pkt, 100);
-        let n = mangle(&mut b, pkt.len(), 1..2, b"BB").unwrap();
-        assert_eq!(n, len + 1);
-        assert_eq!(&b[..n], &v4_tcp(b"aBBc")[..]);
-    }
-
-    #[test]
-    fn refuses_when_it_does_not_fit() {
-        let pkt = v4_tcp(PASV);
-        let mut b = in_buf(&pkt, pkt.len() + 1);
-        let before = b.clone();
-        assert_eq!(
-            mangle(&mut b, pkt.len(), ADDR, b"203,0,113,200"),
-            Err(NatError::NoRoom {
-                needed: pkt.len() + 2,
-                available: pkt.len() + 1
-            })
-        );
-        assert_eq!(b, before, "buffer unchanged");
-        // One byte longer still fits.
-        assert_eq!(
-            mangle(&mut b, pkt.len(), ADDR, b"192,168,1,20"),
-            Ok(pkt.len() + 1)
-        );
-        verified(&b);
-    }
-
-    #[test]
-    fn refuses_range_outside_payload() {
-        let pkt = v4_tcp(b"abc");
-        let mut b = in_buf(&pkt, 100);
-        let before = b.clone();
-        for r in [0..4, 4..4, 3..5, usize::MAX - 1..usize::MAX] {
-            let (start, end) = (r.start, r.end);
-            assert_eq!(
-                mangle(&mut b, pkt.len(), r, b"x"),
-                Err(NatError::RangeOutsidePayload {
-                    start,
-                    end,
-                    payload_len: 3
-                })
-            );
-        }
-        #[allow(clippy::reversed_empty_ranges)]
-        let reversed = 2..1;
-        assert!(matches!(
-            mangle(&mut b, pkt.len(), reversed, b"x"),
-            Err(NatError::RangeOutsidePayload { .. })
-        ));
-        assert_eq!(b, before);
-    }
-
-    #[test]
-    fn refuses_beyond_65535() {
-        let cap = 70_000;
-        // Total length exactly 65535: 20 IP + 20 TCP + 65495 payload.
-        let pkt = v4_tcp(&std::vec![b'a'; 65_495]);
-        assert_eq!(pkt.len(), 65_535);
-        let mut b = in_buf(&pkt, cap);
-        let before = b.clone();
-        assert_eq!(
-            mangle(&mut b, pkt.len(), 0..1, b"bb"),
-            Err(NatError::TooLong(65_536))
-        );
-        assert_eq!(b, before);
-        // Same length at the limit works.
-        assert_eq!(mangle(&mut b, pkt.len(), 0..1, b"b"), Ok(65_535));
-        verified(&b[..65_535]);
-        // Growing a smaller packet up to exactly the limit works.
-        let pkt = v4_tcp(&std::vec![b'a'; 65_000]);
-        let mut b = in_buf(&pkt, cap);
-        let grow = std::vec![b'z'; 496];
-        assert_eq!(mangle(&mut b, pkt.len(), 0..1, &grow), Ok(65_535));
-        verified(&b[..65_535]);
-        // IPv6 is held to the same limit.
-        let pkt = v6_tcp(&std::vec![b'a'; 65_535 - 68]);
-        assert_eq!(pkt.len(), 65_535);
-        let mut b = in_buf(&pkt, cap);
-        assert_eq!(
-            mangle(&mut b, pkt.len(), 0..0, b"x"),
-            Err(NatError::TooLong(65_536))
-        );
-    }
-
-    #[test]
-    fn refuses_bad_input_without_panicking() {
-        let pkt = v4_tcp(PASV);
-        let mut b = in_buf(&pkt, 200);
-        assert_eq!(
-            mangle(&mut b, 201, 0..1, b"x"),
-            Err(NatError::LenExceedsBuffer { len: 201, buf: 200 })
-        );
-        for n in 0..pkt.len() {
-            let before = b.clone();
-            assert!(matches!(
-                mangle(&mut b, n, 0..0, b"x"),
-                Err(NatError::Malformed(_) | NatError::RangeOutsidePayload { .. })
-            ));
-            assert_eq!(b, before);
-        }
-        let icmp = ipv4::tests::build(C4, S4, 1, &[8, 0, 0, 0]);
-        let mut b = in_buf(&icmp, 100);
-        assert_eq!(
-            mangle(&mut b, icmp.len(), 0..0, b""),
-            Err(NatError::Malformed(wire::Error::UnsupportedProtocol(1)))
-        );
-    }
-
-    #[test]
-    fn errors_display() {
-        let e = NatError::NoRoom {
-            needed: 10,
-            available: 9,
-        };
-        assert_eq!(
-            e.to_string(),
-            "mangled packet needs 10 bytes, buffer holds 9"
-        );
-        assert!(
-            NatError::Malformed(wire::Error::Fragment)
-                .to_string()
-                .contains("fragment")
-        );
-        assert!(NatError::TooLong(70_000).to_string().contains("65535"));
-    }
-
-    // ------------------------------------------------ endpoint spelling and rewrites
-
-    fn spelled(spelling: EndpointText, addr: IpAddr, port: u16) -> Vec<u8> {
-        let mut out = [0u8; MAX_ENDPOINT_TEXT];
-        let n = endpoint_text(spelling, addr, port, &mut out).unwrap();
-        out[..n].to_vec()
-    }
-
-    #[test]
-    fn endpoint_spellings() {
-        let a = v4([203, 0, 113, 1]);
-        assert_eq!(
-            spelled(EndpointText::Commas, a, 40000),
-            b"203,0,113,1,156,64"
-        );
-        assert_eq!(spelled(EndpointText::Commas, a, 1), b"203,0,113,1,0,1");
-        assert_eq!(
-            spelled(EndpointText::Eprt { delim: b'|' }, a, 65535),
-            b"|1|203.0.113.1|65535|"
-        );
-        let six = IpAddr::V6(v6("2001:db8:ffff::1"));
-        assert_eq!(
-            spelled(EndpointText::Eprt { delim: b'!' }, six, 21),
-            b"!2!2001:db8:ffff::1!21!"
-        );
-        assert_eq!(spelled(EndpointText::Port, six, 50001), b"50001");
-        let mut out = [0u8; MAX_ENDPOINT_TEXT];
-        assert_eq!(
-            endpoint_text(EndpointText::Commas, six, 1, &mut out),
-            Err(NatError::Unspellable)
-        );
-        // The longest text there is fits.
-        let longest = IpAddr::V6(v6("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"));
-        assert_eq!(
-            spelled(EndpointText::Eprt { delim: b'|' }, longest, 65535).len(),
-            3 + 39 + 7
-        );
-    }
-
-    fn rewrite(start: usize, end: usize, text: EndpointText, addr: IpAddr, exp: usize) -> Rewrite {
-        Rewrite {
-            start,
-            end,
-            text,
-            addr,
-            expectation: exp,
-        }
-    }
-
-    /// The FTP helper's output for a masqueraded PORT, applied to the packet: exact
+    /// The FTP helper's plan for a masqueraded PORT, applied to the packet: exact
     /// bytes before and after, lengths and checksums.
     #[test]
     fn ftp_port_rewrite_end_to_end() {
-        use crate::helpers::{Helper, Packet, ftp};
+        use crate::helpers::{Helper, Packet, Store, ftp};
         use crate::model::{Conntrack, Direction, Tuple, status};
         let (cli, public, srv) = (
             v4([192, 0, 2, 2]),
@@ -760,18 +310,19 @@ mod tests {
             dst: srv,
             src_port: 61000,
             dst_port: 21,
-            transport: Transport::Tcp {
+            transport: crate::wire::Transport::Tcp {
                 seq: 1000,
                 flags: 0x18,
             },
             payload: line,
         };
-        let action = ftp::Ftp.process(&pkt, &ct, &mut private, Default::default());
-        assert_eq!(action.rewrites.len(), 1);
+        let mut store = Store::default();
+        let plan = ftp::Ftp.analyse(&pkt, &ct, &mut private, &mut store, Default::default());
+        assert_eq!(plan.rewrites.len(), 1);
         let before = v4_tcp(line);
         let mut b = in_buf(&before, 1500);
         // The port search moved the data port by one.
-        let r = apply_rewrites(&mut b, before.len(), &action.rewrites, |_| Some(40001)).unwrap();
+        let r = apply_rewrites(&mut b, before.len(), &plan, |_| Some(40001)).unwrap();
         assert!(r.changed);
         let after_payload = b"PORT 203,0,113,1,156,65\r\n";
         assert_eq!(r.len, before.len() + 2);
@@ -783,23 +334,23 @@ mod tests {
     fn rewrites_apply_back_to_front_and_skip_identical_text() {
         let a = v4([203, 0, 113, 1]);
         let payload = b"PORT 192,0,2,2,0,21\r\nEPRT |1|192.0.2.2|22|\r\n";
-        let rws = [
-            rewrite(5, 19, EndpointText::Commas, a, 0),
-            rewrite(26, 42, EndpointText::Eprt { delim: b'|' }, a, 1),
-        ];
+        let plan = ftp_plan(&[
+            (5, 19, EndpointText::Commas, a, 0),
+            (26, 42, EndpointText::Eprt { delim: b'|' }, a, 1),
+        ]);
         assert_eq!(&payload[26..42], b"|1|192.0.2.2|22|");
         let before = v4_tcp(payload);
         let mut b = in_buf(&before, 1500);
         let ports = [21u16, 2222];
-        let r = apply_rewrites(&mut b, before.len(), &rws, |i| ports.get(i).copied()).unwrap();
+        let r = apply_rewrites(&mut b, before.len(), &plan, |i| ports.get(i).copied()).unwrap();
         let want = b"PORT 203,0,113,1,0,21\r\nEPRT |1|203.0.113.1|2222|\r\n";
         assert_eq!(verified(&b[..r.len]), want);
         // Applied again with the same ports, nothing changes.
         let again = b[..r.len].to_vec();
-        let shifted = [
-            rewrite(5, 21, EndpointText::Commas, a, 0),
-            rewrite(28, 48, EndpointText::Eprt { delim: b'|' }, a, 1),
-        ];
+        let shifted = ftp_plan(&[
+            (5, 21, EndpointText::Commas, a, 0),
+            (28, 48, EndpointText::Eprt { delim: b'|' }, a, 1),
+        ]);
         let r2 = apply_rewrites(&mut b, r.len, &shifted, |i| ports.get(i).copied()).unwrap();
         assert!(!r2.changed);
         assert_eq!(&b[..r2.len], again.as_slice());
@@ -811,15 +362,9 @@ mod tests {
         let payload = b"EPRT |2|2001:db8:1::7|40000|\r\n";
         let before = v6_tcp(payload);
         let mut b = in_buf(&before, 1500);
-        let rws = [rewrite(
-            5,
-            28,
-            EndpointText::Eprt { delim: b'|' },
-            public,
-            0,
-        )];
+        let plan = ftp_plan(&[(5, 28, EndpointText::Eprt { delim: b'|' }, public, 0)]);
         assert_eq!(&payload[5..28], b"|2|2001:db8:1::7|40000|");
-        let r = apply_rewrites(&mut b, before.len(), &rws, |_| Some(40000)).unwrap();
+        let r = apply_rewrites(&mut b, before.len(), &plan, |_| Some(40000)).unwrap();
         assert_eq!(
             verified(&b[..r.len]),
             b"EPRT |2|2001:db8:ffff::1|40000|\r\n"
@@ -833,20 +378,16 @@ mod tests {
         let before = v4_tcp(b"PORT 192,0,2,2,0,21\r\n");
         // No port for the expectation.
         let mut b = in_buf(&before, 1500);
-        let rws = [rewrite(5, 19, EndpointText::Commas, a, 3)];
+        let plan = ftp_plan(&[(5, 19, EndpointText::Commas, a, 3)]);
         assert_eq!(
-            apply_rewrites(&mut b, before.len(), &rws, |_| None),
+            apply_rewrites(&mut b, before.len(), &plan, |_| None),
             Err(NatError::NoPort)
         );
         // No room to grow: the buffer holds exactly the original packet.
         let mut tight = before.clone();
+        let plan = ftp_plan(&[(5, 19, EndpointText::Commas, a, 0)]);
         assert!(matches!(
-            apply_rewrites(
-                &mut tight,
-                before.len(),
-                &[rewrite(5, 19, EndpointText::Commas, a, 0)],
-                |_| Some(21)
-            ),
+            apply_rewrites(&mut tight, before.len(), &plan, |_| Some(21)),
             Err(NatError::NoRoom { .. })
         ));
         assert_eq!(
@@ -855,14 +396,158 @@ mod tests {
         );
         // A range past the payload.
         let mut b = in_buf(&before, 1500);
+        let plan = ftp_plan(&[(5, 99, EndpointText::Commas, a, 0)]);
         assert!(matches!(
-            apply_rewrites(
-                &mut b,
-                before.len(),
-                &[rewrite(5, 99, EndpointText::Commas, a, 0)],
-                |_| Some(21)
-            ),
+            apply_rewrites(&mut b, before.len(), &plan, |_| Some(21)),
             Err(NatError::RangeOutsidePayload { .. })
         ));
+        // A literal longer than one replacement may be.
+        let mut plan = Plan::default();
+        let long = plan.text(format_args!("{:>65}", "x")).unwrap();
+        assert!(plan.rewrite(0, 4, Replacement::Literal(long)));
+        assert_eq!(
+            apply_rewrites(&mut b, before.len(), &plan, |_| None),
+            Err(NatError::ReplacementTooLong(65))
+        );
+        assert_eq!(b, in_buf(&before, 1500), "untouched");
+    }
+
+    /// A SIP INVITE from a masqueraded phone, as the SIP NAT helper will plan it: eight
+    /// rewrites (Via and Contact host:port, SDP o=, session c=, media c=, two m= ports
+    /// and a=rtcp, three of them endpoints whose ports the search moved) and the
+    /// Content-Length, which must state the body's length after them.
+    #[test]
+    fn eight_rewrites_and_a_length_field_exact_bytes_and_checksums() {
+        let head = |len: usize, host: &str| {
+            std::format!(
+                "INVITE sip:bob@198.51.100.2 SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP {host};branch=z9hG4bK7\r\n\
+                 Contact: <sip:alice@{host}>\r\n\
+                 Content-Type: application/sdp\r\n\
+                 Content-Length: {len}\r\n\r\n"
+            )
+        };
+        let body = |addr: &str, audio: u16, video: u16| {
+            std::format!(
+                "v=0\r\no=alice 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\n\
+                 m=audio {audio} RTP/AVP 0\r\na=rtcp:{}\r\n\
+                 m=video {video} RTP/AVP 31\r\nc=IN IP4 {addr}\r\n",
+                audio + 1
+            )
+        };
+        let inside_body = body("192.0.2.2", 49170, 51372);
+        let before = head(inside_body.len(), "192.0.2.2:5060") + &inside_body;
+        let outside_body = body("203.0.113.1", 49172, 51374);
+        let after = head(outside_body.len(), "203.0.113.1:61000") + &outside_body;
+        assert_eq!((inside_body.len(), outside_body.len()), (152, 158));
+        assert!(after.contains("Content-Length: 158\r\n"));
+
+        let p = before.as_bytes();
+        let find =
+            |from: usize, what: &str| from + before[from..].find(what).expect("in the message");
+        let mut plan = Plan::default();
+        let host = plan.text(format_args!("203.0.113.1:61000")).unwrap();
+        let addr = plan.text(format_args!("203.0.113.1")).unwrap();
+        let port = |expectation| Replacement::Endpoint {
+            expectation,
+            spelling: Spelling {
+                before: Span::EMPTY,
+                port: PortText::Decimal,
+                after: Span::EMPTY,
+            },
+        };
+        let body_start = before.find("\r\n\r\n").unwrap() + 4;
+        let via = find(0, "192.0.2.2:5060");
+        let contact = find(via + 1, "192.0.2.2:5060");
+        let length = find(0, "152");
+        let o = find(body_start, "192.0.2.2");
+        let c = find(o + 1, "192.0.2.2");
+        let audio = find(body_start, "49170");
+        let rtcp = find(body_start, "49171");
+        let video = find(body_start, "51372");
+        let c_media = find(video, "192.0.2.2");
+        let host_len = "192.0.2.2:5060".len();
+        let addr_len = "192.0.2.2".len();
+        let port_len = "49170".len();
+        for (start, len, with) in [
+            (via, host_len, Replacement::Literal(host)),
+            (contact, host_len, Replacement::Literal(host)),
+            (
+                length,
+                3,
+                Replacement::Length {
+                    body_start,
+                    body_end: p.len(),
+                },
+            ),
+            (o, addr_len, Replacement::Literal(addr)),
+            (c, addr_len, Replacement::Literal(addr)),
+            (audio, port_len, port(0)),
+            (rtcp, port_len, port(1)),
+            (video, port_len, port(2)),
+            (c_media, addr_len, Replacement::Literal(addr)),
+        ] {
+            assert!(plan.rewrite(start, start + len, with));
+        }
+        assert_eq!(plan.rewrites.len(), 9);
+        let ports = [49172u16, 49173, 51374];
+
+        let pkt = v4_udp(p, true);
+        let mut b = in_buf(&pkt, 1500);
+        let r = apply_rewrites(&mut b, pkt.len(), &plan, |i| ports.get(i).copied()).unwrap();
+        assert!(r.changed);
+        assert_eq!(r.len, pkt.len() + after.len() - before.len());
+        let out = &b[..r.len];
+        assert_eq!(
+            out,
+            v4_udp(after.as_bytes(), true).as_slice(),
+            "exact bytes"
+        );
+        assert_eq!(verified(out), after.as_bytes());
+        // Lengths and checksums, computed here without the wire layer's fill functions.
+        assert_eq!(usize::from(u16::from_be_bytes([out[2], out[3]])), r.len);
+        assert_eq!(
+            usize::from(u16::from_be_bytes([out[24], out[25]])),
+            r.len - 20
+        );
+        let mut hdr = [0u8; 20];
+        hdr.copy_from_slice(&out[..20]);
+        hdr[10..12].fill(0);
+        assert_eq!(
+            u16::from_be_bytes([out[10], out[11]]),
+            checksum::checksum(&hdr)
+        );
+        let mut dgram = out[20..].to_vec();
+        dgram[6..8].fill(0);
+        let ph = checksum::pseudo_header(v4(C4), v4(S4), 17, dgram.len()).unwrap();
+        assert_eq!(
+            u16::from_be_bytes([out[26], out[27]]),
+            checksum::finish(checksum::accumulate(ph, &dgram))
+        );
+        assert!(b[r.len..].iter().all(|&x| x == 0xee));
+
+        // Nothing to change (a phone that already advertises its public endpoint):
+        // the packet is left as it is.
+        let mut b = in_buf(&v4_udp(after.as_bytes(), true), 1500);
+        let mut same = Plan::default();
+        let body_start = after.find("\r\n\r\n").unwrap() + 4;
+        let length = after.find("158").unwrap();
+        assert!(same.rewrite(
+            length,
+            length + 3,
+            Replacement::Length {
+                body_start,
+                body_end: after.len(),
+            }
+        ));
+        let n = after.len() + 28;
+        let r = apply_rewrites(&mut b, n, &same, |_| None).unwrap();
+        assert_eq!(
+            r,
+            Rewritten {
+                len: n,
+                changed: false
+            }
+        );
     }
 }

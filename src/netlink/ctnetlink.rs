@@ -286,46 +286,30 @@ pub fn write_exp_new(
     w.end_msg(m)
 }
 
-/// IPCTNL_MSG_EXP_DELETE of the pending expectation with `exp`'s tuple (the kernel finds
-/// it by tuple and zone; ctnetlink has no "delete by master").
-pub fn write_exp_delete(
-    w: &mut Writer<'_>,
-    seq: u32,
-    exp: &Expectation,
-    zone: Option<u16>,
-) -> Result<()> {
-    exp_by_tuple(w, seq, IPCTNL_MSG_EXP_DELETE, exp, zone)
+/// IPCTNL_MSG_EXP_DELETE of the pending expectation with tuple `t` ([`Expectation::tuple`];
+/// the kernel finds it by tuple and zone; ctnetlink has no "delete by master").
+pub fn write_exp_delete(w: &mut Writer<'_>, seq: u32, t: &Tuple, zone: Option<u16>) -> Result<()> {
+    exp_by_tuple(w, seq, IPCTNL_MSG_EXP_DELETE, t, zone)
 }
 
-/// IPCTNL_MSG_EXP_GET for the expectation with `exp`'s tuple.
-pub fn write_exp_get(
-    w: &mut Writer<'_>,
-    seq: u32,
-    exp: &Expectation,
-    zone: Option<u16>,
-) -> Result<()> {
-    exp_by_tuple(w, seq, IPCTNL_MSG_EXP_GET, exp, zone)
+/// IPCTNL_MSG_EXP_GET for the expectation with tuple `t`.
+pub fn write_exp_get(w: &mut Writer<'_>, seq: u32, t: &Tuple, zone: Option<u16>) -> Result<()> {
+    exp_by_tuple(w, seq, IPCTNL_MSG_EXP_GET, t, zone)
 }
 
 /// An expectation request (GET, DELETE) that names the expectation by its tuple.
-fn exp_by_tuple(
-    w: &mut Writer<'_>,
-    seq: u32,
-    msg: u8,
-    exp: &Expectation,
-    zone: Option<u16>,
-) -> Result<()> {
+fn exp_by_tuple(w: &mut Writer<'_>, seq: u32, msg: u8, t: &Tuple, zone: Option<u16>) -> Result<()> {
     let m = w.begin_nfnl(
         nfnl_type(subsys::CTNETLINK_EXP, msg),
         NLM_F_REQUEST | NLM_F_ACK,
         seq,
         NfGenMsg {
-            family: Family::of(&exp.src).af(),
+            family: Family::of(&t.src).af(),
             version: NFNETLINK_V0,
             res_id: 0,
         },
     )?;
-    put_tuple(w, CTA_EXPECT_TUPLE, &exp.tuple())?;
+    put_tuple(w, CTA_EXPECT_TUPLE, t)?;
     if let Some(z) = zone {
         w.put_be16(CTA_EXPECT_ZONE, z)?;
     }
@@ -561,7 +545,7 @@ mod tests {
         };
         let mut buf = [0u8; 256];
         let mut w = Writer::new(&mut buf);
-        write_exp_delete(&mut w, 11, &exp, Some(7)).unwrap();
+        write_exp_delete(&mut w, 11, &exp.tuple(), Some(7)).unwrap();
         let msg = super::super::msg::Messages::new(w.as_slice())
             .next()
             .unwrap()
@@ -640,7 +624,7 @@ mod tests {
         // The kernel's answer to a GET has the same layout: its master can be read.
         assert_eq!(parse_exp_master(attrs).unwrap(), master);
         let mut w = Writer::new(&mut buf);
-        write_exp_get(&mut w, 10, &exp, None).unwrap();
+        write_exp_get(&mut w, 10, &exp.tuple(), None).unwrap();
         let msg = super::super::msg::Messages::new(w.as_slice())
             .next()
             .unwrap()

@@ -193,6 +193,8 @@ fn seq_after(a: u32, b: u32) -> bool {
 /// and still report a read error at the record where it happened).
 pub struct Replayer<'r> {
     rules: &'r [Rule],
+    /// Each helper's store, by name, as the daemon keeps one per configured helper.
+    stores: Vec<(&'static str, helpers::Store)>,
     conns: HashMap<ConnKey, Conn>,
     first_ts: Option<u64>,
     summary: Summary,
@@ -201,7 +203,11 @@ pub struct Replayer<'r> {
 impl<'r> Replayer<'r> {
     pub fn new(rules: &'r [Rule]) -> Replayer<'r> {
         let mut summary = Summary::default();
+        let mut stores: Vec<(&'static str, helpers::Store)> = Vec::new();
         for r in rules {
+            if !stores.iter().any(|(name, _)| *name == r.name) {
+                stores.push((r.name, helpers::Store::new(r.builtin.store_entries)));
+            }
             if !summary.helpers.iter().any(|h| h.name == r.name) {
                 summary.helpers.push(HelperSummary {
                     name: r.name,
@@ -211,6 +217,7 @@ impl<'r> Replayer<'r> {
         }
         Replayer {
             rules,
+            stores,
             conns: HashMap::new(),
             first_ts: None,
             summary,
@@ -370,8 +377,13 @@ impl<'r> Replayer<'r> {
         if let Some(rule) = rule {
             let pkt = Packet::from_dissected(dir, &d);
             let info = conn.private.as_ref().map(|p| &p[..]);
-            let run = helpers::run(rule.builtin, &pkt, &conn.ct, info, rule.policy);
-            if run.action.private_changed {
+            let mut none = helpers::Store::default();
+            let store = match self.stores.iter_mut().find(|(name, _)| *name == rule.name) {
+                Some((_, store)) => store,
+                None => &mut none,
+            };
+            let run = helpers::run(rule.builtin, &pkt, &conn.ct, info, store, rule.policy);
+            if run.plan.private_changed {
                 // The daemon sends it back with the verdict; the kernel stores it and
                 // hands it over with the connection's next packet.
                 let mut stored = [0u8; PRIVATE_DATA_MAX];
@@ -390,14 +402,14 @@ impl<'r> Replayer<'r> {
                 retransmission,
                 kind,
             };
-            for e in &run.action.expectations {
-                out.push(event(EventKind::Expect(*e)));
+            for e in &run.plan.expectations {
+                out.push(event(EventKind::Expect(e.exp)));
             }
-            for r in &run.action.refusals {
+            for r in &run.plan.refusals {
                 out.push(event(EventKind::Refused(*r)));
             }
-            counts = (run.action.expectations.len(), run.action.refusals.len());
-            parse_error = run.action.parse_error;
+            counts = (run.plan.expectations.len(), run.plan.refusals.len());
+            parse_error = run.plan.parse_error;
         }
         // Confirmed once its first packet has left the hook.
         conn.ct.status |= status::CONFIRMED;
