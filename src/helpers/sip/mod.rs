@@ -6,9 +6,11 @@
 //!   Content-Length body, stream framing
 //! - `uri`: SIP URIs, name-addr/addr-spec with parameters, Via sent-by
 //! - `sdp`: o=, c=, m=, a=rtcp and direction attributes
+//! - `stream`: message starts in a TCP stream (only streams that began as SIP), reassembly
 //! - `media`: what a message asks to have opened: media streams, confirmed registrations
 
 pub mod media;
 pub mod message;
 pub mod sdp;
+pub mod stream;
 pub mod uri;
