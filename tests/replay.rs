@@ -207,13 +207,13 @@ fn unreadable_file_and_bad_helper_spec_are_usage_errors() {
     let out = cthelperd(&[
         "replay",
         "--helper",
-        "sip:5060",
+        "rtsp:554",
         &data("ftp/sv-ftp-bounce.pcap"),
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8(out.stderr).unwrap(),
-        "cthelperd: error: --helper \"sip:5060\": no built-in helper named \"sip\"\n"
+        "cthelperd: error: --helper \"rtsp:554\": no built-in helper named \"rtsp\"\n"
     );
 }
 

@@ -183,6 +183,7 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
             let _ = applied.deferred.push(Expect {
                 exp: e.exp,
                 pairing,
+                timeout: e.timeout,
             });
         }
         return applied;
@@ -195,7 +196,8 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
             Some(first.exp),
             exps.get(i + 1).map(|e| e.exp).filter(|_| n == 2),
         ];
-        if let Some(port) = create(slot, master, ex.conntrack.zone, group, true, ctl) {
+        let timeout = first.timeout.filter(|_| n == 1);
+        if let Some(port) = create(slot, master, ex.conntrack.zone, group, timeout, true, ctl) {
             for (k, p) in applied.ports.iter_mut().skip(i).take(n).enumerate() {
                 *p = port.checked_add(k as u16);
             }
@@ -214,6 +216,7 @@ pub(super) fn create(
     master: &Tuple,
     zone: Option<u16>,
     group: [Option<Expectation>; 2],
+    timeout: Option<u32>,
     search: bool,
     ctl: &mut Ctl<'_>,
 ) -> Option<u16> {
@@ -234,6 +237,9 @@ pub(super) fn create(
     match create_expectation(slot, master, zone, &exp, rtcp.as_ref(), shape, ctl) {
         (Ok(()), port) => {
             slot.stats.expectations += n;
+            if let Some(secs) = timeout {
+                set_timeout(slot, master, zone, &exp, port, secs, ctl);
+            }
             debug!(
                 "{}: expecting {} {} -> {}:{}{pair}{}",
                 slot.name,
@@ -254,6 +260,37 @@ pub(super) fn create(
                 );
             }
             None
+        }
+    }
+}
+
+/// Restart the timer of an expectation just created with `secs` seconds: the kernel
+/// takes a new expectation's timeout from its class policy and changes it only on a
+/// refresh (a non-exclusive EXP_NEW of an existing expectation with
+/// CTA_EXPECT_TIMEOUT). Best effort: on failure it keeps its class's timeout.
+fn set_timeout(
+    slot: &mut Slot,
+    master: &Tuple,
+    zone: Option<u16>,
+    exp: &Expectation,
+    port: u16,
+    secs: u32,
+    ctl: &mut Ctl<'_>,
+) {
+    let exp = Expectation {
+        dst_port: port,
+        ..*exp
+    };
+    if let Err(e) = ctl.request(
+        |w, seq| ctnetlink::write_exp_new(w, seq, &exp, master, zone, false, secs),
+        |_| {},
+    ) {
+        slot.stats.expectation_errors += 1;
+        if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+            warn!(
+                "{}: cannot set the timeout of expectation {} -> {}:{} to {secs} s: {e}",
+                slot.name, exp.src, exp.dst, port
+            );
         }
     }
 }

@@ -502,7 +502,7 @@ impl Daemon {
                 log_limit: LogLimit::new(),
                 // The helper's dialogs outlive a reload.
                 store: old.map_or_else(
-                    || crate::helpers::Store::new(n.builtin.store_entries),
+                    || crate::helpers::Store::for_helper(n.builtin),
                     |o| core::mem::take(&mut o.store),
                 ),
             });

@@ -282,7 +282,8 @@ fn create_deferred(slots: &mut [Slot], ctl: &mut Ctl<'_>, list: &mut DeferredLis
         });
         let group = [Some(d.exp.exp), rtcp.map(|n| n.exp.exp)];
         if let Some(slot) = slots.get_mut(d.slot) {
-            effects::create(slot, &d.master, d.zone, group, false, ctl);
+            let timeout = d.exp.timeout.filter(|_| rtcp.is_none());
+            effects::create(slot, &d.master, d.zone, group, timeout, false, ctl);
         }
         i += 1 + usize::from(rtcp.is_some());
     }

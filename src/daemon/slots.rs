@@ -144,7 +144,7 @@ pub fn slots_from_config(
             policy: h.policy(),
             stats: Stats::default(),
             log_limit: LogLimit::new(),
-            store: crate::helpers::Store::new(h.builtin.store_entries),
+            store: crate::helpers::Store::for_helper(h.builtin),
         };
         if slots.push(slot).is_err() {
             return Err("too many helpers".into());

@@ -60,6 +60,11 @@ pub enum Pairing {
 pub struct Expect {
     pub exp: Expectation,
     pub pairing: Pairing,
+    /// Seconds the expectation waits, instead of its class's timeout (a SIP
+    /// registration lives for the expiry the registrar granted). The kernel sets a new
+    /// expectation's timer from the class policy, so the daemon sets this one with a
+    /// refresh right after creating it.
+    pub timeout: Option<u32>,
 }
 
 /// A piece of the plan's text (see [`Plan::text`]).
@@ -170,8 +175,18 @@ impl Plan {
             .push(Expect {
                 exp,
                 pairing: Pairing::Single,
+                timeout: None,
             })
             .ok()?;
+        Some(index)
+    }
+
+    /// Ask for one expectation that waits `timeout_secs` (not its class's timeout).
+    pub fn expect_for(&mut self, exp: Expectation, timeout_secs: u32) -> Option<usize> {
+        let index = self.expect(exp)?;
+        if let Some(e) = self.expectations.get_mut(index) {
+            e.timeout = Some(timeout_secs);
+        }
         Some(index)
     }
 
@@ -186,7 +201,13 @@ impl Plan {
         }
         let index = self.expectations.len();
         for (exp, pairing) in [(rtp, Pairing::Rtp), (rtcp, Pairing::Rtcp)] {
-            self.expectations.push(Expect { exp, pairing }).ok()?;
+            self.expectations
+                .push(Expect {
+                    exp,
+                    pairing,
+                    timeout: None,
+                })
+                .ok()?;
         }
         Some(index)
     }

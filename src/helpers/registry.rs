@@ -5,7 +5,7 @@
 //! and the class an expectation counts against all come from here: a new helper is one
 //! entry (and its module).
 
-use crate::helpers::{Helper, ftp, tftp};
+use crate::helpers::{Helper, ftp, sip, tftp};
 use crate::model::{IPPROTO_TCP, IPPROTO_UDP};
 use crate::netlink::cthelper;
 
@@ -104,6 +104,9 @@ pub struct Builtin {
     /// Entries of the helper's [`Store`](crate::helpers::Store) (0: it keeps nothing
     /// there, and no table is allocated).
     pub store_entries: usize,
+    /// Whether it reassembles messages split across TCP segments (its store then has
+    /// the stream buffers).
+    pub stream_buffers: bool,
     /// Part of the default configuration (and so of the shipped file, which equals it).
     pub default_on: bool,
     /// The code.
@@ -194,6 +197,7 @@ pub const FTP: Builtin = Builtin {
     classes: FTP_CLASSES,
     private_len: ftp::PRIVATE_LEN,
     store_entries: 0,
+    stream_buffers: false,
     default_on: true,
     helper: &ftp::Ftp,
 };
@@ -205,17 +209,66 @@ pub const TFTP: Builtin = Builtin {
     classes: TFTP_CLASSES,
     private_len: tftp::PRIVATE_LEN,
     store_entries: 0,
+    stream_buffers: false,
     default_on: true,
     helper: &tftp::Tftp,
 };
 
+/// How long a SIP media or registration expectation waits (the kernel's 3 minutes).
+const SIP_EXPECT_TIMEOUT: u32 = 180;
+
+/// The kernel's nf_conntrack_sip policy: one signalling expectation (a registration),
+/// RTP and RTCP of two audio and two video streams, two for T.38.
+const SIP_CLASSES: &[ExpectClass] = &[
+    ExpectClass {
+        name: "signalling",
+        expect_max: 1,
+        expect_timeout: SIP_EXPECT_TIMEOUT,
+    },
+    ExpectClass {
+        name: "audio",
+        expect_max: 4,
+        expect_timeout: SIP_EXPECT_TIMEOUT,
+    },
+    ExpectClass {
+        name: "video",
+        expect_max: 4,
+        expect_timeout: SIP_EXPECT_TIMEOUT,
+    },
+    ExpectClass {
+        name: "image",
+        expect_max: 2,
+        expect_timeout: SIP_EXPECT_TIMEOUT,
+    },
+];
+// The helper numbers its classes as the kernel does.
+const _: () =
+    assert!(class_index(SIP_CLASSES, "signalling") == sip::media::Class::Signalling as u32);
+const _: () = assert!(class_index(SIP_CLASSES, "audio") == sip::media::Class::Audio as u32);
+const _: () = assert!(class_index(SIP_CLASSES, "video") == sip::media::Class::Video as u32);
+const _: () = assert!(class_index(SIP_CLASSES, "image") == sip::media::Class::Image as u32);
+
+/// SIP on UDP and TCP. Not in the default configuration yet: it is enabled with a
+/// `helper` section naming it until its real-kernel scenario proves it (issue #13).
+pub const SIP: Builtin = Builtin {
+    name: "sip",
+    protos: Protos::TCP_UDP,
+    ports: &[sip::PORT],
+    classes: SIP_CLASSES,
+    private_len: sip::PRIVATE_LEN,
+    store_entries: crate::helpers::STORE_ENTRIES,
+    stream_buffers: true,
+    default_on: false,
+    helper: &sip::Sip,
+};
+
 /// Every built-in helper, in the order of the default configuration.
 #[cfg(not(test))]
-pub const BUILTINS: &[Builtin] = &[FTP, TFTP];
+pub const BUILTINS: &[Builtin] = &[FTP, TFTP, SIP];
 /// In unit tests the table also holds an entry of SIP's shape (two protocols, four
 /// classes), so that configuration, registration, reload and firewall are tested with it.
 #[cfg(test)]
-pub const BUILTINS: &[Builtin] = &[FTP, TFTP, test_entry::SIPMOCK];
+pub const BUILTINS: &[Builtin] = &[FTP, TFTP, SIP, test_entry::SIPMOCK];
 
 /// The built-in helper with kernel name `name`.
 pub fn find(name: &str) -> Option<&'static Builtin> {
@@ -271,6 +324,7 @@ pub mod test_entry {
         classes: CLASSES,
         private_len: tftp::PRIVATE_LEN,
         store_entries: crate::helpers::STORE_ENTRIES,
+        stream_buffers: false,
         default_on: false,
         helper: &tftp::Tftp,
     };
@@ -354,8 +408,26 @@ mod tests {
         );
         assert_eq!(tftp.private_len, 0);
         assert_eq!((FTP_DATA, TFTP_DATA), (0, 0));
-        assert!(find("sip").is_none() && find("FTP").is_none());
-        assert_eq!(names(), "ftp, tftp, sipmock");
+        assert!(find("FTP").is_none());
+        assert_eq!(names(), "ftp, tftp, sip, sipmock");
+        // SIP: UDP and TCP, the kernel's four classes, not on by default yet.
+        let sip = find("sip").unwrap();
+        assert_eq!((sip.protos, sip.ports), (Protos::TCP_UDP, &[5060u16][..]));
+        let classes: Vec<_> = sip
+            .classes
+            .iter()
+            .map(|c| (c.name, c.expect_max, c.expect_timeout))
+            .collect();
+        assert_eq!(
+            classes,
+            vec![
+                ("signalling", 1, 180),
+                ("audio", 4, 180),
+                ("video", 4, 180),
+                ("image", 2, 180)
+            ]
+        );
+        assert!(sip.stream_buffers && !sip.default_on);
     }
 
     #[test]

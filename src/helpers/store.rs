@@ -51,6 +51,9 @@ pub struct Store {
     clock: u64,
     /// Entries pushed out by newer ones because the table was full.
     pub evictions: u64,
+    /// Buffers for messages split across TCP segments, for a helper whose registry
+    /// entry asks for them (SIP over TCP); allocated with the store.
+    pub streams: Option<crate::helpers::sip::stream::Pool>,
 }
 
 impl Store {
@@ -60,6 +63,18 @@ impl Store {
             entries: vec![None; capacity].into_boxed_slice(),
             clock: 0,
             evictions: 0,
+            streams: None,
+        }
+    }
+
+    /// The store a built-in helper's registry entry asks for: its table, and stream
+    /// buffers where it reassembles TCP messages.
+    pub fn for_helper(builtin: &crate::helpers::registry::Builtin) -> Store {
+        Store {
+            streams: builtin
+                .stream_buffers
+                .then(crate::helpers::sip::stream::Pool::new),
+            ..Store::new(builtin.store_entries)
         }
     }
 

@@ -323,6 +323,7 @@ mod tests {
             a.expectations.as_slice(),
             &[crate::helpers::Expect {
                 pairing: crate::helpers::Pairing::Single,
+                timeout: None,
                 exp: Expectation {
                     class: 0,
                     proto: IPPROTO_UDP,

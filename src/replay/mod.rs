@@ -82,19 +82,20 @@ pub fn parse_rule(spec: &str, cfg: &Config) -> Result<Vec<Rule>, String> {
         .ok_or_else(|| format!("--helper {spec:?}: port must be 1-65535"))?;
     let builtin = registry::find(name)
         .ok_or_else(|| format!("--helper {spec:?}: no built-in helper named {name:?}"))?;
-    let h = cfg
-        .helpers
-        .iter()
-        .find(|h| h.builtin == builtin)
-        .ok_or_else(|| format!("--helper {spec:?}: helper {name:?} has no configuration"))?;
-    Ok(h.protos
+    // The configured section's protocols and policy, else the helper's own defaults (a
+    // helper not in the configuration, such as SIP while it is off by default).
+    let (protos, policy) = match cfg.helpers.iter().find(|h| h.builtin == builtin) {
+        Some(h) => (h.protos, h.policy()),
+        None => (builtin.protos, helpers::Policy::default()),
+    };
+    Ok(protos
         .iter()
         .map(|proto| Rule {
             name: builtin.name,
             builtin,
             proto,
             port,
-            policy: h.policy(),
+            policy,
         })
         .collect())
 }
@@ -206,7 +207,7 @@ impl<'r> Replayer<'r> {
         let mut stores: Vec<(&'static str, helpers::Store)> = Vec::new();
         for r in rules {
             if !stores.iter().any(|(name, _)| *name == r.name) {
-                stores.push((r.name, helpers::Store::new(r.builtin.store_entries)));
+                stores.push((r.name, helpers::Store::for_helper(r.builtin)));
             }
             if !summary.helpers.iter().any(|h| h.name == r.name) {
                 summary.helpers.push(HelperSummary {

@@ -1,4 +1,5 @@
-//! SIP (RFC 3261) with SDP (RFC 4566): the parsers the SIP helper is built on. Pure and
+//! SIP (RFC 3261) with SDP (RFC 4566): the SIP helper (`helper`) and the parsers it is
+//! built on. Pure and
 //! zero-copy: every parser returns byte ranges into the message buffer, never panics on
 //! any input, and allocates nothing.
 //!
@@ -9,8 +10,11 @@
 //! - `stream`: message starts in a TCP stream (only streams that began as SIP), reassembly
 //! - `media`: what a message asks to have opened: media streams, confirmed registrations
 
+mod helper;
 pub mod media;
 pub mod message;
 pub mod sdp;
 pub mod stream;
 pub mod uri;
+
+pub use helper::{PORT, PRIVATE_LEN, Sip};

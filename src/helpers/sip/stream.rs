@@ -101,6 +101,19 @@ pub struct Pool {
     pub lost: u64,
 }
 
+impl core::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Pool")
+            .field(
+                "in_use",
+                &self.slots.iter().filter(|s| s.key.is_some()).count(),
+            )
+            .field("overflows", &self.overflows)
+            .field("lost", &self.lost)
+            .finish()
+    }
+}
+
 impl Default for Pool {
     fn default() -> Self {
         Self::new()
@@ -151,7 +164,7 @@ fn prefix_compatible(a: &[u8], b: &[u8]) -> bool {
 /// must be a status line or end in " SIP/2.0"; a first line still incomplete must be
 /// able to become a status line or a request line of a known method with a sip:, sips:
 /// or tel: URI. Anything else (HTTP, TLS, binary) makes the stream not SIP.
-fn starts_like_sip(bytes: &[u8]) -> bool {
+pub fn starts_like_sip(bytes: &[u8]) -> bool {
     let start = bytes
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')

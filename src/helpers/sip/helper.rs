@@ -1,0 +1,795 @@
+//! The SIP helper (RFC 3261 signalling, RFC 4566 SDP media), modelled on the kernel's
+//! nf_conntrack_sip and stricter where that matters (see `media`, `stream`).
+//!
+//! Per message:
+//! - INVITE with SDP: the dialog's earlier media expectations are deleted (the offer
+//!   replaces them), then its media are expected (re-INVITE to a new port works).
+//! - 1xx/2xx answers to INVITE, UPDATE and PRACK with SDP, and UPDATE, PRACK and ACK
+//!   requests with SDP: their media are expected.
+//! - BYE and CANCEL: the dialog's media expectations are deleted.
+//! - A final answer >= 300 to an INVITE: what that INVITE (its CSeq) created is deleted.
+//! - A 2xx answer to REGISTER: one signalling expectation per contact of the phone, from
+//!   the registrar, for incoming calls (expires 0: deleted); a non-2xx answer deletes
+//!   the phone's earlier one.
+//!
+//! Media are expected from the other end of the signalling connection to the address
+//! and port the SDP names, RTP and RTCP as a pair. A dialog (Call-ID) remembers what it
+//! created in the helper's store, so a BYE deletes exactly that; the kernel instead
+//! deletes every media expectation of the signalling connection, other calls' too.
+
+use core::net::IpAddr;
+
+use super::media::{self, Binding, Class, MediaTarget, Refused};
+use super::message::{Framing, Message, Method, Name, Start, parse_cseq};
+use super::sdp;
+use super::stream::{self, DIR_STATE_LEN, DirState, StreamKey};
+use crate::helpers::{Helper, Packet, Plan, Policy, Refusal, Store, StoreKey, Transport};
+use crate::model::{Conntrack, Direction, Expectation, IPPROTO_TCP, IPPROTO_UDP, expect_flags};
+
+/// Well-known SIP port.
+pub const PORT: u16 = 5060;
+/// Bytes of private data (the kernel's maximum, as FTP: later layouts can grow).
+pub const PRIVATE_LEN: usize = 32;
+const _: () = assert!(PRIVATE_LEN <= crate::helpers::PRIVATE_DATA_MAX);
+
+/// Private-data layout, version 1:
+///
+/// | offset | size | field                                                       |
+/// |--------|------|-------------------------------------------------------------|
+/// | 0      | 1    | layout version (1); 0 = fresh                               |
+/// | 1      | 5    | Original direction's stream position (TCP, `stream`)        |
+/// | 6      | 5    | Reply direction's stream position                           |
+/// | 11     | 1    | registration: 0 none, else 1 + transport (0 UDP, 1 TCP)     |
+/// | 12     | 1    | registration: the phone's direction (0 Original, 1 Reply)   |
+/// | 13     | 2    | registration: contact port                                  |
+/// | 15     | 17   | reserved, zero                                              |
+const LAYOUT_VERSION: u8 = 1;
+const ORIG_STATE: usize = 1;
+const REPLY_STATE: usize = ORIG_STATE + DIR_STATE_LEN;
+const REGISTRATION: usize = REPLY_STATE + DIR_STATE_LEN;
+
+/// What the helper keeps in the conntrack.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct State {
+    streams: [DirState; 2],
+    /// The phone's registered contact: (phone's direction, transport, port).
+    registration: Option<(Direction, media::Transport, u16)>,
+}
+
+impl State {
+    fn decode(private: &[u8]) -> State {
+        if private.first() != Some(&LAYOUT_VERSION) {
+            return State::default();
+        }
+        let dir = |at: usize| DirState::decode(private.get(at..at + DIR_STATE_LEN).unwrap_or(&[]));
+        let registration = match private.get(REGISTRATION..REGISTRATION + 4) {
+            Some(&[kind @ 1..=2, d, hi, lo]) => Some((
+                if d == 0 {
+                    Direction::Original
+                } else {
+                    Direction::Reply
+                },
+                if kind == 1 {
+                    media::Transport::Udp
+                } else {
+                    media::Transport::Tcp
+                },
+                u16::from_be_bytes([hi, lo]),
+            )),
+            _ => None,
+        };
+        State {
+            streams: [dir(ORIG_STATE), dir(REPLY_STATE)],
+            registration,
+        }
+    }
+
+    /// Write into `private`; whether it changed.
+    fn encode(&self, private: &mut [u8]) -> bool {
+        let mut out = [0u8; PRIVATE_LEN];
+        out[0] = LAYOUT_VERSION;
+        self.streams[0].encode(&mut out[ORIG_STATE..]);
+        self.streams[1].encode(&mut out[REPLY_STATE..]);
+        if let Some((d, t, port)) = self.registration {
+            out[REGISTRATION] = match t {
+                media::Transport::Udp => 1,
+                media::Transport::Tcp => 2,
+            };
+            out[REGISTRATION + 1] = d as u8;
+            out[REGISTRATION + 2..REGISTRATION + 4].copy_from_slice(&port.to_be_bytes());
+        }
+        let Some(area) = private.get_mut(..PRIVATE_LEN) else {
+            return false;
+        };
+        if *area == out {
+            return false;
+        }
+        area.copy_from_slice(&out);
+        true
+    }
+}
+
+/// One media expectation a dialog created, as the store keeps it: whose address it
+/// opens (the announcing direction's sender), its class, ports and the CSeq of the
+/// message that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Created {
+    dir: Direction,
+    class: Class,
+    rtp: u16,
+    rtcp: Option<u16>,
+    cseq: u32,
+}
+
+const CREATED_LEN: usize = 9;
+/// Media expectations (streams) one dialog remembers.
+pub const DIALOG_STREAMS: usize = crate::helpers::STORE_VALUE_MAX / CREATED_LEN;
+
+impl Created {
+    fn encode(&self) -> [u8; CREATED_LEN] {
+        let mut b = [0u8; CREATED_LEN];
+        b[0] = (self.dir as u8) | ((self.class as u8) << 1);
+        b[1..3].copy_from_slice(&self.rtp.to_be_bytes());
+        b[3..5].copy_from_slice(&self.rtcp.unwrap_or(0).to_be_bytes());
+        b[5..9].copy_from_slice(&self.cseq.to_be_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Created> {
+        let b: &[u8; CREATED_LEN] = b.try_into().ok()?;
+        let class = match b[0] >> 1 {
+            1 => Class::Audio,
+            2 => Class::Video,
+            3 => Class::Image,
+            _ => return None,
+        };
+        let rtcp = u16::from_be_bytes([b[3], b[4]]);
+        Some(Created {
+            dir: if b[0] & 1 == 0 {
+                Direction::Original
+            } else {
+                Direction::Reply
+            },
+            class,
+            rtp: u16::from_be_bytes([b[1], b[2]]),
+            rtcp: (rtcp != 0).then_some(rtcp),
+            cseq: u32::from_be_bytes([b[5], b[6], b[7], b[8]]),
+        })
+    }
+}
+
+/// FNV-1a of the Call-ID: the dialog's tag in the store.
+fn call_tag(call_id: &[u8]) -> u64 {
+    call_id.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The SIP helper (stateless: its state is in the conntrack and the store).
+pub struct Sip;
+
+/// What handling one message needs besides the message.
+struct Ctx<'a> {
+    ct: &'a Conntrack,
+    dir: Direction,
+}
+
+impl Ctx<'_> {
+    /// The sender's own (untranslated) address.
+    fn sender(&self) -> IpAddr {
+        self.ct.tuple(self.dir).src
+    }
+
+    fn store_key(&self, call_id: &[u8]) -> StoreKey {
+        StoreKey {
+            conntrack: self.ct.id.unwrap_or(0),
+            tag: call_tag(call_id),
+        }
+    }
+}
+
+/// The expectations of one created stream: RTP, and RTCP where there is one.
+fn stream_expectations(ct: &Conntrack, c: &Created) -> (Expectation, Option<Expectation>) {
+    let exp = |port| Expectation {
+        class: c.class as u32,
+        proto: IPPROTO_UDP,
+        src: ct.tuple(c.dir.opposite()).src,
+        src_port: None,
+        dst: ct.tuple(c.dir).src,
+        dst_port: port,
+        flags: 0,
+        nat: None,
+    };
+    (exp(c.rtp), c.rtcp.map(exp))
+}
+
+fn refuse(plan: &mut Plan, sender: IpAddr, r: &Refused) {
+    plan.refuse(Refusal {
+        what: r.what,
+        announced: r.addr,
+        port: r.port,
+        sender,
+        reason: r.reason,
+    });
+}
+
+/// Delete every stream of the dialog at `key` for which `which` holds; keep the rest.
+fn delete_streams(
+    ctx: &Ctx<'_>,
+    store: &mut Store,
+    key: StoreKey,
+    plan: &mut Plan,
+    which: impl Fn(&Created) -> bool,
+) {
+    let Some(value) = store.get(key) else {
+        return;
+    };
+    let mut kept: heapless::Vec<u8, { crate::helpers::STORE_VALUE_MAX }> = heapless::Vec::new();
+    for chunk in value.chunks_exact(CREATED_LEN) {
+        let Some(c) = Created::decode(chunk) else {
+            continue;
+        };
+        if which(&c) {
+            let (rtp, rtcp) = stream_expectations(ctx.ct, &c);
+            plan.delete(rtp.tuple());
+            if let Some(rtcp) = rtcp {
+                plan.delete(rtcp.tuple());
+            }
+        } else {
+            let _ = kept.extend_from_slice(chunk);
+        }
+    }
+    if kept.is_empty() {
+        store.remove(key);
+    } else {
+        let _ = store.insert(key, &kept);
+    }
+}
+
+/// Expect the media of an SDP body and remember them for the dialog.
+fn expect_media(
+    ctx: &Ctx<'_>,
+    msg: &Message<'_>,
+    cseq: u32,
+    key: StoreKey,
+    store: &mut Store,
+    plan: &mut Plan,
+) {
+    if !is_sdp(msg) {
+        return;
+    }
+    let session = sdp::parse(msg.buf(), msg.body.clone());
+    if session.malformed > 0 {
+        plan.parse_error = true;
+    }
+    let mut targets: heapless::Vec<MediaTarget, { media::MAX_TARGETS }> = heapless::Vec::new();
+    let mut refused: heapless::Vec<Refused, { media::MAX_REFUSALS }> = heapless::Vec::new();
+    media::media_targets(&session, ctx.sender(), true, &mut targets, &mut refused);
+    for r in &refused {
+        refuse(plan, ctx.sender(), r);
+    }
+    let mut dialog: heapless::Vec<u8, { crate::helpers::STORE_VALUE_MAX }> = heapless::Vec::new();
+    if let Some(v) = store.get(key) {
+        let _ = dialog.extend_from_slice(v);
+    }
+    for t in &targets {
+        let created = Created {
+            dir: ctx.dir,
+            class: t.class,
+            rtp: t.rtp,
+            rtcp: t.rtcp,
+            cseq,
+        };
+        let (rtp, rtcp) = stream_expectations(ctx.ct, &created);
+        let asked = match rtcp {
+            Some(rtcp) if rtcp.dst_port == rtp.dst_port.wrapping_add(1) => {
+                plan.expect_pair(rtp, rtcp).is_some()
+            }
+            Some(rtcp) => plan.expect(rtp).is_some() && plan.expect(rtcp).is_some(),
+            None => plan.expect(rtp).is_some(),
+        };
+        if !asked {
+            break;
+        }
+        let already = dialog
+            .chunks_exact(CREATED_LEN)
+            .filter_map(Created::decode)
+            .any(|c| c.dir == created.dir && c.rtp == created.rtp && c.rtcp == created.rtcp);
+        if !already && dialog.len() / CREATED_LEN < DIALOG_STREAMS {
+            let _ = dialog.extend_from_slice(&created.encode());
+        }
+    }
+    if !dialog.is_empty() {
+        let _ = store.insert(key, &dialog);
+    }
+}
+
+/// Content-Type application/sdp (or none, with a body: the kernel looks at any body).
+fn is_sdp(msg: &Message<'_>) -> bool {
+    if msg.body.is_empty() {
+        return false;
+    }
+    match msg.header(Name::ContentType) {
+        None => true,
+        Some(h) => {
+            let v = super::message::trim(msg.bytes(&h.value));
+            v.get(..15)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"))
+        }
+    }
+}
+
+/// The signalling expectation of a registered contact: from the registrar to the phone.
+fn registration_expectation(
+    ct: &Conntrack,
+    phone: Direction,
+    t: media::Transport,
+    port: u16,
+) -> Expectation {
+    Expectation {
+        class: Class::Signalling as u32,
+        proto: match t {
+            media::Transport::Udp => IPPROTO_UDP,
+            media::Transport::Tcp => IPPROTO_TCP,
+        },
+        src: ct.tuple(phone.opposite()).src,
+        src_port: None,
+        dst: ct.tuple(phone).src,
+        dst_port: port,
+        flags: expect_flags::PERMANENT,
+        nat: None,
+    }
+}
+
+fn handle_register_answer(
+    ctx: &Ctx<'_>,
+    msg: &Message<'_>,
+    code: u16,
+    st: &mut State,
+    plan: &mut Plan,
+) {
+    // The answer goes to the phone: the phone is the other direction's sender.
+    let phone_dir = ctx.dir.opposite();
+    if let Some((d, t, port)) = st.registration.take() {
+        plan.delete(registration_expectation(ctx.ct, d, t, port).tuple());
+    }
+    if !(200..300).contains(&code) {
+        return;
+    }
+    let mut bindings: heapless::Vec<Binding, { media::MAX_BINDINGS }> = heapless::Vec::new();
+    let mut refused: heapless::Vec<Refused, { media::MAX_REFUSALS }> = heapless::Vec::new();
+    media::register_bindings(
+        msg,
+        ctx.ct.tuple(phone_dir).src,
+        &mut bindings,
+        &mut refused,
+    );
+    for r in &refused {
+        refuse(plan, ctx.ct.tuple(phone_dir).src, r);
+    }
+    // One registration per signalling connection, as the kernel's signalling class
+    // allows one expectation: the first binding that is not a removal.
+    if let Some(b) = bindings.iter().find(|b| b.expires > 0) {
+        let exp = registration_expectation(ctx.ct, phone_dir, b.transport, b.port);
+        if plan.expect_for(exp, b.expires).is_some() {
+            st.registration = Some((phone_dir, b.transport, b.port));
+        }
+    }
+}
+
+fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, plan: &mut Plan) {
+    let Some(cseq) = msg
+        .header(Name::CSeq)
+        .and_then(|h| parse_cseq(msg.bytes(&h.value)))
+    else {
+        plan.parse_error = true;
+        return;
+    };
+    let call_id = msg
+        .header(Name::CallId)
+        .map(|h| msg.bytes(&h.value))
+        .unwrap_or(&[]);
+    let key = ctx.store_key(super::message::trim(call_id));
+    match &msg.start {
+        Start::Request { method, .. } => match method {
+            Method::Invite => {
+                delete_streams(ctx, store, key, plan, |_| true);
+                expect_media(ctx, msg, cseq.0, key, store, plan);
+            }
+            Method::Update | Method::Prack | Method::Ack => {
+                expect_media(ctx, msg, cseq.0, key, store, plan)
+            }
+            Method::Bye | Method::Cancel => delete_streams(ctx, store, key, plan, |_| true),
+            _ => {}
+        },
+        Start::Response { code } => match cseq.1 {
+            Method::Register => handle_register_answer(ctx, msg, *code, st, plan),
+            Method::Invite if *code >= 300 => {
+                delete_streams(ctx, store, key, plan, |c| c.cseq == cseq.0);
+            }
+            Method::Invite | Method::Update | Method::Prack if *code >= 101 => {
+                expect_media(ctx, msg, cseq.0, key, store, plan);
+            }
+            _ => {}
+        },
+    }
+}
+
+impl Helper for Sip {
+    fn analyse(
+        &self,
+        pkt: &Packet<'_>,
+        ct: &Conntrack,
+        private: &mut [u8],
+        store: &mut Store,
+        policy: Policy,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let mut st = State::decode(private);
+        // The SIP options (direct media and signalling off, timeouts) are not
+        // configurable yet: the kernel's defaults apply.
+        let _ = policy;
+        let ctx = Ctx { ct, dir: pkt.dir };
+        match pkt.transport {
+            Transport::Udp => match Message::parse(pkt.payload, Framing::Datagram) {
+                Ok(msg) => handle(&ctx, &msg, &mut st, store, &mut plan),
+                Err(_) => plan.parse_error = stream::starts_like_sip(pkt.payload),
+            },
+            Transport::Tcp { seq, .. } => {
+                // The pool is taken out while the messages are handled with the store.
+                if let Some(mut pool) = store.streams.take() {
+                    let key = StreamKey {
+                        conntrack: ct.id.unwrap_or(0),
+                        reply: pkt.dir == Direction::Reply,
+                    };
+                    let dir_state = &mut st.streams[pkt.dir.index()];
+                    let mut handled = State {
+                        streams: [DirState::default(); 2],
+                        ..st
+                    };
+                    let outcome = pool.feed(dir_state, key, seq, pkt.payload, |data, _| {
+                        stream::complete_messages(data, |m, _| {
+                            handle(&ctx, m, &mut handled, store, &mut plan);
+                        })
+                    });
+                    st.registration = handled.registration;
+                    if outcome == stream::Outcome::Lost {
+                        plan.parse_error = true;
+                    }
+                    store.streams = Some(pool);
+                }
+            }
+        }
+        plan.private_changed = st.encode(private);
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::helpers::Pairing;
+    use crate::model::{Tuple, status};
+
+    const PHONE: &str = "192.0.2.2";
+    const PBX: &str = "198.51.100.2";
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A UDP (or TCP) signalling connection phone:5060 -> pbx:5060.
+    fn conntrack(proto: u8) -> Conntrack {
+        let orig = Tuple {
+            src: ip(PHONE),
+            dst: ip(PBX),
+            proto,
+            src_port: 5060,
+            dst_port: 5060,
+        };
+        Conntrack {
+            orig,
+            reply: orig.reversed(),
+            status: status::CONFIRMED | status::SEEN_REPLY,
+            id: Some(42),
+            zone: None,
+        }
+    }
+
+    /// One side of a call: the helper's private data and store across packets.
+    struct Call {
+        ct: Conntrack,
+        private: [u8; PRIVATE_LEN],
+        store: Store,
+        seq: [u32; 2],
+    }
+
+    impl Call {
+        fn new(proto: u8) -> Call {
+            Call {
+                ct: conntrack(proto),
+                private: [0; PRIVATE_LEN],
+                store: Store::for_helper(&crate::helpers::registry::SIP),
+                seq: [1000, 9000],
+            }
+        }
+
+        fn send(&mut self, dir: Direction, payload: &[u8]) -> Plan {
+            let t = self.ct.tuple(dir);
+            let transport = if self.ct.orig.proto == IPPROTO_TCP {
+                let seq = self.seq[dir.index()];
+                self.seq[dir.index()] = seq.wrapping_add(payload.len() as u32);
+                Transport::Tcp { seq, flags: 0x18 }
+            } else {
+                Transport::Udp
+            };
+            let pkt = Packet {
+                dir,
+                src: t.src,
+                dst: t.dst,
+                src_port: t.src_port,
+                dst_port: t.dst_port,
+                transport,
+                payload,
+            };
+            Sip.analyse(
+                &pkt,
+                &self.ct,
+                &mut self.private,
+                &mut self.store,
+                Policy::default(),
+            )
+        }
+    }
+
+    fn invite(call_id: &str, cseq: u32, addr: &str, port: u16) -> Vec<u8> {
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {addr}\r\ns=-\r\nc=IN IP4 {addr}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+        );
+        format!(
+            "INVITE sip:bob@{PBX} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:5060;branch=z9hG4bK1\r\nFrom: <sip:alice@{PHONE}>;tag=1\r\nTo: <sip:bob@{PBX}>\r\nCall-ID: {call_id}\r\nCSeq: {cseq} INVITE\r\nContact: <sip:alice@{PHONE}:5060>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .into_bytes()
+    }
+
+    fn answer(
+        call_id: &str,
+        cseq: u32,
+        method: &str,
+        code: u16,
+        sdp_addr: Option<(&str, u16)>,
+    ) -> Vec<u8> {
+        let sdp = sdp_addr.map_or(String::new(), |(a, p)| {
+            format!("v=0\r\no=- 2 2 IN IP4 {a}\r\ns=-\r\nc=IN IP4 {a}\r\nt=0 0\r\nm=audio {p} RTP/AVP 0\r\n")
+        });
+        let ct = if sdp.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "SIP/2.0 {code} Whatever\r\nVia: SIP/2.0/UDP {PHONE}:5060;branch=z9hG4bK1\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n{ct}Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .into_bytes()
+    }
+
+    fn request(method: &str, call_id: &str, cseq: u32) -> Vec<u8> {
+        format!("{method} sip:bob@{PBX} SIP/2.0\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    }
+
+    /// (src, dst, port) of each expectation, and its pairing.
+    fn expected(plan: &Plan) -> Vec<(IpAddr, IpAddr, u16, u32, Pairing)> {
+        plan.expectations
+            .iter()
+            .map(|e| (e.exp.src, e.exp.dst, e.exp.dst_port, e.exp.class, e.pairing))
+            .collect()
+    }
+
+    fn deleted(plan: &Plan) -> Vec<(IpAddr, IpAddr, u16)> {
+        plan.deletions
+            .iter()
+            .map(|t| (t.src, t.dst, t.dst_port))
+            .collect()
+    }
+
+    #[test]
+    fn a_call_opens_both_directions_of_audio_and_bye_closes_them() {
+        let mut c = Call::new(IPPROTO_UDP);
+        let p = c.send(Direction::Original, &invite("call-1", 1, PHONE, 49170));
+        assert_eq!(
+            expected(&p),
+            vec![
+                (ip(PBX), ip(PHONE), 49170, 1, Pairing::Rtp),
+                (ip(PBX), ip(PHONE), 49171, 1, Pairing::Rtcp)
+            ]
+        );
+        assert!(p.refusals.is_empty() && !p.parse_error);
+        let p = c.send(
+            Direction::Reply,
+            &answer("call-1", 1, "INVITE", 200, Some((PBX, 30000))),
+        );
+        assert_eq!(
+            expected(&p),
+            vec![
+                (ip(PHONE), ip(PBX), 30000, 1, Pairing::Rtp),
+                (ip(PHONE), ip(PBX), 30001, 1, Pairing::Rtcp)
+            ]
+        );
+        let p = c.send(Direction::Original, &request("BYE", "call-1", 2));
+        assert!(p.expectations.is_empty());
+        let mut d = deleted(&p);
+        d.sort();
+        assert_eq!(
+            d,
+            vec![
+                (ip(PHONE), ip(PBX), 30000),
+                (ip(PHONE), ip(PBX), 30001),
+                (ip(PBX), ip(PHONE), 49170),
+                (ip(PBX), ip(PHONE), 49171),
+            ]
+        );
+        // Nothing left for that call.
+        assert!(deleted(&c.send(Direction::Original, &request("BYE", "call-1", 3))).is_empty());
+    }
+
+    #[test]
+    fn a_bye_closes_only_its_own_call() {
+        let mut c = Call::new(IPPROTO_UDP);
+        c.send(Direction::Original, &invite("a", 1, PHONE, 40000));
+        c.send(Direction::Original, &invite("b", 1, PHONE, 42000));
+        let p = c.send(Direction::Reply, &request("BYE", "a", 2));
+        let ports: Vec<_> = deleted(&p).iter().map(|d| d.2).collect();
+        assert_eq!(ports, vec![40000, 40001]);
+    }
+
+    #[test]
+    fn a_reinvite_replaces_the_media_and_a_rejected_invite_removes_its_own() {
+        let mut c = Call::new(IPPROTO_UDP);
+        c.send(Direction::Original, &invite("c", 1, PHONE, 40000));
+        let p = c.send(Direction::Original, &invite("c", 2, PHONE, 40010));
+        assert_eq!(
+            deleted(&p).iter().map(|d| d.2).collect::<Vec<_>>(),
+            vec![40000, 40001]
+        );
+        assert_eq!(expected(&p)[0].2, 40010);
+        // 488 to the re-INVITE (CSeq 2): its streams go.
+        let p = c.send(Direction::Reply, &answer("c", 2, "INVITE", 488, None));
+        assert_eq!(
+            deleted(&p).iter().map(|d| d.2).collect::<Vec<_>>(),
+            vec![40010, 40011]
+        );
+        // A 180 without SDP and a 200 to BYE change nothing.
+        assert!(
+            c.send(Direction::Reply, &answer("c", 3, "INVITE", 180, None))
+                .expectations
+                .is_empty()
+        );
+        assert!(deleted(&c.send(Direction::Reply, &answer("c", 4, "BYE", 200, None))).is_empty());
+    }
+
+    #[test]
+    fn third_party_media_and_low_ports_are_refused() {
+        let mut c = Call::new(IPPROTO_UDP);
+        let p = c.send(Direction::Original, &invite("d", 1, "203.0.113.66", 40000));
+        assert!(p.expectations.is_empty());
+        assert_eq!(
+            p.refusals[0].reason,
+            crate::helpers::RefusalReason::ThirdPartyAddress
+        );
+        assert_eq!(p.refusals[0].sender, ip(PHONE));
+        let p = c.send(Direction::Original, &invite("d", 2, PHONE, 22));
+        assert!(p.expectations.is_empty());
+        assert_eq!(p.refusals[0].reason, crate::helpers::RefusalReason::LowPort);
+    }
+
+    #[test]
+    fn a_registration_expects_incoming_calls_for_the_granted_time() {
+        let mut c = Call::new(IPPROTO_UDP);
+        c.send(
+            Direction::Original,
+            format!("REGISTER sip:{PBX} SIP/2.0\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{PHONE}:5062>\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{PHONE}:5062>;expires=600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let p = c.send(Direction::Reply, ok.as_bytes());
+        assert_eq!(
+            expected(&p),
+            vec![(ip(PBX), ip(PHONE), 5062, 0, Pairing::Single)]
+        );
+        assert_eq!(p.expectations[0].timeout, Some(600));
+        assert_eq!(p.expectations[0].exp.proto, IPPROTO_UDP);
+        assert_eq!(p.expectations[0].exp.flags, expect_flags::PERMANENT);
+        assert!(p.private_changed);
+        // A refresh deletes and re-creates; a failure deletes; expires=0 deletes.
+        let p = c.send(Direction::Reply, ok.as_bytes());
+        assert_eq!(deleted(&p), vec![(ip(PBX), ip(PHONE), 5062)]);
+        assert_eq!(p.expectations.len(), 1);
+        let p = c.send(Direction::Reply, &answer("r", 2, "REGISTER", 403, None));
+        assert_eq!(deleted(&p), vec![(ip(PBX), ip(PHONE), 5062)]);
+        assert!(p.expectations.is_empty());
+        let p = c.send(Direction::Reply, &answer("r", 3, "REGISTER", 403, None));
+        assert!(deleted(&p).is_empty(), "nothing registered any more");
+        let gone = format!(
+            "SIP/2.0 200 OK\r\nCSeq: 4 REGISTER\r\nContact: <sip:alice@{PHONE}:5062>;expires=0\r\nl: 0\r\n\r\n"
+        );
+        assert!(
+            c.send(Direction::Reply, gone.as_bytes())
+                .expectations
+                .is_empty()
+        );
+        // Another host's contact is refused.
+        let other = b"SIP/2.0 200 OK\r\nCSeq: 5 REGISTER\r\nContact: <sip:x@203.0.113.5:5060>\r\nl: 0\r\n\r\n";
+        let p = c.send(Direction::Reply, other);
+        assert!(p.expectations.is_empty());
+        assert_eq!(p.refusals.len(), 1);
+    }
+
+    #[test]
+    fn over_tcp_a_split_message_works_and_http_opens_nothing() {
+        let mut c = Call::new(IPPROTO_TCP);
+        let msg = invite("t", 1, PHONE, 40000);
+        let (a, b) = msg.split_at(100);
+        assert!(c.send(Direction::Original, a).expectations.is_empty());
+        let p = c.send(Direction::Original, b);
+        assert_eq!(expected(&p).len(), 2);
+        // Two messages in one segment.
+        let mut two = request("BYE", "t", 2);
+        two.extend_from_slice(&invite("u", 1, PHONE, 41000));
+        let p = c.send(Direction::Original, &two);
+        assert_eq!(deleted(&p).len(), 2);
+        assert_eq!(expected(&p).len(), 2);
+
+        // NAT Slipstreaming: an HTTP request to 5060 with an INVITE in its body.
+        let mut c = Call::new(IPPROTO_TCP);
+        let body = invite("v", 1, PHONE, 40000);
+        let mut http = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        http.extend_from_slice(&body);
+        let (a, b) = http.split_at(60);
+        assert!(c.send(Direction::Original, a).expectations.is_empty());
+        assert!(c.send(Direction::Original, b).expectations.is_empty());
+        assert!(c.send(Direction::Original, &body).expectations.is_empty());
+    }
+
+    #[test]
+    fn private_data_round_trips_and_garbage_is_fresh() {
+        let st = State {
+            streams: [
+                DirState {
+                    phase: stream::Phase::Sip,
+                    next: 7,
+                },
+                DirState::default(),
+            ],
+            registration: Some((Direction::Reply, media::Transport::Tcp, 5070)),
+        };
+        let mut private = [0u8; PRIVATE_LEN];
+        assert!(st.encode(&mut private));
+        assert!(!st.encode(&mut private), "unchanged");
+        assert_eq!(State::decode(&private), st);
+        assert_eq!(State::decode(&[9u8; PRIVATE_LEN]), State::default());
+        assert_eq!(State::decode(&[]), State::default());
+    }
+
+    #[test]
+    fn malformed_sip_is_a_parse_error_and_other_udp_is_ignored() {
+        let mut c = Call::new(IPPROTO_UDP);
+        assert!(
+            c.send(
+                Direction::Original,
+                b"INVITE sip:a@b SIP/2.0\r\nl: 99\r\n\r\nx"
+            )
+            .parse_error
+        );
+        let p = c.send(Direction::Original, b"\x00\x01\x00\x00\x21\x12\xa4\x42stun");
+        assert!(!p.parse_error && p.expectations.is_empty());
+        let p = c.send(Direction::Original, b"\r\n\r\n");
+        assert!(!p.parse_error);
+    }
+}
