@@ -44,7 +44,10 @@ cross_rustflags() {
         return
     fi
     local f="-C link-self-contained=no -C relocation-model=static"
-    [ "$1" = release ] && f="$f -C force-unwind-tables=no"
+    # The static .ipk: a panic aborts at once, without formatting a message or walking
+    # the stack (no libunwind, no backtrace printer: ~40 KB on mipsel). The daemon never
+    # catches a panic and procd respawns it; the feed build keeps its messages.
+    [ "$1" = release ] && f="$f -C force-unwind-tables=no -Zunstable-options -C panic=immediate-abort"
     echo "$f"
 }
 
