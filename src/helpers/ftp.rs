@@ -545,7 +545,7 @@ fn first_line_is_a_reply(start: Line, payload: &[u8]) -> bool {
 pub enum EndpointText {
     /// "h1,h2,h3,h4,p1,p2" (PORT and 227).
     Commas,
-    /// "<d>1<d>a.b.c.d<d>port<d>" or "<d>2<d>ipv6<d>port<d>" (EPRT), with the sender's
+    /// `<d>1<d>a.b.c.d<d>port<d>` or `<d>2<d>ipv6<d>port<d>` (EPRT), with the sender's
     /// delimiter.
     Eprt { delim: u8 },
     /// The port alone, in decimal (229).

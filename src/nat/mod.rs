@@ -14,7 +14,7 @@ use crate::helpers::{MAX_REWRITES_PER_PACKET, Plan, PortText, Replacement, Spell
 use crate::wire;
 
 /// The longest text one rewrite may put in: "|2|" + a 39-character IPv6 address +
-/// "|65535|" (FTP EPRT), "[IPv6]:65535" (SIP).
+/// "|65535|" (FTP EPRT), `[IPv6]:65535` (SIP).
 pub const REPLACEMENT_MAX: usize = 64;
 
 /// Why a payload could not be rewritten. On every error the packet is left unchanged.
