@@ -11,6 +11,7 @@ use nix::errno::Errno;
 use super::kernel::Ctl;
 use super::serve::Examined;
 use super::slots::Slot;
+use crate::helpers::plan::PAIR_LEN;
 use crate::helpers::{Expect, MAX_EXPECTATIONS_PER_PACKET, Pairing, Replacement};
 use crate::model::{Expectation, Tuple, status};
 use crate::nat::ports::{Search, Shape};
@@ -104,7 +105,7 @@ pub(super) fn answer(
 /// otherwise (a half pair is taken as a single expectation).
 fn group_len(exps: &[Expect], i: usize) -> usize {
     match (exps.get(i), exps.get(i + 1)) {
-        (Some(a), Some(b)) if a.pairing == Pairing::Rtp && b.pairing == Pairing::Rtcp => 2,
+        (Some(a), Some(b)) if a.pairing == Pairing::Rtp && b.pairing == Pairing::Rtcp => PAIR_LEN,
         _ => 1,
     }
 }
@@ -194,7 +195,7 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
         let n = group_len(exps, i);
         let group = [
             Some(first.exp),
-            exps.get(i + 1).map(|e| e.exp).filter(|_| n == 2),
+            exps.get(i + 1).map(|e| e.exp).filter(|_| n == PAIR_LEN),
         ];
         let timeout = first.timeout.filter(|_| n == 1);
         if let Some(port) = create(slot, master, ex.conntrack.zone, group, timeout, true, ctl) {
@@ -215,7 +216,7 @@ pub(super) fn create(
     slot: &mut Slot,
     master: &Tuple,
     zone: Option<u16>,
-    group: [Option<Expectation>; 2],
+    group: [Option<Expectation>; PAIR_LEN],
     timeout: Option<u32>,
     search: bool,
     ctl: &mut Ctl<'_>,

@@ -55,6 +55,29 @@ pub const LAYOUT_VERSION: u8 = 1;
 /// NUM_SEQ_TO_REMEMBER). Two cover a retransmission of the last line alongside the next.
 pub const SEQS_PER_DIR: usize = 2;
 
+/// A connection's directions (original, reply), indexed by `Direction::index`.
+const DIRECTIONS: usize = 2;
+
+/// Digits of an FTP reply code (RFC 959: 100..=999).
+const CODE_DIGITS: u8 = 3;
+
+/// The private data's cursor head spells a line's first digits as 1 + HEAD_SCALE * n +
+/// value (see the layout below): one more than the largest `CODE_DIGITS`-digit value.
+const HEAD_SCALE: u16 = 1000;
+
+/// Numbers in PORT's and 227's "h1,h2,h3,h4,p1,p2".
+const HOST_PORT_NUMBERS: usize = 6;
+
+/// Numbers in an IPv4 address of EPRT.
+const IPV4_OCTETS: usize = 4;
+
+/// 229's delimiters before the port: "(|||port|)".
+const EPSV_LEADING_DELIMITERS: usize = 3;
+
+/// Bytes of a sequence number and of a reply code in the private data.
+const SEQ_BYTES: usize = core::mem::size_of::<u32>();
+const CODE_BYTES: usize = core::mem::size_of::<u16>();
+
 /// Private-data layout, version 1 (all integers big-endian). Bytes 20..32 were reserved
 /// (zero) before multi-line replies were followed; zero still means "none" there, so
 /// private data written before keeps its meaning.
@@ -80,14 +103,14 @@ pub const SEQS_PER_DIR: usize = 2;
 /// |        |      | start)                                                         |
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    count: [u8; 2],
-    seqs: [[u32; SEQS_PER_DIR]; 2],
+    count: [u8; DIRECTIONS],
+    seqs: [[u32; SEQS_PER_DIR]; DIRECTIONS],
     /// Reply direction: the code of the multi-line reply a line starting at each recorded
     /// reply line start belongs to (0: none, the line starts a reply).
     codes: [u16; SEQS_PER_DIR],
     /// The kernel's NF_CT_FTP_SEQ_PICKUP: parse the next segment in that direction even
     /// though its position is unknown. Only set for connections adopted mid-stream.
-    pickup: [bool; 2],
+    pickup: [bool; DIRECTIONS],
     /// Reply direction: where the newest reply segment ended, and the multi-line state
     /// there, so a reply cut in the middle of a line (a long STAT or FEAT answer cut at
     /// the MSS) is followed into the next segment.
@@ -127,7 +150,7 @@ impl Line {
         let Line::Head { code, len, digits } = self else {
             return self;
         };
-        if len >= 3 {
+        if len >= CODE_DIGITS {
             return Line::Rest {
                 next: Line::after(code, digits, Some(b)),
             };
@@ -139,7 +162,7 @@ impl Line {
         let len = len + 1;
         let digits = digits * 10 + u16::from(b - b'0');
         // Inside a multi-line reply only its own code can begin the closing line.
-        if code != 0 && code / 10u16.pow(u32::from(3 - len)) != digits {
+        if code != 0 && code / 10u16.pow(u32::from(CODE_DIGITS - len)) != digits {
             return Line::Rest { next: code };
         }
         Line::Head { code, len, digits }
@@ -162,7 +185,7 @@ impl Line {
             Line::Rest { next } => next,
             Line::Head {
                 code,
-                len: 3,
+                len: CODE_DIGITS,
                 digits,
             } => Line::after(code, digits, None),
             Line::Head { code, .. } => code,
@@ -193,7 +216,7 @@ impl Line {
 
     fn encode(self) -> (u16, u16) {
         match self {
-            Line::Head { code, len, digits } => (code, 1 + 1000 * u16::from(len) + digits),
+            Line::Head { code, len, digits } => (code, 1 + HEAD_SCALE * u16::from(len) + digits),
             Line::Rest { next } => (next, 0),
         }
     }
@@ -206,7 +229,7 @@ impl Line {
             return Some(Line::Rest { next: code });
         }
         let h = head - 1;
-        let (len, digits) = (h / 1000, h % 1000);
+        let (len, digits) = (h / HEAD_SCALE, h % HEAD_SCALE);
         let least = match len {
             0 => 0,
             1 => 1,
@@ -276,7 +299,7 @@ impl State {
             return None;
         }
         let mut st = State::default();
-        for d in 0..2 {
+        for d in 0..DIRECTIONS {
             let n = crate::wire::byte(buf, off::COUNT + d);
             if usize::from(n) > SEQS_PER_DIR {
                 return None;
@@ -284,13 +307,13 @@ impl State {
             st.count[d] = n;
             for (i, slot) in st.seqs[d].iter_mut().enumerate() {
                 if i < usize::from(n) {
-                    *slot = crate::wire::be32(buf, off::SEQS + (d * SEQS_PER_DIR + i) * 4);
+                    *slot = crate::wire::be32(buf, off::SEQS + (d * SEQS_PER_DIR + i) * SEQ_BYTES);
                 }
             }
         }
         for (i, code) in st.codes.iter_mut().enumerate() {
             if i < usize::from(st.count[Direction::Reply.index()]) {
-                *code = crate::wire::be16(buf, off::CODES + i * 2);
+                *code = crate::wire::be16(buf, off::CODES + i * CODE_BYTES);
                 if !valid_code(*code) {
                     return None;
                 }
@@ -318,17 +341,18 @@ impl State {
         };
         let mut out = [0u8; PRIVATE_LEN];
         out[off::VERSION] = LAYOUT_VERSION;
-        for d in 0..2 {
+        for d in 0..DIRECTIONS {
             out[off::COUNT + d] = self.count[d];
             for (i, seq) in self.seqs[d].iter().enumerate() {
                 if i < usize::from(self.count[d]) {
-                    crate::wire::set_be32(&mut out, off::SEQS + (d * SEQS_PER_DIR + i) * 4, *seq);
+                    let at = off::SEQS + (d * SEQS_PER_DIR + i) * SEQ_BYTES;
+                    crate::wire::set_be32(&mut out, at, *seq);
                 }
             }
         }
         for (i, code) in self.codes.iter().enumerate() {
             if i < usize::from(self.count[Direction::Reply.index()]) {
-                crate::wire::set_be16(&mut out, off::CODES + i * 2, *code);
+                crate::wire::set_be16(&mut out, off::CODES + i * CODE_BYTES, *code);
             }
         }
         let mut flags = u8::from(self.pickup[0]) | (u8::from(self.pickup[1]) << 1);
@@ -710,7 +734,7 @@ fn only_blanks(rest: &[u8]) -> bool {
 
 /// PORT arguments "h1,h2,h3,h4,p1,p2" (RFC 959), each number 0..=255.
 fn parse_port_args(args: &[u8]) -> Result<Announce<'_>, ()> {
-    let (n, used) = text::parse_u8_list::<6>(args, b',').map_err(|_| ())?;
+    let (n, used) = text::parse_u8_list::<HOST_PORT_NUMBERS>(args, b',').map_err(|_| ())?;
     if !only_blanks(args.get(used..).unwrap_or(&[])) {
         return Err(());
     }
@@ -718,7 +742,7 @@ fn parse_port_args(args: &[u8]) -> Result<Announce<'_>, ()> {
 }
 
 /// The announcement of six comma-separated numbers spelled `text`.
-fn h_p(n: [u8; 6], text: &[u8]) -> Result<Announce<'_>, ()> {
+fn h_p(n: [u8; HOST_PORT_NUMBERS], text: &[u8]) -> Result<Announce<'_>, ()> {
     let [a, b, c, d, p1, p2] = n;
     Ok(Announce {
         addr: Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d))),
@@ -736,7 +760,7 @@ fn parse_227(rest: &[u8]) -> Result<Announce<'_>, ()> {
     let tail = rest.get(from..).ok_or(())?;
     let start = tail.iter().position(u8::is_ascii_digit).ok_or(())?;
     let nums = tail.get(start..).ok_or(())?;
-    let (n, used) = text::parse_u8_list::<6>(nums, b',').map_err(|_| ())?;
+    let (n, used) = text::parse_u8_list::<HOST_PORT_NUMBERS>(nums, b',').map_err(|_| ())?;
     // A seventh number is not an address+port.
     if nums.get(used) == Some(&b',') {
         return Err(());
@@ -768,7 +792,7 @@ fn parse_eprt_args(args: &[u8]) -> Result<Announce<'_>, ()> {
     let rest = rest.get(addr_end + 1..).ok_or(())?;
     let addr = match af {
         EPRT_IPV4 => {
-            let (n, used) = text::parse_u8_list::<4>(addr_text, b'.').map_err(|_| ())?;
+            let (n, used) = text::parse_u8_list::<IPV4_OCTETS>(addr_text, b'.').map_err(|_| ())?;
             if used != addr_text.len() {
                 return Err(());
             }
@@ -804,7 +828,7 @@ fn parse_229(rest: &[u8]) -> Result<Announce<'_>, ()> {
         [a, b, c, ..] if a == b && b == c && is_delim(*a) => *a,
         _ => return Err(()),
     };
-    let num = inner.get(3..).ok_or(())?;
+    let num = inner.get(EPSV_LEADING_DELIMITERS..).ok_or(())?;
     let (port, used) = text::parse_u16(num).map_err(|_| ())?;
     if num.get(used) != Some(&d) {
         return Err(());

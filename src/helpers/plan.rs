@@ -40,6 +40,9 @@ pub const PLAN_TEXT_MAX: usize = 1024;
 // Spans index the text with u16.
 const _: () = assert!(PLAN_TEXT_MAX <= u16::MAX as usize);
 
+/// Expectations in an RTP/RTCP pair.
+pub const PAIR_LEN: usize = 2;
+
 /// Whether an expectation's port may move alone or with a partner.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Pairing {
@@ -195,7 +198,7 @@ impl Plan {
     /// for both or the ports are not adjacent (then announce them as two singles).
     pub fn expect_pair(&mut self, rtp: Expectation, rtcp: Expectation) -> Option<usize> {
         if rtp.dst_port.checked_add(1) != Some(rtcp.dst_port)
-            || self.expectations.len() + 2 > self.expectations.capacity()
+            || self.expectations.len() + PAIR_LEN > self.expectations.capacity()
         {
             return None;
         }
