@@ -358,9 +358,15 @@ fn handle_register_answer(
     }
     let mut bindings: heapless::Vec<Binding, { media::MAX_BINDINGS }> = heapless::Vec::new();
     let mut refused: heapless::Vec<Refused, { media::MAX_REFUSALS }> = heapless::Vec::new();
+    let signalling = if ctx.ct.orig.proto == IPPROTO_TCP {
+        media::Transport::Tcp
+    } else {
+        media::Transport::Udp
+    };
     media::register_bindings(
         msg,
         ctx.ct.tuple(phone_dir).src,
+        signalling,
         &mut bindings,
         &mut refused,
     );
@@ -725,6 +731,27 @@ mod tests {
         let p = c.send(Direction::Reply, other);
         assert!(p.expectations.is_empty());
         assert_eq!(p.refusals.len(), 1);
+    }
+
+    /// A phone registered over TCP with a contact that names no transport is called over
+    /// TCP (as the kernel's helper expects it; found by the corpus's VoLTE capture, where
+    /// we expected UDP).
+    #[test]
+    fn a_registration_over_tcp_expects_tcp() {
+        let mut c = Call::new(IPPROTO_TCP);
+        c.send(
+            Direction::Original,
+            format!("REGISTER sip:{PBX} SIP/2.0\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{PHONE}:5060>\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        );
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{PHONE}:5060>;expires=600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let p = c.send(Direction::Reply, ok.as_bytes());
+        assert_eq!(
+            expected(&p),
+            vec![(ip(PBX), ip(PHONE), 5060, 0, Pairing::Single)]
+        );
+        assert_eq!(p.expectations[0].exp.proto, IPPROTO_TCP);
     }
 
     #[test]

@@ -152,11 +152,14 @@ pub struct Binding {
 }
 
 /// The bindings a 2xx answer to REGISTER confirms for `phone` (the REGISTER's sender,
-/// i.e. the answer's destination). Contacts of other hosts are refused; a contact
-/// named by host name is skipped.
+/// i.e. the answer's destination), which registered over `signalling`. Contacts of
+/// other hosts are refused; a contact named by host name is skipped. A contact without
+/// a transport parameter is reached over the registration's own transport (TCP for
+/// sips:), as the kernel's helper does: a phone registered over TCP is called over TCP.
 pub fn register_bindings(
     msg: &Message<'_>,
     phone: IpAddr,
+    signalling: Transport,
     bindings: &mut heapless::Vec<Binding, MAX_BINDINGS>,
     refused: &mut heapless::Vec<Refused, MAX_REFUSALS>,
 ) {
@@ -189,16 +192,12 @@ pub fn register_bindings(
             });
             continue;
         }
-        let transport = match param(buf, uri.params.clone(), b"transport") {
-            Some(t)
-                if buf
-                    .get(t.clone())
-                    .is_some_and(|t| t.eq_ignore_ascii_case(b"tcp")) =>
-            {
-                Transport::Tcp
-            }
+        let transport = match param(buf, uri.params.clone(), b"transport").and_then(|t| buf.get(t))
+        {
+            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Transport::Tcp,
+            Some(t) if t.eq_ignore_ascii_case(b"udp") => Transport::Udp,
             _ if uri.scheme == Scheme::Sips => Transport::Tcp,
-            _ => Transport::Udp,
+            _ => signalling,
         };
         let expires = param(buf, address.params.clone(), b"expires")
             .and_then(|r| parse_seconds(buf.get(r)?))
@@ -355,11 +354,44 @@ mod tests {
     }
 
     fn bindings_of(msg: &[u8], phone: &str) -> (Vec<Binding>, Vec<Refused>) {
+        bindings_over(msg, phone, Transport::Udp)
+    }
+
+    fn bindings_over(
+        msg: &[u8],
+        phone: &str,
+        signalling: Transport,
+    ) -> (Vec<Binding>, Vec<Refused>) {
         let m = Message::parse(msg, Framing::Datagram).unwrap();
         let mut b = heapless::Vec::new();
         let mut r = heapless::Vec::new();
-        register_bindings(&m, ip(phone), &mut b, &mut r);
+        register_bindings(&m, ip(phone), signalling, &mut b, &mut r);
         (b.to_vec(), r.to_vec())
+    }
+
+    /// A contact without a transport parameter is reached over the transport the phone
+    /// registered on (the corpus's VoLTE phone registers over TCP with such a contact);
+    /// an explicit transport wins.
+    #[test]
+    fn a_contact_without_transport_uses_the_registrations_own() {
+        let ok =
+            b"SIP/2.0 200 OK\r\nContact: <sip:[2001:db8::2]:5060>;expires=3600\r\nl: 0\r\n\r\n";
+        for signalling in [Transport::Udp, Transport::Tcp] {
+            let (b, _) = bindings_over(ok, "2001:db8::2", signalling);
+            assert_eq!(b[0].transport, signalling);
+        }
+        let udp =
+            b"SIP/2.0 200 OK\r\nContact: <sip:a@192.0.2.2:5062;transport=UDP>\r\nl: 0\r\n\r\n";
+        assert_eq!(
+            bindings_over(udp, "192.0.2.2", Transport::Tcp).0[0].transport,
+            Transport::Udp
+        );
+        let tcp =
+            b"SIP/2.0 200 OK\r\nContact: <sip:a@192.0.2.2:5062;transport=tcp>\r\nl: 0\r\n\r\n";
+        assert_eq!(
+            bindings_over(tcp, "192.0.2.2", Transport::Udp).0[0].transport,
+            Transport::Tcp
+        );
     }
 
     #[test]
