@@ -197,6 +197,9 @@ pub struct Replayer<'r> {
     /// Each helper's store, by name, as the daemon keeps one per configured helper.
     stores: Vec<(&'static str, helpers::Store)>,
     conns: HashMap<ConnKey, Conn>,
+    /// The id the next conntrack gets (the kernel's CTA_ID): helpers key their store
+    /// and reassembly buffers by it, so two connections must not share one.
+    next_id: u32,
     first_ts: Option<u64>,
     summary: Summary,
 }
@@ -220,6 +223,7 @@ impl<'r> Replayer<'r> {
             rules,
             stores,
             conns: HashMap::new(),
+            next_id: 1,
             first_ts: None,
             summary,
         }
@@ -328,6 +332,8 @@ impl<'r> Replayer<'r> {
                 h.connections += 1;
             }
             self.summary.connections += 1;
+            let id = self.next_id;
+            self.next_id = self.next_id.wrapping_add(1);
             self.conns.insert(
                 key,
                 Conn {
@@ -337,7 +343,7 @@ impl<'r> Replayer<'r> {
                         // Not yet confirmed: the first packet is seen by the helper
                         // before nf_confirm inserts the conntrack.
                         status: 0,
-                        id: None,
+                        id: Some(id),
                         zone: None,
                     },
                     rule,
@@ -560,6 +566,47 @@ mod tests {
         .flat_map(|(i, p)| feed(&mut r, i + 1, p))
         .collect();
         assert_eq!(ev.len(), 1);
+    }
+
+    /// Each conntrack has its own id, as the kernel's: SIP keys its reassembly buffers
+    /// by it, so two TCP connections with messages split across segments at the same
+    /// time must not share a buffer.
+    #[test]
+    fn interleaved_split_sip_messages_of_two_connections() {
+        let mut rules = rules();
+        rules.extend(parse_rule("sip:5060", &Config::default()).unwrap());
+        let mut r = Replayer::new(&rules);
+        let invite = |port: u16| {
+            let sdp = format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+            );
+            format!(
+                "INVITE sip:b@198.51.100.2 SIP/2.0\r\nCall-ID: {port}\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            )
+            .into_bytes()
+        };
+        let (a, b) = (invite(40000), invite(42000));
+        let (a1, a2) = a.split_at(60);
+        let (b1, b2) = b.split_at(70);
+        let seg = |sport: u16, seq: u32, p: &[u8]| tcp4(C, sport, S, 5060, seq, 0x18, p);
+        let mut ports = Vec::new();
+        for (n, pkt) in [
+            seg(41000, 100, a1),
+            seg(41001, 500, b1),
+            seg(41000, 100 + a1.len() as u32, a2),
+            seg(41001, 500 + b1.len() as u32, b2),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for e in feed(&mut r, n + 1, pkt) {
+                if let EventKind::Expect(x) = e.kind {
+                    ports.push((e.frame, x.dst_port));
+                }
+            }
+        }
+        assert_eq!(ports, [(3, 40000), (3, 40001), (4, 42000), (4, 42001)]);
     }
 
     #[test]
