@@ -389,3 +389,646 @@ pub fn run_expected(
     );
     n
 }
+
+// ---------------------------------------------------------------------------------
+// SIP
+// ---------------------------------------------------------------------------------
+
+/// Ports besides 5060 on which a SIP capture's signalling runs (the manifest's
+/// descriptions, checked in the payloads), as `<proto> dport PORT ct helper set "sip"`
+/// would be configured for it, and why.
+pub const SIP_EXTRA_PORTS: &[(&str, &[u16], &str)] = &[
+    (
+        "sip/pcapplusplus-sip-non-default-port.pcap",
+        &[52380],
+        "two UDP SIP flows from 53309 and 57586 to a proxy on 52380",
+    ),
+    (
+        "sip/sngrep-ipv6frag.pcap",
+        &[15060, 5062, 25060],
+        "sipp UAC on 15060, a proxy on 5062 and a sipp UAS on 25060",
+    ),
+    (
+        "sip/sngrep-ipip-tcp.pcap",
+        &[5090],
+        "TCP SIP to 5090 (inside IP-in-IP)",
+    ),
+    (
+        "sip/sv-sip-cloudshark-s0.pcap",
+        &[5061],
+        "the phone 200.57.7.204 talks from 5061 to the proxy's 5060, and the capture's \
+         first packet is the proxy's INVITE to the phone's 5061: with UDP the first \
+         sender is the original direction, so replay's conntrack has dport 5061. On a \
+         live router the phone's registration refreshes (every 20 s, frame 7 grants \
+         expires 20) keep a conntrack phone:5061 -> proxy:5060 alive, which a rule on \
+         5060 helps; the rule on 5061 gives replay the same helped connection",
+    ),
+];
+
+/// The helper rules a SIP capture is replayed with: the default configuration's, and
+/// `sip` on 5060 and the capture's other SIP ports (`--helper sip:PORT` each).
+pub fn sip_rules(file: &str) -> Vec<cthelperd::replay::Rule> {
+    let cfg = cthelperd::config::Config::default();
+    let mut rules = cthelperd::replay::rules_from_config(&cfg);
+    let extra = SIP_EXTRA_PORTS
+        .iter()
+        .filter(|(f, ..)| *f == file)
+        .flat_map(|(_, ports, _)| ports.iter());
+    for port in std::iter::once(&5060).chain(extra) {
+        rules.extend(cthelperd::replay::parse_rule(&format!("sip:{port}"), &cfg).unwrap());
+    }
+    rules
+}
+
+/// How a capture's packets reach the helper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// As `cthelperd replay` reads the capture: no tunnel is opened, no fragment is
+    /// reassembled.
+    Replay,
+    /// As conntrack on a router terminating the capture's tunnels sees it: GRE, IP-in-IP
+    /// and GTP-U decapsulated and IP fragments reassembled ([`kernel_view`]) before the
+    /// packets go through the same replay.
+    Kernel,
+}
+
+/// What we do where we disagree with a SIP ground-truth entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipOurs {
+    /// The replay reader never hands the announcing packet to the helper (a tunnel, an
+    /// IP fragment); only in [`View::Replay`] — the kernel view must not need it.
+    NotSeen,
+    /// The helper sees the message and creates nothing.
+    Nothing,
+    /// We create an expectation the ground truth does not have, or says the kernel
+    /// would not create.
+    Extra,
+}
+
+/// A disagreement with the SIP ground truth that we investigated and accept.
+pub struct SipDeviation {
+    pub file: &'static str,
+    /// Frames of the ground-truth expectations concerned (for `Extra`: of ours); empty:
+    /// every frame of the capture.
+    pub frames: &'static [usize],
+    pub ours: SipOurs,
+    pub why: &'static str,
+}
+
+pub const SIP_DEVIATIONS: &[SipDeviation] = &[
+    SipDeviation {
+        file: "sip/arkime-gtp-volte-ipv6.pcap",
+        frames: &[],
+        ours: SipOurs::NotSeen,
+        why: "VoLTE signalling (IPv6, TCP and UDP to the P-CSCF fd01::183) inside GTP-U \
+              (UDP 2152): replay tracks the outer GTP-U flow, as conntrack on a router \
+              that forwards the tunnel does (only the tunnel's endpoint sees the SIP). \
+              The kernel view (tunnel opened) matches every kernel-default expectation",
+    },
+    SipDeviation {
+        file: "sip/sngrep-ipv6frag.pcap",
+        frames: &[2],
+        ours: SipOurs::NotSeen,
+        why: "the UAC's INVITE (frames 1 and 2) is fragmented (IPv6 fragment header); \
+              the kernel reassembles before conntrack (nf_defrag_ipv6), replay does not \
+              and counts the frames as fragments. The proxy's forwarded INVITE (frames 4 \
+              and 5) is fragmented too, but its c= names another host (kernel_default \
+              false). The kernel view (reassembled) matches",
+    },
+];
+
+/// Captures with SIP packets that replay does not hand to the helper (tunnels, IP
+/// fragments), which the kernel view does: (file, SIP packets the helper gets as replay
+/// reads the capture, and in the kernel view, where the rest are). Every other SIP
+/// capture's helper gets the same packets in both views.
+pub const SIP_READER_LIMITS: &[(&str, usize, usize, &str)] = &[
+    (
+        "sip/arkime-gtp-volte-ipv6.pcap",
+        0,
+        62,
+        "all of it inside GTP-U (UDP 2152, G-PDUs with extension headers)",
+    ),
+    (
+        "sip/ndpi-sip-in-gre.pcapng",
+        0,
+        1,
+        "its one packet (a 100 Trying) in PPTP's enhanced GRE (version 1) over PPP",
+    ),
+    (
+        "sip/sngrep-ipip-tcp.pcap",
+        2,
+        4,
+        "the INVITE and 183 (frames 2, 3) in IP-in-IP; the 200 and BYE are plain. Every \
+         expectation of it is kernel_default false (c= is not the sender's), and we refuse \
+         them",
+    ),
+    (
+        "sip/sngrep-ipv6frag.pcap",
+        30,
+        32,
+        "two INVITEs of two IPv6 fragments each (frames 1-2, 4-5)",
+    ),
+];
+
+/// One side of the comparison: (frame, proto, src, dst, dport).
+type SipKey = (usize, u8, IpAddr, IpAddr, u16);
+
+/// The outcome of comparing one capture's SIP expectations with its ground truth.
+#[derive(Debug, Default)]
+pub struct SipComparison {
+    pub problems: Vec<String>,
+    /// Ground-truth expectations the kernel's defaults would create.
+    pub kernel_default: usize,
+    /// ... of which we create the same (media: same frame; registrations: same tuple,
+    /// at the REGISTER's frame or later — we create it on the registrar's 2xx).
+    pub recalled: usize,
+    /// Kernel-default expectations whose announcing packet replay never hands to the
+    /// helper (pinned `NotSeen` deviations).
+    pub not_seen: usize,
+    /// Deviations that applied, as "file#frame: what".
+    pub pinned: Vec<String>,
+    /// Packets that reached the SIP helper.
+    pub helped: usize,
+}
+
+fn proto_num(name: &str) -> u8 {
+    match name {
+        "udp" => cthelperd::model::IPPROTO_UDP,
+        "tcp" => cthelperd::model::IPPROTO_TCP,
+        other => panic!("unknown proto {other}"),
+    }
+}
+
+/// The index in [`SIP_DEVIATIONS`] of the deviation that explains `ours` at `frame`.
+fn sip_deviation(file: &str, frame: usize, ours: SipOurs) -> Option<usize> {
+    SIP_DEVIATIONS.iter().position(|d| {
+        d.file == file && d.ours == ours && (d.frames.is_empty() || d.frames.contains(&frame))
+    })
+}
+
+/// Compare the SIP expectations of one capture's replay (seen through `view`) with its
+/// expected.json entry.
+pub fn compare_sip(entry: &json::Value, got: &Replay, view: View) -> SipComparison {
+    let file = file_of(entry).to_string();
+    let mut out = SipComparison::default();
+    let mut media: Vec<SipKey> = Vec::new();
+    let mut registrations: Vec<SipKey> = Vec::new();
+    for ev in got.events.iter().filter(|e| e.helper == "sip") {
+        let EventKind::Expect(x) = ev.kind else {
+            continue;
+        };
+        if x.src_port.is_some() || x.nat.is_some() {
+            out.problems.push(format!("{file}: odd expectation {x:?}"));
+        }
+        let key = (ev.frame, x.proto, x.src, x.dst, x.dst_port);
+        if x.class == 0 {
+            registrations.push(key);
+        } else {
+            media.push(key);
+        }
+    }
+    let sip = got.summary.helpers.iter().find(|h| h.name == "sip");
+    let helped_packets = sip.map_or(0, |h| h.packets);
+    out.helped = helped_packets;
+    let unseen = |frame: usize| {
+        helped_packets == 0
+            || got.summary.fragments.contains(&frame)
+            || got.summary.malformed.contains(&frame)
+    };
+    let entries = entry
+        .get("expectations")
+        .map(json::Value::arr)
+        .unwrap_or(&[]);
+    let key_of = |x: &json::Value| -> SipKey {
+        (
+            num(x, "frame"),
+            proto_num(x.get("proto").and_then(json::Value::str).unwrap_or("?")),
+            ip(x, "src"),
+            ip(x, "dst"),
+            num(x, "dport") as u16,
+        )
+    };
+    let kind_of = |x: &json::Value| {
+        x.get("kind")
+            .and_then(json::Value::str)
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut used_media = vec![false; media.len()];
+    let mut used_regs = vec![false; registrations.len()];
+    let mut used_deviations: Vec<usize> = Vec::new();
+    let mut missing = Vec::new();
+    // Registrations the kernel would create, by tuple (to tell a de-registration of a
+    // registered contact from a refused third-party contact).
+    let registered: Vec<(u8, IpAddr, IpAddr, u16)> = entries
+        .iter()
+        .filter(|x| kind_of(x) == "REGISTER-Contact")
+        .filter(|x| x.get("kernel_default").and_then(json::Value::bool) == Some(true))
+        .map(|x| {
+            let k = key_of(x);
+            (k.1, k.2, k.3, k.4)
+        })
+        .collect();
+    for x in entries {
+        let kind = kind_of(x);
+        let kd = x.get("kernel_default").and_then(json::Value::bool);
+        match (kind.as_str(), kd) {
+            ("SDP-RTP-beyond-content-length", _) => {
+                // The kernel parses the whole datagram and sees these m= lines; we honour
+                // Content-Length and must not.
+                let frame = num(x, "frame");
+                let (dst, port) = (ip(x, "dst"), num(x, "dport") as u16);
+                if media
+                    .iter()
+                    .any(|m| m.0 == frame && m.3 == dst && m.4 == port)
+                {
+                    out.problems.push(format!(
+                        "{file}: frame {frame}: expectation to {dst}:{port} from an m= line past Content-Length"
+                    ));
+                }
+                if unseen(frame) {
+                    out.problems
+                        .push(format!("{file}: frame {frame} never reached the helper"));
+                }
+            }
+            ("SDP-RTP" | "SDP-RTCP", Some(kd)) => {
+                // A hit on an entry the kernel would not create stays unused, so it is
+                // reported (or pinned) as ours alone below.
+                if kd {
+                    let k = key_of(x);
+                    out.kernel_default += 1;
+                    match media.iter().position(|m| *m == k) {
+                        Some(i) => {
+                            used_media[i] = true;
+                            out.recalled += 1;
+                        }
+                        None => missing.push((k, kind)),
+                    }
+                }
+            }
+            ("REGISTER-Contact", Some(true)) => {
+                out.kernel_default += 1;
+                let k = key_of(x);
+                // The kernel creates it at the REGISTER; we at the registrar's 2xx answer:
+                // the same tuple at that frame or later.
+                let hit = registrations
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.0 >= k.0 && (r.1, r.2, r.3, r.4) == (k.1, k.2, k.3, k.4))
+                    .map(|(i, _)| i)
+                    .next();
+                match hit {
+                    Some(i) => {
+                        used_regs[i] = true;
+                        out.recalled += 1;
+                    }
+                    None => missing.push((k, kind)),
+                }
+            }
+            ("REGISTER-Contact", Some(false)) => {
+                // A de-registration (expires=0) of a registered contact, or a contact that
+                // is not the phone's own: the latter must never be registered by us.
+                let k = key_of(x);
+                let tuple = (k.1, k.2, k.3, k.4);
+                if !registered.contains(&tuple)
+                    && let Some(r) = registrations.iter().find(|r| (r.1, r.2, r.3, r.4) == tuple)
+                {
+                    out.problems.push(format!(
+                        "{file}: registration {r:?} of a contact the kernel refuses (frame {})",
+                        k.0
+                    ));
+                }
+            }
+            other => out
+                .problems
+                .push(format!("{file}: unknown ground-truth entry {other:?}")),
+        }
+    }
+    for ((frame, proto, src, dst, port), kind) in missing {
+        let what = format!("{kind} {proto} {src} -> {dst}:{port}");
+        let not_seen =
+            sip_deviation(&file, frame, SipOurs::NotSeen).filter(|_| view == View::Replay);
+        if let Some(d) = not_seen {
+            if !unseen(frame) {
+                out.problems.push(format!(
+                    "{file}: frame {frame} reached the helper, yet {what} is missing"
+                ));
+            }
+            out.not_seen += 1;
+            used_deviations.push(d);
+            out.pinned.push(format!("{file}#{frame}: not seen: {what}"));
+        } else if let Some(d) = sip_deviation(&file, frame, SipOurs::Nothing) {
+            used_deviations.push(d);
+            out.pinned.push(format!("{file}#{frame}: nothing: {what}"));
+        } else {
+            out.problems
+                .push(format!("{file}: missing at frame {frame}: {what}"));
+        }
+    }
+    let ours = media
+        .iter()
+        .zip(&used_media)
+        .chain(registrations.iter().zip(&used_regs))
+        .filter(|(_, used)| !**used)
+        .map(|(k, _)| *k);
+    for (frame, proto, src, dst, port) in ours {
+        let what = format!("{proto} {src} -> {dst}:{port}");
+        match sip_deviation(&file, frame, SipOurs::Extra) {
+            Some(d) => {
+                used_deviations.push(d);
+                out.pinned
+                    .push(format!("{file}#{frame}: ours alone: {what}"));
+            }
+            None => out
+                .problems
+                .push(format!("{file}: unexpected at frame {frame}: {what}")),
+        }
+    }
+    for (i, d) in SIP_DEVIATIONS
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.file == file)
+    {
+        let applies = d.ours != SipOurs::NotSeen || view == View::Replay;
+        if applies && !used_deviations.contains(&i) {
+            out.problems.push(format!(
+                "{file}: documented deviation {:?} at {:?} no longer holds ({view:?} view)",
+                d.ours, d.frames
+            ));
+        }
+    }
+    println!(
+        "{file} ({view:?}): {} SIP packets, {} media and {} registration expectations; \
+         kernel-default {} recalled {} (not seen {}); parse errors at {:?}",
+        helped_packets,
+        media.len(),
+        registrations.len(),
+        out.kernel_default,
+        out.recalled,
+        out.not_seen,
+        sip.map(|h| &h.parse_errors[..]).unwrap_or(&[])
+    );
+    out
+}
+
+/// A capture's IP packet as conntrack sees it, and the frame that completed it.
+pub struct L3Packet {
+    pub frame: usize,
+    pub ts_ns: u64,
+    pub data: Vec<u8>,
+}
+
+/// The IP packets of a capture as conntrack on a router that terminates its tunnels
+/// sees them: GRE (IPv4/IPv6/Ethernet payloads), IP-in-IP (4, 41) and GTP-U (UDP
+/// 2152, G-PDU) decapsulated, IPv4 fragments and IPv6 fragments (fragment header right
+/// after the fixed header) reassembled, a reassembled packet at the frame of its last
+/// fragment. Test-only: replay itself opens no tunnel and reassembles nothing.
+pub fn kernel_view(bytes: &[u8]) -> Result<Vec<L3Packet>, cthelperd::replay::capture::Error> {
+    use cthelperd::replay::capture;
+    let mut out = Vec::new();
+    let mut pending: Vec<Fragments> = Vec::new();
+    'records: for rec in capture::Capture::new(bytes)? {
+        let rec = rec?;
+        let Some(l3) = capture::l3(rec.linktype, rec.data) else {
+            continue;
+        };
+        let mut pkt = l3.to_vec();
+        for _ in 0..4 {
+            match defragment(&mut pending, pkt) {
+                Some(whole) => pkt = whole,
+                None => continue 'records,
+            }
+            match decapsulate(&pkt) {
+                Some(inner) => pkt = inner,
+                None => break,
+            }
+        }
+        out.push(L3Packet {
+            frame: rec.number,
+            ts_ns: rec.ts_ns,
+            data: pkt,
+        });
+    }
+    Ok(out)
+}
+
+/// Replay `packets` (from [`kernel_view`]) as the capture's frames.
+pub fn replay_packets(packets: &[L3Packet], rules: &[cthelperd::replay::Rule]) -> Replay {
+    use cthelperd::replay::{Replayer, capture};
+    let mut r = Replayer::new(rules);
+    let mut events = Vec::new();
+    for p in packets {
+        r.record(
+            &capture::Record {
+                number: p.frame,
+                offset: 0,
+                linktype: capture::LINKTYPE_RAW,
+                ts_ns: p.ts_ns,
+                data: &p.data,
+            },
+            &mut events,
+        );
+    }
+    Replay {
+        events,
+        summary: r.summary().clone(),
+    }
+}
+
+fn be16_at(b: &[u8], off: usize) -> Option<usize> {
+    Some(usize::from(u16::from_be_bytes(
+        b.get(off..off + 2)?.try_into().ok()?,
+    )))
+}
+
+/// The payload of an IP packet and its protocol (IPv6: only the fixed header's next
+/// header), bounded by the length fields.
+fn ip_payload(p: &[u8]) -> Option<(u8, &[u8])> {
+    match p.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(p.first()? & 0x0f) * 4;
+            let total = be16_at(p, 2)?;
+            Some((*p.get(9)?, p.get(ihl..total)?))
+        }
+        6 => Some((*p.get(6)?, p.get(40..40 + be16_at(p, 4)?)?)),
+        _ => None,
+    }
+}
+
+/// The packet inside a tunnel packet, if `p` is one.
+fn decapsulate(p: &[u8]) -> Option<Vec<u8>> {
+    let (proto, payload) = ip_payload(p)?;
+    match proto {
+        // IP-in-IP, IPv6-in-IP
+        4 | 41 => Some(payload.to_vec()),
+        // GRE: flags C (checksum), R (routing offset), K (key), S (sequence); version 1
+        // (PPTP): K always, S, A (acknowledgment), carrying PPP
+        47 => {
+            let flags = be16_at(payload, 0)?;
+            let mut off = 4;
+            if flags & 0xc000 != 0 {
+                off += 4;
+            }
+            off += 4 * usize::from(flags & 0x2000 != 0) + 4 * usize::from(flags & 0x1000 != 0);
+            if flags & 0x0007 == 1 {
+                off += 4 * usize::from(flags & 0x0080 != 0);
+            }
+            let inner = payload.get(off..)?;
+            match be16_at(payload, 2)? {
+                0x0800 | 0x86dd => Some(inner.to_vec()),
+                0x6558 => cthelperd::replay::capture::l3(
+                    cthelperd::replay::capture::LINKTYPE_ETHERNET,
+                    inner,
+                )
+                .map(<[u8]>::to_vec),
+                // PPP: address and control (ff 03) unless compressed, then the protocol
+                // (one byte when compressed): IPv4 0x21, IPv6 0x57.
+                0x880b => {
+                    let ppp = inner.strip_prefix(&[0xff, 0x03]).unwrap_or(inner);
+                    let (proto, rest) = match ppp.first()? {
+                        0 => (*ppp.get(1)?, ppp.get(2..)?),
+                        p => (*p, ppp.get(1..)?),
+                    };
+                    matches!(proto, 0x21 | 0x57).then(|| rest.to_vec())
+                }
+                _ => None,
+            }
+        }
+        // GTP-U G-PDU on UDP 2152
+        17 => {
+            let (sport, dport) = (be16_at(payload, 0)?, be16_at(payload, 2)?);
+            if sport != 2152 && dport != 2152 {
+                return None;
+            }
+            let gtp = payload.get(8..)?;
+            let flags = *gtp.first()?;
+            if flags >> 5 != 1 || *gtp.get(1)? != 0xff {
+                return None;
+            }
+            let end = 8 + be16_at(gtp, 2)?;
+            let mut off = 8;
+            if flags & 0x07 != 0 {
+                off = 12;
+                let mut next = *gtp.get(11)?;
+                while next != 0 {
+                    let len = usize::from(*gtp.get(off)?) * 4;
+                    if len == 0 {
+                        return None;
+                    }
+                    next = *gtp.get(off + len - 1)?;
+                    off += len;
+                }
+            }
+            Some(gtp.get(off..end)?.to_vec())
+        }
+        _ => None,
+    }
+}
+
+/// Fragments of one datagram being reassembled.
+struct Fragments {
+    /// Addresses and identification.
+    key: Vec<u8>,
+    /// The header to put in front of the whole payload (from the first fragment).
+    header: Option<Vec<u8>>,
+    pieces: Vec<(usize, Vec<u8>)>,
+    /// The payload's length, once the last fragment is seen.
+    end: Option<usize>,
+}
+
+/// `p` itself if it is not a fragment; None while its datagram is incomplete; the whole
+/// datagram when `p` completes it.
+fn defragment(pending: &mut Vec<Fragments>, p: Vec<u8>) -> Option<Vec<u8>> {
+    // (key, header of an unfragmented packet, offset, more, data)
+    let (key, header, offset, more, data) = match p.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let fl = be16_at(&p, 6)?;
+            let (offset, more) = ((fl & 0x1fff) * 8, fl & 0x2000 != 0);
+            if offset == 0 && !more {
+                return Some(p);
+            }
+            let mut key = p.get(12..20)?.to_vec();
+            key.extend_from_slice(p.get(4..6)?);
+            key.push(*p.get(9)?);
+            let mut header = p.get(..ihl)?.to_vec();
+            header[6] = 0;
+            header[7] = 0;
+            let data = p.get(ihl..be16_at(&p, 2)?)?.to_vec();
+            (key, header, offset, more, data)
+        }
+        Some(6) if p.get(6) == Some(&44) => {
+            let fl = be16_at(&p, 42)?;
+            let (offset, more) = (fl & 0xfff8, fl & 1 != 0);
+            let mut key = p.get(8..40)?.to_vec();
+            key.extend_from_slice(p.get(44..48)?);
+            let mut header = p.get(..40)?.to_vec();
+            header[6] = *p.get(40)?;
+            let data = p.get(48..40 + be16_at(&p, 4)?)?.to_vec();
+            if offset == 0 && !more {
+                // An atomic fragment: the header is all there is to remove.
+                let mut whole = header;
+                whole.extend_from_slice(&data);
+                return fix_length(whole);
+            }
+            (key, header, offset, more, data)
+        }
+        _ => return Some(p),
+    };
+    let i = match pending.iter().position(|f| f.key == key) {
+        Some(i) => i,
+        None => {
+            pending.push(Fragments {
+                key,
+                header: None,
+                pieces: Vec::new(),
+                end: None,
+            });
+            pending.len() - 1
+        }
+    };
+    let f = &mut pending[i];
+    if offset == 0 {
+        f.header = Some(header);
+    }
+    if !more {
+        f.end = Some(offset + data.len());
+    }
+    f.pieces.push((offset, data));
+    f.pieces.sort_by_key(|(o, _)| *o);
+    let end = f.end?;
+    let mut covered = 0;
+    for (o, d) in &f.pieces {
+        if *o > covered {
+            return None;
+        }
+        covered = covered.max(o + d.len());
+    }
+    if covered < end {
+        return None;
+    }
+    let f = pending.remove(i);
+    let mut whole = f.header?;
+    let start = whole.len();
+    whole.resize(start + end, 0);
+    for (o, d) in &f.pieces {
+        let n = d.len().min(end.saturating_sub(*o));
+        whole[start + o..start + o + n].copy_from_slice(&d[..n]);
+    }
+    fix_length(whole)
+}
+
+/// Set the IP length field of a rebuilt packet.
+fn fix_length(mut p: Vec<u8>) -> Option<Vec<u8>> {
+    match p.first()? >> 4 {
+        4 => {
+            let len = u16::try_from(p.len()).ok()?;
+            p[2..4].copy_from_slice(&len.to_be_bytes());
+        }
+        _ => {
+            let len = u16::try_from(p.len() - 40).ok()?;
+            p[4..6].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+    Some(p)
+}
