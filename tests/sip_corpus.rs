@@ -492,8 +492,16 @@ fn dump_fuzz_seeds() {
     }
     for (_, msg) in torture_messages().unwrap_or_default() {
         let len = u16::try_from(msg.len()).unwrap().to_be_bytes();
+        // From the owner of its first c= address (else a documentation address).
+        let sender = match c_addresses(&msg).first() {
+            Some(IpAddr::V4(a)) => a.octets(),
+            _ => [192, 0, 2, 1],
+        };
         for flags in [0u8, 2] {
-            let mut seed = vec![flags, 0, len[0], len[1]];
+            let mut seed = vec![flags];
+            seed.extend_from_slice(&sender);
+            seed.extend_from_slice(&[198, 51, 100, 200]);
+            seed.extend_from_slice(&[0, len[0], len[1]]);
             seed.extend_from_slice(&msg);
             write(helper_dir, &seed);
         }
@@ -536,11 +544,18 @@ fn connection_seeds(packets: &[corpus::L3Packet], ports: &[u16]) -> Vec<Vec<u8>>
             Some(i) => i,
             None => {
                 let flags = u8::from(d.src.is_ipv6()) | u8::from(d.proto == IPPROTO_TCP) << 1;
+                let mut seed = vec![flags];
+                for addr in [d.src, d.dst] {
+                    match addr {
+                        IpAddr::V4(v4) => seed.extend_from_slice(&v4.octets()),
+                        IpAddr::V6(v6) => seed.extend_from_slice(&v6.octets()),
+                    }
+                }
                 flows.push(Flow {
                     key,
                     orig: a,
                     next: [None, None],
-                    seed: vec![flags],
+                    seed,
                 });
                 flows.len() - 1
             }
@@ -565,10 +580,21 @@ fn connection_seeds(packets: &[corpus::L3Packet], ports: &[u16]) -> Vec<Vec<u8>>
         f.seed.extend_from_slice(&ctl[1..]);
         f.seed.extend_from_slice(&d.payload[..usize::from(len)]);
         if f.seed.len() > SEED_MAX {
-            let flags = f.seed[0];
-            done.push(std::mem::replace(&mut f.seed, vec![flags]));
+            // The rest of the connection in a new seed, with the same header.
+            let header = f.seed[..seed_header_len(&f.seed)].to_vec();
+            done.push(std::mem::replace(&mut f.seed, header));
         }
     }
-    done.extend(flows.into_iter().map(|f| f.seed).filter(|s| s.len() > 1));
+    done.extend(
+        flows
+            .into_iter()
+            .map(|f| f.seed)
+            .filter(|s| s.len() > seed_header_len(s)),
+    );
     done
+}
+
+/// Flags and the two addresses at the start of a sip_helper seed.
+fn seed_header_len(seed: &[u8]) -> usize {
+    1 + if seed[0] & 1 == 0 { 8 } else { 32 }
 }
