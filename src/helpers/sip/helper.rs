@@ -110,8 +110,9 @@ impl State {
 }
 
 /// One media expectation a dialog created, as the store keeps it: whose address it
-/// opens (the announcing direction's sender), its class, ports and the CSeq of the
-/// message that created it.
+/// opens (the announcing direction's sender), its class, ports and the transaction of
+/// the message that created it: its CSeq number and the direction of the request
+/// (each side numbers its own requests, so the number alone does not name it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Created {
     dir: Direction,
@@ -119,6 +120,7 @@ struct Created {
     rtp: u16,
     rtcp: Option<u16>,
     cseq: u32,
+    requester: Direction,
 }
 
 const CREATED_LEN: usize = 9;
@@ -128,7 +130,7 @@ pub const DIALOG_STREAMS: usize = crate::helpers::STORE_VALUE_MAX / CREATED_LEN;
 impl Created {
     fn encode(&self) -> [u8; CREATED_LEN] {
         let mut b = [0u8; CREATED_LEN];
-        b[0] = (self.dir as u8) | ((self.class as u8) << 1);
+        b[0] = (self.dir as u8) | ((self.class as u8) << 1) | ((self.requester as u8) << 3);
         b[1..3].copy_from_slice(&self.rtp.to_be_bytes());
         b[3..5].copy_from_slice(&self.rtcp.unwrap_or(0).to_be_bytes());
         b[5..9].copy_from_slice(&self.cseq.to_be_bytes());
@@ -137,23 +139,27 @@ impl Created {
 
     fn decode(b: &[u8]) -> Option<Created> {
         let b: &[u8; CREATED_LEN] = b.try_into().ok()?;
-        let class = match b[0] >> 1 {
+        let class = match (b[0] >> 1) & 0b11 {
             1 => Class::Audio,
             2 => Class::Video,
             3 => Class::Image,
             _ => return None,
         };
         let rtcp = u16::from_be_bytes([b[3], b[4]]);
-        Some(Created {
-            dir: if b[0] & 1 == 0 {
+        let dir = |bit: u8| {
+            if b[0] & bit == 0 {
                 Direction::Original
             } else {
                 Direction::Reply
-            },
+            }
+        };
+        Some(Created {
+            dir: dir(1),
             class,
             rtp: u16::from_be_bytes([b[1], b[2]]),
             rtcp: (rtcp != 0).then_some(rtcp),
             cseq: u32::from_be_bytes([b[5], b[6], b[7], b[8]]),
+            requester: dir(1 << 3),
         })
     }
 }
@@ -246,11 +252,13 @@ fn delete_streams(
     }
 }
 
-/// Expect the media of an SDP body and remember them for the dialog.
+/// Expect the media of an SDP body and remember them for the dialog (`cseq`: the
+/// message's CSeq number, `requester`: the direction of its transaction's request).
 fn expect_media(
     ctx: &Ctx<'_>,
     msg: &Message<'_>,
     cseq: u32,
+    requester: Direction,
     key: StoreKey,
     store: &mut Store,
     plan: &mut Plan,
@@ -279,6 +287,7 @@ fn expect_media(
             rtp: t.rtp,
             rtcp: t.rtcp,
             cseq,
+            requester,
         };
         let (rtp, rtcp) = stream_expectations(ctx.ct, &created);
         let asked = match rtcp {
@@ -399,11 +408,16 @@ fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, p
     match &msg.start {
         Start::Request { method, .. } => match method {
             Method::Invite => {
-                delete_streams(ctx, store, key, plan, |_| true);
-                expect_media(ctx, msg, cseq.0, key, store, plan);
+                // A new offer replaces the media of the dialog's earlier transactions;
+                // a retransmission (same request direction and CSeq) keeps its own
+                // offer's and answer's: the answer may already have passed.
+                delete_streams(ctx, store, key, plan, |c| {
+                    !(c.requester == ctx.dir && c.cseq == cseq.0)
+                });
+                expect_media(ctx, msg, cseq.0, ctx.dir, key, store, plan);
             }
             Method::Update | Method::Prack | Method::Ack => {
-                expect_media(ctx, msg, cseq.0, key, store, plan)
+                expect_media(ctx, msg, cseq.0, ctx.dir, key, store, plan)
             }
             Method::Bye | Method::Cancel => delete_streams(ctx, store, key, plan, |_| true),
             _ => {}
@@ -411,10 +425,12 @@ fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, p
         Start::Response { code } => match cseq.1 {
             Method::Register => handle_register_answer(ctx, msg, *code, st, plan),
             Method::Invite if *code >= 300 => {
-                delete_streams(ctx, store, key, plan, |c| c.cseq == cseq.0);
+                delete_streams(ctx, store, key, plan, |c| {
+                    c.requester == ctx.dir.opposite() && c.cseq == cseq.0
+                });
             }
             Method::Invite | Method::Update | Method::Prack if *code >= 101 => {
-                expect_media(ctx, msg, cseq.0, key, store, plan);
+                expect_media(ctx, msg, cseq.0, ctx.dir.opposite(), key, store, plan);
             }
             _ => {}
         },
@@ -673,6 +689,42 @@ mod tests {
                 .is_empty()
         );
         assert!(deleted(&c.send(Direction::Reply, &answer("c", 4, "BYE", 200, None))).is_empty());
+    }
+
+    /// An INVITE retransmitted after its 200 passed (the 200 was slow to reach the
+    /// caller: seen in the VM with 20 calls at once) keeps the answer's media; a
+    /// re-INVITE from the callee whose CSeq number happens to equal the caller's is a
+    /// new offer and replaces them.
+    #[test]
+    fn a_retransmitted_invite_keeps_the_answer_and_the_callee_numbers_its_own() {
+        let mut c = Call::new(IPPROTO_UDP);
+        c.send(Direction::Original, &invite("r", 1, PHONE, 40000));
+        c.send(
+            Direction::Reply,
+            &answer("r", 1, "INVITE", 200, Some((PBX, 30000))),
+        );
+        let p = c.send(Direction::Original, &invite("r", 1, PHONE, 40000));
+        assert!(deleted(&p).is_empty(), "retransmission: {:?}", deleted(&p));
+        assert_eq!(expected(&p).len(), 2, "the offer is expected again");
+        // BYE still closes everything, once.
+        let p = c.send(Direction::Original, &request("BYE", "r", 2));
+        assert_eq!(deleted(&p).len(), 4);
+
+        let mut c = Call::new(IPPROTO_UDP);
+        c.send(Direction::Original, &invite("s", 1, PHONE, 40000));
+        c.send(
+            Direction::Reply,
+            &answer("s", 1, "INVITE", 200, Some((PBX, 30000))),
+        );
+        // The callee's re-INVITE, CSeq 1 in its own numbering.
+        let p = c.send(Direction::Reply, &invite("s", 1, PBX, 30010));
+        let mut ports: Vec<_> = deleted(&p).iter().map(|d| d.2).collect();
+        ports.sort();
+        assert_eq!(ports, vec![30000, 30001, 40000, 40001]);
+        // A 488 to the callee's re-INVITE removes only what it created.
+        let p = c.send(Direction::Original, &answer("s", 1, "INVITE", 488, None));
+        let ports: Vec<_> = deleted(&p).iter().map(|d| d.2).collect();
+        assert_eq!(ports, vec![30010, 30011]);
     }
 
     #[test]
