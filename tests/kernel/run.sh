@@ -19,7 +19,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-SCENARIOS=(ftp tftp openwrt nat)
+SCENARIOS=(ftp tftp openwrt nat sip)
 REFERENCE=${REFERENCE:-}
 
 want=()
