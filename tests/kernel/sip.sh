@@ -487,7 +487,8 @@ register_call() {
     media_wait "$name"; MEDIA_RC=$?
     rx conntrack -L -p udp -f ipv4 >"$RESULTS/conntrack-$name.txt" 2>/dev/null
     say "conntrack -L -p udp during the call (signalling and media):"
-    grep -E "sport=(5060|5062|5070) |dport=(5060|5062|5070) |port=${a:0:3}|port=$(( (a + 10000) / 100 ))" "$RESULTS/conntrack-$name.txt" | indent
+    grep -E "port=5070 |port=($a|$((a + 1))|$v|$((v + 1))|$((a + 10000))|$((a + 10001))|$((v + 10000))|$((v + 10001))) " \
+        "$RESULTS/conntrack-$name.txt" | indent
     uac_wait
     uas_stop "phone-$cport"
 }
