@@ -256,12 +256,33 @@ pub(super) fn create(
             slot.stats.expectation_errors += n;
             if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
                 warn!(
-                    "{}: cannot create expectation {} -> {}:{}{pair} (ports tried {}..={last}): {e}",
-                    slot.name, exp.src, exp.dst, exp.dst_port, exp.dst_port
+                    "{}: cannot create expectation {} -> {}:{}{pair} (ports tried {}..={last}): {e}{}",
+                    slot.name,
+                    exp.src,
+                    exp.dst,
+                    exp.dst_port,
+                    exp.dst_port,
+                    expectation_error_hint(&e)
                 );
             }
             None
         }
+    }
+}
+
+/// What to do about a refused expectation, where the errno alone misleads: the kernel
+/// answers EMFILE ("Too many open files") when its expectation table is full
+/// (nf_conntrack_expect_max, 4 per 256 conntrack hash buckets by default: about 32 on a
+/// small router) or when the master already has as many expectations of the class as its
+/// policy allows and none could be evicted.
+fn expectation_error_hint(e: &IoError) -> &'static str {
+    match e.errno() {
+        Some(Errno::EMFILE) => {
+            " (the kernel's expectation table is full: raise sysctl \
+             net.netfilter.nf_conntrack_expect_max; or this connection reached its class's \
+             expect_max)"
+        }
+        _ => "",
     }
 }
 
@@ -664,6 +685,21 @@ impl core::fmt::Display for NatNote<'_> {
             Some(n) => write!(f, " (NAT to {} port {})", n.saved_addr, n.saved_port),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_expectation_table_is_named() {
+        let full = IoError::Kernel {
+            errno: Errno::EMFILE,
+            text: None,
+        };
+        assert!(expectation_error_hint(&full).contains("nf_conntrack_expect_max"));
+        assert_eq!(expectation_error_hint(&IoError::Timeout), "");
     }
 }
 
