@@ -308,21 +308,6 @@ fn registrations_open_at_the_registrars_2xx() {
 // RFC 4475 torture messages through the helper
 // ---------------------------------------------------------------------------------
 
-fn torture_messages() -> Option<Vec<(String, Vec<u8>)>> {
-    let dir = corpus::shared_corpus()?.join("sip-torture");
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    out.sort();
-    Some(out)
-}
-
 /// The IPv4 addresses a message names in c= lines (so a sender can be the media's
 /// owner, and the helper gets as far as opening something).
 fn c_addresses(msg: &[u8]) -> Vec<IpAddr> {
@@ -375,7 +360,7 @@ impl Conn {
 /// registration, the phone's (the other end), from the other end.
 #[test]
 fn rfc4475_messages_through_the_helper() {
-    let Some(messages) = torture_messages() else {
+    let Some(messages) = common::corpus::torture_messages() else {
         return;
     };
     assert_eq!(messages.len(), 49);
@@ -490,7 +475,7 @@ fn dump_fuzz_seeds() {
             write(helper_dir, &seed);
         }
     }
-    for (_, msg) in torture_messages().unwrap_or_default() {
+    for (_, msg) in common::corpus::torture_messages().unwrap_or_default() {
         let len = u16::try_from(msg.len()).unwrap().to_be_bytes();
         // From the owner of its first c= address (else a documentation address).
         let sender = match c_addresses(&msg).first() {

@@ -11,21 +11,6 @@ mod common;
 use cthelperd::helpers::sip::message::{Error, Framing, Message, Name};
 use cthelperd::helpers::sip::{sdp, uri};
 
-fn torture_messages() -> Option<Vec<(String, Vec<u8>)>> {
-    let dir = common::corpus::shared_corpus()?.join("sip-torture");
-    let mut out: Vec<_> = std::fs::read_dir(&dir)
-        .ok()?
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    out.sort();
-    Some(out)
-}
-
 /// Everything the helper would look at in a message.
 fn walk(m: &Message<'_>) {
     let buf = m.buf();
@@ -52,7 +37,7 @@ fn walk(m: &Message<'_>) {
 
 #[test]
 fn rfc4475_messages() {
-    let Some(messages) = torture_messages() else {
+    let Some(messages) = common::corpus::torture_messages() else {
         return;
     };
     assert_eq!(messages.len(), 49);

@@ -428,31 +428,44 @@ pub(super) fn create_expectation(
     last
 }
 
+/// Delete the pending expectation with tuple `t`. A refusal is counted and logged
+/// (rate-limited), `context` saying what the deletion was for, except ENOENT when
+/// `gone_ok` (a planned deletion of one that expired, was used or never made).
+fn delete_expectation(
+    slot: &mut Slot,
+    t: &Tuple,
+    zone: Option<u16>,
+    (context, gone_ok): (&str, bool),
+    ctl: &mut Ctl<'_>,
+) -> Result<(), IoError> {
+    let result = ctl.request(
+        |w, seq| ctnetlink::write_exp_delete(w, seq, t, zone),
+        |_| {},
+    );
+    if let Err(e) = &result
+        && !(gone_ok && e.errno() == Some(Errno::ENOENT))
+    {
+        slot.stats.expectation_errors += 1;
+        if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+            warn!(
+                "{}: cannot delete expectation {} -> {}:{}{context}: {e}",
+                slot.name, t.src, t.dst, t.dst_port
+            );
+        }
+    }
+    result
+}
+
 /// Delete the pending expectations the plan names (by tuple: the kernel has no delete by
 /// master). One that is gone already (expired, used, never made: ENOENT) is no error.
 fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
     for t in &ex.plan.deletions {
-        match ctl.request(
-            |w, seq| ctnetlink::write_exp_delete(w, seq, t, ex.conntrack.zone),
-            |_| {},
-        ) {
-            Ok(()) => {
-                slot.stats.deleted += 1;
-                debug!(
-                    "{}: deleted expectation {} -> {}:{}",
-                    slot.name, t.src, t.dst, t.dst_port
-                );
-            }
-            Err(e) if e.errno() == Some(Errno::ENOENT) => {}
-            Err(e) => {
-                slot.stats.expectation_errors += 1;
-                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                    warn!(
-                        "{}: cannot delete expectation {} -> {}:{}: {e}",
-                        slot.name, t.src, t.dst, t.dst_port
-                    );
-                }
-            }
+        if delete_expectation(slot, t, ex.conntrack.zone, ("", true), ctl).is_ok() {
+            slot.stats.deleted += 1;
+            debug!(
+                "{}: deleted expectation {} -> {}:{}",
+                slot.name, t.src, t.dst, t.dst_port
+            );
         }
     }
 }
@@ -474,20 +487,16 @@ pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &
             dst_port: port,
             ..e.exp.tuple()
         };
-        match ctl.request(
-            |w, seq| ctnetlink::write_exp_delete(w, seq, &t, ex.conntrack.zone),
-            |_| {},
-        ) {
-            Ok(()) => slot.stats.withdrawn += 1,
-            Err(e) => {
-                slot.stats.expectation_errors += 1;
-                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                    warn!(
-                        "{}: cannot delete expectation {} -> {}:{} of a dropped packet: {e}",
-                        slot.name, t.src, t.dst, t.dst_port
-                    );
-                }
-            }
+        if delete_expectation(
+            slot,
+            &t,
+            ex.conntrack.zone,
+            (" of a dropped packet", false),
+            ctl,
+        )
+        .is_ok()
+        {
+            slot.stats.withdrawn += 1;
         }
     }
 }

@@ -36,6 +36,22 @@ pub fn shared_corpus() -> Option<PathBuf> {
     }
 }
 
+/// The RFC 4475 SIP torture messages of the shared corpus, (file name, bytes), by name.
+pub fn torture_messages() -> Option<Vec<(String, Vec<u8>)>> {
+    let dir = shared_corpus()?.join("sip-torture");
+    let mut out: Vec<_> = std::fs::read_dir(&dir)
+        .ok()?
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "txt"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    Some(out)
+}
+
 /// The entries of an expected.json file.
 pub fn load_expected(path: &Path) -> Vec<json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
