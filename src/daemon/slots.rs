@@ -68,9 +68,9 @@ pub struct Stats {
     pub parse_errors: u64,
     /// Packets sent back with rewritten announcements (NAT).
     pub rewritten: u64,
-    /// Announcements that needed a rewrite and did not get one (packet dropped for an
-    /// expectation that could not be created, or passed unchanged when it could not
-    /// be rewritten).
+    /// Announcements that needed a rewrite and did not get one: the packet was dropped
+    /// (no expectation for it, the rewrite could not be made, or an IPv6 sequence
+    /// adjustment failed).
     pub rewrite_errors: u64,
     /// Expectations deleted again because the packet announcing them was dropped.
     pub withdrawn: u64,
