@@ -175,6 +175,8 @@ pub struct Expectation {
     /// Index of the helper policy (expectation class) this counts against.
     pub class: u32,
     pub proto: u8,
+    /// The unspecified address (0.0.0.0, ::) of `dst`'s family for any source address,
+    /// as the kernel spells a wildcard (address and mask zero): see [`Expectation::any_source`].
     pub src: IpAddr,
     pub src_port: Option<u16>,
     pub dst: IpAddr,
@@ -199,6 +201,20 @@ pub struct ExpectNat {
 }
 
 impl Expectation {
+    /// The source of an expectation open to any address: the unspecified address of
+    /// `dst`'s family.
+    pub fn any_source_like(dst: IpAddr) -> IpAddr {
+        match dst {
+            IpAddr::V4(_) => IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(core::net::Ipv6Addr::UNSPECIFIED),
+        }
+    }
+
+    /// Whether any source address matches (the kernel masks the source address out).
+    pub fn any_source(&self) -> bool {
+        self.src.is_unspecified()
+    }
+
     /// The tuple the kernel matches (a wildcard source port is 0 with a 0 mask).
     pub fn tuple(&self) -> Tuple {
         Tuple {

@@ -76,6 +76,9 @@ pub struct HelperConfig {
     /// Accept announced ports below 1024 on port-forwarded connections (FTP; see
     /// `helpers::Policy`). Off by default.
     pub allow_low_ports: bool,
+    /// SIP's options (`sip_direct_media`, `sip_direct_signalling`, `sip_timeout`); only a
+    /// `sip` section may set them.
+    pub sip: crate::helpers::sip::Options,
 }
 
 impl HelperConfig {
@@ -98,6 +101,7 @@ impl HelperConfig {
     pub fn policy(&self) -> crate::helpers::Policy {
         crate::helpers::Policy {
             allow_low_ports: self.allow_low_ports,
+            sip: self.sip,
         }
     }
 }
@@ -130,6 +134,9 @@ const DEFAULT_QUEUE_MAXLEN: u32 = 1024;
 /// Upper bounds that catch typos (an extra digit) without limiting real use.
 const MAX_QUEUE_MAXLEN: u32 = 1 << 20;
 pub const MAX_EXPECT_TIMEOUT: u32 = 86_400;
+/// Most seconds `sip_timeout` may keep a SIP connection (five days, TCP's established
+/// timeout): registrations rarely ask for more than a day.
+pub const MAX_SIP_TIMEOUT: u32 = 432_000;
 /// The kernel's NF_CT_EXPECT_MAX_CNT: most pending expectations a policy allows.
 pub const MAX_EXPECT_MAX: u32 = 255;
 /// The lowest port number (0 is no port).
@@ -151,6 +158,7 @@ impl HelperConfig {
             ports,
             classes: ClassLimits::defaults(b),
             allow_low_ports: false,
+            sip: Default::default(),
         }
     }
 }
@@ -454,6 +462,25 @@ impl Config {
                     h.allow_low_ports = parse_bool(v)
                         .ok_or_else(|| bad(format!("{v:?} is not a boolean (0 or 1)")))?
                 }
+                "sip_direct_media" | "sip_direct_signalling" | "sip_timeout"
+                    if *builtin != registry::SIP =>
+                {
+                    return Err(bad(format!(
+                        "is an option of helper sip, not of {}",
+                        builtin.name
+                    )));
+                }
+                "sip_direct_media" => {
+                    h.sip.direct_media = parse_bool(v)
+                        .ok_or_else(|| bad(format!("{v:?} is not a boolean (0 or 1)")))?
+                }
+                "sip_direct_signalling" => {
+                    h.sip.direct_signalling = parse_bool(v)
+                        .ok_or_else(|| bad(format!("{v:?} is not a boolean (0 or 1)")))?
+                }
+                "sip_timeout" => {
+                    h.sip.timeout = parse_num(v, 1, u64::from(MAX_SIP_TIMEOUT)).map_err(bad)?
+                }
                 other => {
                     let (field, class) = parse_class_option(builtin, other)
                         .map_err(&bad)?
@@ -543,6 +570,15 @@ impl Config {
                 let _ = writeln!(s, "\toption {option} '{value}'");
             }
             let _ = writeln!(s, "\toption allow_low_ports '{}'", b(h.allow_low_ports));
+            if *h.builtin == registry::SIP {
+                let _ = writeln!(s, "\toption sip_direct_media '{}'", b(h.sip.direct_media));
+                let _ = writeln!(
+                    s,
+                    "\toption sip_direct_signalling '{}'",
+                    b(h.sip.direct_signalling)
+                );
+                let _ = writeln!(s, "\toption sip_timeout '{}'", h.sip.timeout);
+            }
         }
         s
     }
@@ -669,6 +705,32 @@ mod tests {
         assert!(c.helpers[0].policy().allow_low_ports);
     }
 
+    #[test]
+    fn sip_options_reach_the_helper_and_print_back() {
+        let c = Config::parse("config helper 'sip'\n option name sip\n", "f").unwrap();
+        let sip = c.helpers[0].policy().sip;
+        assert!(
+            sip.direct_media && sip.direct_signalling,
+            "the kernel's defaults"
+        );
+        assert_eq!(sip.timeout, 3600);
+        let c = Config::parse(
+            "config helper 'sip'\n option name sip\n option sip_direct_media 0\n option sip_direct_signalling 0\n option sip_timeout 7200\n",
+            "f",
+        )
+        .unwrap();
+        let sip = c.helpers[0].policy().sip;
+        assert!(!sip.direct_media && !sip.direct_signalling);
+        assert_eq!(sip.timeout, 7200);
+        let text = c.to_uci();
+        assert!(text.contains("\toption sip_direct_media '0'\n"), "{text}");
+        assert!(text.contains("\toption sip_timeout '7200'\n"), "{text}");
+        assert_eq!(Config::parse(&text, "f").unwrap(), c);
+        // Only SIP's section has them.
+        let ftp = Config::parse("config helper\n option name ftp\n", "f").unwrap();
+        assert!(!ftp.to_uci().contains("sip_"));
+    }
+
     fn error_of(body: &str) -> ConfigError {
         Config::parse(body, "/etc/config/cthelperd").unwrap_err()
     }
@@ -689,6 +751,10 @@ mod tests {
             (format!("{h}\toption loose '1'\n"), 3, Some("loose"), "unknown option"),
             (format!("{h}\toption enabled 'maybe'\n"), 3, Some("enabled"), "boolean"),
             (format!("{h}\toption allow_low_ports '22'\n"), 3, Some("allow_low_ports"), "boolean"),
+            (format!("{h}\toption sip_timeout '60'\n"), 3, Some("sip_timeout"), "option of helper sip, not of ftp"),
+            ("config helper\n\toption name 'sip'\n\toption sip_direct_media 'yes please'\n".into(), 3, Some("sip_direct_media"), "boolean"),
+            ("config helper\n\toption name 'sip'\n\toption sip_timeout '0'\n".into(), 3, Some("sip_timeout"), "out of range"),
+            ("config helper\n\toption name 'sip'\n\toption sip_timeout '432001'\n".into(), 3, Some("sip_timeout"), "out of range"),
             (format!("{h}\toption family 'any'\n\toption family 'ipv4'\n"), 4, Some("family"), "given twice"),
             (format!("{h}\tlist family 'any'\n"), 3, Some("family"), "not a list"),
             ("config helper 'x'\n\toption name 'irc'\n".into(), 2, Some("name"), "no built-in helper"),

@@ -49,6 +49,9 @@ pub(super) struct Answer {
     pub(super) rewritten_len: Option<usize>,
     /// The verdict must make the kernel record a sequence adjustment.
     pub(super) seq_adjust: bool,
+    /// The conntrack's new timeout for the verdict (the plan's `master_timeout`, on a
+    /// confirmed conntrack; see `queue::Verdict::timeout`).
+    pub(super) master_timeout: Option<u32>,
 }
 
 /// Carry out what the helper planned for one packet: delete and create its
@@ -69,6 +72,10 @@ pub(super) fn answer(
         deferred: applied.deferred.clone(),
         rewritten_len: None,
         seq_adjust: false,
+        master_timeout: ex
+            .plan
+            .master_timeout
+            .filter(|_| ex.conntrack.status & status::CONFIRMED != 0),
     };
     if ex.plan.rewrites.is_empty() {
         return a;
@@ -84,6 +91,7 @@ pub(super) fn answer(
                 // IPv6: the adjustment and the private data are set; the verdict must
                 // carry no conntrack part or the kernel would record a wrong one.
                 a.help = false;
+                a.master_timeout = None;
                 a.private_written = true;
             } else {
                 a.seq_adjust = len != payload.len();
@@ -851,6 +859,27 @@ mod tests {
         parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap())
             .unwrap()
             .dst_port
+    }
+
+    /// A plan's master timeout (SIP's sip_timeout) goes on the verdict of a confirmed
+    /// conntrack only: on an unconfirmed one the kernel would add the current time twice.
+    #[test]
+    fn the_master_timeout_rides_on_verdicts_of_confirmed_conntracks_only() {
+        let mut kernel = FakeKernel::acking();
+        let (mut slots, mut ex, payload) = forwarded_227();
+        ex.plan.expectations.clear();
+        ex.plan.rewrites.clear();
+        ex.plan.master_timeout = Some(3600);
+        let mut mangle = vec![0u8; 2048];
+        for (status, want) in [(status::CONFIRMED, Some(3600)), (0, None)] {
+            ex.conntrack.status = status;
+            let a = answer_with(&mut kernel, &mut slots[ex.slot], &ex, &payload, &mut mangle);
+            assert_eq!(a.master_timeout, want, "status {status:#x}");
+        }
+        ex.plan.master_timeout = None;
+        ex.conntrack.status = status::CONFIRMED;
+        let a = answer_with(&mut kernel, &mut slots[ex.slot], &ex, &payload, &mut mangle);
+        assert_eq!(a.master_timeout, None);
     }
 
     #[test]

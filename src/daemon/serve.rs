@@ -236,6 +236,7 @@ impl Server<'_> {
                         expectation: a.attached.as_ref(),
                         payload: a.rewritten_len.and_then(|n| self.mangle.get(..n)),
                         seq_adjust: a.seq_adjust,
+                        timeout: a.master_timeout,
                     },
                     None => queue::Verdict::plain(pkt.queue, pkt.id, queue::NF_ACCEPT),
                 };

@@ -78,6 +78,8 @@ pub struct Policy {
     /// nothing to apply it to (its expectation is towards the client's own port, from the
     /// server), so it ignores it.
     pub allow_low_ports: bool,
+    /// SIP's options (the other helpers ignore them).
+    pub sip: sip::Options,
 }
 
 /// An announcement the helper saw and deliberately did not act on.

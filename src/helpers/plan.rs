@@ -157,6 +157,11 @@ pub struct Plan {
     /// The payload contained something that looked like a command or reply the helper
     /// acts on but could not be parsed.
     pub parse_error: bool,
+    /// Seconds the connection itself is to live from this packet on, instead of its
+    /// protocol's idle timeout (SIP's `sip_timeout`: a UDP signalling connection must
+    /// outlive the registration whose expectation it holds, and the kernel removes a
+    /// connection's expectations with it).
+    pub master_timeout: Option<u32>,
 }
 
 /// Appends to a [`Text`], failing (without partial text) when it is full.

@@ -13,6 +13,7 @@ pub const CTA_TUPLE_ORIG: u16 = 1;
 pub const CTA_TUPLE_REPLY: u16 = 2;
 pub const CTA_STATUS: u16 = 3;
 pub const CTA_HELP: u16 = 5;
+pub const CTA_TIMEOUT: u16 = 7;
 pub const CTA_ID: u16 = 12;
 pub const CTA_SEQ_ADJ_ORIG: u16 = 15;
 pub const CTA_SEQ_ADJ_REPLY: u16 = 16;
@@ -192,10 +193,15 @@ fn all_ones_like(addr: &IpAddr) -> IpAddr {
 }
 
 /// The mask the kernel applies when matching: only its source part counts. An exact
-/// source address, and an exact source port unless the expectation leaves it open.
+/// source address unless the expectation takes any, and an exact source port unless it
+/// leaves it open.
 pub fn expectation_mask(exp: &Expectation) -> Tuple {
     Tuple {
-        src: all_ones_like(&exp.src),
+        src: if exp.any_source() {
+            exp.src
+        } else {
+            all_ones_like(&exp.src)
+        },
         dst: all_ones_like(&exp.dst),
         proto: exp.proto,
         src_port: if exp.src_port.is_some() { 0xffff } else { 0 },
@@ -529,6 +535,36 @@ mod tests {
             t[usize::from(CTA_EXPECT_TIMEOUT)].unwrap().be32().unwrap(),
             300
         );
+    }
+
+    /// sip_direct_media / sip_direct_signalling off: any source address, as the kernel
+    /// spells it (address 0, mask 0), in both families; the destination stays exact.
+    #[test]
+    fn an_any_source_expectation_has_a_zero_source_and_mask() {
+        for dst in [v4([192, 0, 2, 2]), "2001:db8:1::2".parse().unwrap()] {
+            let exp = Expectation {
+                class: 1,
+                proto: 17,
+                src: Expectation::any_source_like(dst),
+                src_port: None,
+                dst,
+                dst_port: 40000,
+                flags: 0,
+                nat: None,
+            };
+            assert!(exp.any_source());
+            let mask = expectation_mask(&exp);
+            assert!(mask.src.is_unspecified() && mask.src.is_ipv4() == dst.is_ipv4());
+            assert_eq!(mask.dst, all_ones_like(&dst));
+            assert_eq!(exp.tuple().src, mask.src);
+            let mut buf = [0u8; 512];
+            let mut w = Writer::new(&mut buf);
+            put_expectation(&mut w, &exp, None, None).unwrap();
+            let t: [Option<Attr>; 10] = Attrs::new(w.as_slice()).table().unwrap();
+            let sent_mask = parse_tuple(t[usize::from(CTA_EXPECT_MASK)].unwrap()).unwrap();
+            assert!(sent_mask.src.is_unspecified());
+            assert_eq!(sent_mask.dst_port, 0xffff);
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! nfnetlink_queue: binding a queue, decoding queued packets and writing verdicts.
 
 use super::attr::{Attr, Writer};
-use super::ctnetlink::{CTA_HELP, CTA_HELP_INFO, CTA_HELP_NAME, put_expectation};
+use super::ctnetlink::{CTA_HELP, CTA_HELP_INFO, CTA_HELP_NAME, CTA_TIMEOUT, put_expectation};
 use super::msg::{Message, NFNETLINK_V0, NLM_F_ACK, NLM_F_REQUEST, NfGenMsg};
 use super::{Error, Result, nfnl_type, subsys};
 use crate::model::Expectation;
@@ -186,6 +186,10 @@ pub struct Verdict<'a> {
     /// sequence adjustment. It does so only when the verdict carries NFQA_CT
     /// (`if (ct && diff)` in nfqnl_recv_verdict), so one is sent, empty if need be.
     pub seq_adjust: bool,
+    /// Seconds the packet's conntrack is to live from now (CTA_TIMEOUT). Only for a
+    /// confirmed conntrack: the kernel writes it as the absolute expiry, and on an
+    /// unconfirmed one the confirmation adds the current time again.
+    pub timeout: Option<u32>,
 }
 
 impl<'a> Verdict<'a> {
@@ -199,6 +203,7 @@ impl<'a> Verdict<'a> {
             expectation: None,
             payload: None,
             seq_adjust: false,
+            timeout: None,
         }
     }
 }
@@ -250,8 +255,11 @@ pub fn write_verdict(w: &mut Writer<'_>, seq: u32, v: &Verdict<'_>) -> Result<()
     w.put(NFQA_VERDICT_HDR, &hdr)?;
     // The kernel looks at NFQA_EXP only after NFQA_CT parsed, so an expectation
     // without a private-data update still needs an (empty) NFQA_CT.
-    if v.help.is_some() || v.expectation.is_some() || v.seq_adjust {
+    if v.help.is_some() || v.expectation.is_some() || v.seq_adjust || v.timeout.is_some() {
         let ct = w.begin_nested(NFQA_CT)?;
+        if let Some(secs) = v.timeout {
+            w.put_be32(CTA_TIMEOUT, secs)?;
+        }
         if let Some(help) = v.help {
             let h = w.begin_nested(CTA_HELP)?;
             w.put_str(CTA_HELP_NAME, help.helper_name)?;
@@ -374,6 +382,7 @@ mod tests {
                 expectation: Some(&exp),
                 payload: None,
                 seq_adjust: false,
+                timeout: Some(3600),
             },
         )
         .unwrap();
@@ -386,7 +395,8 @@ mod tests {
             t[usize::from(NFQA_VERDICT_HDR)].unwrap().payload,
             &[0, 0, 0, 1, 0, 0, 0, 42]
         );
-        let ct: [Option<Attr>; 6] = t[usize::from(NFQA_CT)].unwrap().nested().table().unwrap();
+        let ct: [Option<Attr>; 8] = t[usize::from(NFQA_CT)].unwrap().nested().table().unwrap();
+        assert_eq!(ct[usize::from(CTA_TIMEOUT)].unwrap().be32().unwrap(), 3600);
         let help: [Option<Attr>; 3] = ct[5].unwrap().nested().table().unwrap();
         assert_eq!(help[1].unwrap().str().unwrap(), "ftp");
         assert_eq!(help[2].unwrap().payload, &[9; 20]);
@@ -417,6 +427,7 @@ mod tests {
             expectation: Some(&exp),
             payload: None,
             seq_adjust: false,
+            timeout: None,
         };
         write_verdict(&mut w, 1, &v).unwrap();
         let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();

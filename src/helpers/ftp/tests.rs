@@ -621,6 +621,7 @@ fn low_ports_are_refused_on_a_port_forward_unless_allowed() {
     // Configured to allow them.
     c.policy = Policy {
         allow_low_ports: true,
+        ..Policy::default()
     };
     let a = c.server(b"227 Entering Passive Mode (198,51,100,2,0,22)\r\n");
     assert_eq!(one(&a).dst_port, 22);

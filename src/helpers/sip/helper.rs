@@ -40,7 +40,9 @@ const _: () = assert!(PRIVATE_LEN <= crate::helpers::PRIVATE_DATA_MAX);
 /// | 1      | 5    | Original direction's stream position (TCP, `stream`)        |
 /// | 6      | 5    | Reply direction's stream position                           |
 /// | 11     | 1    | registration: 0 none, else 1 + transport (0 UDP, 1 TCP)     |
-/// | 12     | 1    | registration: the phone's direction (0 Original, 1 Reply)   |
+/// | 12     | 1    | registration: bit 0 the phone's direction (0 Original,      |
+/// |        |      | 1 Reply), bit 1 calls from any address (`direct_signalling` |
+/// |        |      | off when it was created)                                    |
 /// | 13     | 2    | registration: contact port                                  |
 /// | 15     | 17   | reserved, zero                                              |
 const LAYOUT_VERSION: u8 = 1;
@@ -52,8 +54,20 @@ const REGISTRATION: usize = REPLY_STATE + DIR_STATE_LEN;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct State {
     streams: [DirState; 2],
-    /// The phone's registered contact: (phone's direction, transport, port).
-    registration: Option<(Direction, media::Transport, u16)>,
+    /// The phone's registered contact (its expectation, to delete it on a change).
+    registration: Option<Registration>,
+}
+
+/// A registered contact whose signalling expectation the connection holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Registration {
+    /// The phone's direction of the connection.
+    phone: Direction,
+    transport: media::Transport,
+    port: u16,
+    /// Incoming calls from any address (`sip_direct_signalling` off), not only from the
+    /// registrar's.
+    any_source: bool,
 }
 
 impl State {
@@ -63,19 +77,20 @@ impl State {
         }
         let dir = |at: usize| DirState::decode(private.get(at..at + DIR_STATE_LEN).unwrap_or(&[]));
         let registration = match private.get(REGISTRATION..REGISTRATION + 4) {
-            Some(&[kind @ 1..=2, d, hi, lo]) => Some((
-                if d == 0 {
+            Some(&[kind @ 1..=2, d, hi, lo]) => Some(Registration {
+                phone: if d & 1 == 0 {
                     Direction::Original
                 } else {
                     Direction::Reply
                 },
-                if kind == 1 {
+                transport: if kind == 1 {
                     media::Transport::Udp
                 } else {
                     media::Transport::Tcp
                 },
-                u16::from_be_bytes([hi, lo]),
-            )),
+                port: u16::from_be_bytes([hi, lo]),
+                any_source: d & 2 != 0,
+            }),
             _ => None,
         };
         State {
@@ -90,13 +105,13 @@ impl State {
         out[0] = LAYOUT_VERSION;
         self.streams[0].encode(&mut out[ORIG_STATE..]);
         self.streams[1].encode(&mut out[REPLY_STATE..]);
-        if let Some((d, t, port)) = self.registration {
-            out[REGISTRATION] = match t {
+        if let Some(r) = self.registration {
+            out[REGISTRATION] = match r.transport {
                 media::Transport::Udp => 1,
                 media::Transport::Tcp => 2,
             };
-            out[REGISTRATION + 1] = d as u8;
-            out[REGISTRATION + 2..REGISTRATION + 4].copy_from_slice(&port.to_be_bytes());
+            out[REGISTRATION + 1] = r.phone as u8 | (u8::from(r.any_source) << 1);
+            out[REGISTRATION + 2..REGISTRATION + 4].copy_from_slice(&r.port.to_be_bytes());
         }
         let Some(area) = private.get_mut(..PRIVATE_LEN) else {
             return false;
@@ -112,7 +127,9 @@ impl State {
 /// One media expectation a dialog created, as the store keeps it: whose address it
 /// opens (the announcing direction's sender), its class, ports and the transaction of
 /// the message that created it: its CSeq number and the direction of the request
-/// (each side numbers its own requests, so the number alone does not name it).
+/// (each side numbers its own requests, so the number alone does not name it), and
+/// whether it takes media from any address (`sip_direct_media` off when created: the
+/// expectation's tuple, which deletes it, depends on it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Created {
     dir: Direction,
@@ -121,6 +138,7 @@ struct Created {
     rtcp: Option<u16>,
     cseq: u32,
     requester: Direction,
+    any_source: bool,
 }
 
 const CREATED_LEN: usize = 9;
@@ -130,7 +148,10 @@ pub const DIALOG_STREAMS: usize = crate::helpers::STORE_VALUE_MAX / CREATED_LEN;
 impl Created {
     fn encode(&self) -> [u8; CREATED_LEN] {
         let mut b = [0u8; CREATED_LEN];
-        b[0] = (self.dir as u8) | ((self.class as u8) << 1) | ((self.requester as u8) << 3);
+        b[0] = (self.dir as u8)
+            | ((self.class as u8) << 1)
+            | ((self.requester as u8) << 3)
+            | (u8::from(self.any_source) << 4);
         b[1..3].copy_from_slice(&self.rtp.to_be_bytes());
         b[3..5].copy_from_slice(&self.rtcp.unwrap_or(0).to_be_bytes());
         b[5..9].copy_from_slice(&self.cseq.to_be_bytes());
@@ -160,6 +181,7 @@ impl Created {
             rtcp: (rtcp != 0).then_some(rtcp),
             cseq: u32::from_be_bytes([b[5], b[6], b[7], b[8]]),
             requester: dir(1 << 3),
+            any_source: b[0] & (1 << 4) != 0,
         })
     }
 }
@@ -178,6 +200,7 @@ pub struct Sip;
 struct Ctx<'a> {
     ct: &'a Conntrack,
     dir: Direction,
+    options: super::Options,
 }
 
 impl Ctx<'_> {
@@ -194,14 +217,21 @@ impl Ctx<'_> {
     }
 }
 
-/// The expectations of one created stream: RTP, and RTCP where there is one.
+/// The expectations of one created stream: RTP, and RTCP where there is one. From the
+/// other end of the signalling connection (or any address) to the announcer.
 fn stream_expectations(ct: &Conntrack, c: &Created) -> (Expectation, Option<Expectation>) {
+    let dst = ct.tuple(c.dir).src;
+    let src = if c.any_source {
+        Expectation::any_source_like(dst)
+    } else {
+        ct.tuple(c.dir.opposite()).src
+    };
     let exp = |port| Expectation {
         class: c.class as u32,
         proto: IPPROTO_UDP,
-        src: ct.tuple(c.dir.opposite()).src,
+        src,
         src_port: None,
-        dst: ct.tuple(c.dir).src,
+        dst,
         dst_port: port,
         flags: 0,
         nat: None,
@@ -272,7 +302,7 @@ fn expect_media(
     }
     let mut targets: heapless::Vec<MediaTarget, { media::MAX_TARGETS }> = heapless::Vec::new();
     let mut refused: heapless::Vec<Refused, { media::MAX_REFUSALS }> = heapless::Vec::new();
-    media::media_targets(&session, ctx.sender(), true, &mut targets, &mut refused);
+    media::media_targets(&session, ctx.sender(), &mut targets, &mut refused);
     for r in &refused {
         refuse(plan, ctx.sender(), r);
     }
@@ -288,6 +318,7 @@ fn expect_media(
             rtcp: t.rtcp,
             cseq,
             requester,
+            any_source: !ctx.options.direct_media,
         };
         let (rtp, rtcp) = stream_expectations(ctx.ct, &created);
         let asked = match rtcp {
@@ -303,7 +334,12 @@ fn expect_media(
         let already = dialog
             .chunks_exact(CREATED_LEN)
             .filter_map(Created::decode)
-            .any(|c| c.dir == created.dir && c.rtp == created.rtp && c.rtcp == created.rtcp);
+            .any(|c| {
+                c.dir == created.dir
+                    && c.rtp == created.rtp
+                    && c.rtcp == created.rtcp
+                    && c.any_source == created.any_source
+            });
         if !already && dialog.len() / CREATED_LEN < DIALOG_STREAMS {
             let _ = dialog.extend_from_slice(&created.encode());
         }
@@ -328,23 +364,24 @@ fn is_sdp(msg: &Message<'_>) -> bool {
     }
 }
 
-/// The signalling expectation of a registered contact: from the registrar to the phone.
-fn registration_expectation(
-    ct: &Conntrack,
-    phone: Direction,
-    t: media::Transport,
-    port: u16,
-) -> Expectation {
+/// The signalling expectation of a registered contact: from the registrar (or any
+/// address) to the phone.
+fn registration_expectation(ct: &Conntrack, r: &Registration) -> Expectation {
+    let dst = ct.tuple(r.phone).src;
     Expectation {
         class: Class::Signalling as u32,
-        proto: match t {
+        proto: match r.transport {
             media::Transport::Udp => IPPROTO_UDP,
             media::Transport::Tcp => IPPROTO_TCP,
         },
-        src: ct.tuple(phone.opposite()).src,
+        src: if r.any_source {
+            Expectation::any_source_like(dst)
+        } else {
+            ct.tuple(r.phone.opposite()).src
+        },
         src_port: None,
-        dst: ct.tuple(phone).src,
-        dst_port: port,
+        dst,
+        dst_port: r.port,
         flags: expect_flags::PERMANENT,
         nat: None,
     }
@@ -359,8 +396,8 @@ fn handle_register_answer(
 ) {
     // The answer goes to the phone: the phone is the other direction's sender.
     let phone_dir = ctx.dir.opposite();
-    if let Some((d, t, port)) = st.registration.take() {
-        plan.delete(registration_expectation(ctx.ct, d, t, port).tuple());
+    if let Some(r) = st.registration.take() {
+        plan.delete(registration_expectation(ctx.ct, &r).tuple());
     }
     if !(200..300).contains(&code) {
         return;
@@ -385,9 +422,17 @@ fn handle_register_answer(
     // One registration per signalling connection, as the kernel's signalling class
     // allows one expectation: the first binding that is not a removal.
     if let Some(b) = bindings.iter().find(|b| b.expires > 0) {
-        let exp = registration_expectation(ctx.ct, phone_dir, b.transport, b.port);
-        if plan.expect_for(exp, b.expires).is_some() {
-            st.registration = Some((phone_dir, b.transport, b.port));
+        let r = Registration {
+            phone: phone_dir,
+            transport: b.transport,
+            port: b.port,
+            any_source: !ctx.options.direct_signalling,
+        };
+        if plan
+            .expect_for(registration_expectation(ctx.ct, &r), b.expires)
+            .is_some()
+        {
+            st.registration = Some(r);
         }
     }
 }
@@ -448,15 +493,21 @@ impl Helper for Sip {
     ) -> Plan {
         let mut plan = Plan::default();
         let mut st = State::decode(private);
-        // The SIP options (direct media and signalling off, timeouts) are not
-        // configurable yet: the kernel's defaults apply.
-        let _ = policy;
-        let ctx = Ctx { ct, dir: pkt.dir };
+        let ctx = Ctx {
+            ct,
+            dir: pkt.dir,
+            options: policy.sip,
+        };
         match pkt.transport {
-            Transport::Udp => match Message::parse(pkt.payload, Framing::Datagram) {
-                Ok(msg) => handle(&ctx, &msg, &mut st, store, &mut plan),
-                Err(_) => plan.parse_error = stream::starts_like_sip(pkt.payload),
-            },
+            Transport::Udp => {
+                // As the kernel's nf_conntrack_sip, on every UDP packet it sees: the
+                // connection outlives the idle timeout of UDP.
+                plan.master_timeout = Some(policy.sip.timeout);
+                match Message::parse(pkt.payload, Framing::Datagram) {
+                    Ok(msg) => handle(&ctx, &msg, &mut st, store, &mut plan),
+                    Err(_) => plan.parse_error = stream::starts_like_sip(pkt.payload),
+                }
+            }
             Transport::Tcp { seq, .. } => {
                 // The pool is taken out while the messages are handled with the store.
                 if let Some(mut pool) = store.streams.take() {
@@ -524,6 +575,7 @@ mod tests {
         private: [u8; PRIVATE_LEN],
         store: Store,
         seq: [u32; 2],
+        policy: Policy,
     }
 
     impl Call {
@@ -533,6 +585,7 @@ mod tests {
                 private: [0; PRIVATE_LEN],
                 store: Store::for_helper(&crate::helpers::registry::SIP),
                 seq: [1000, 9000],
+                policy: Policy::default(),
             }
         }
 
@@ -559,7 +612,7 @@ mod tests {
                 &self.ct,
                 &mut self.private,
                 &mut self.store,
-                Policy::default(),
+                self.policy,
             )
         }
     }
@@ -785,6 +838,102 @@ mod tests {
         assert_eq!(p.refusals.len(), 1);
     }
 
+    /// `sip_direct_media 0`: media from any address, still only to the announcer (a
+    /// third-party c= is refused all the same); the BYE deletes exactly those tuples,
+    /// even after the option changed back (a reload) in between.
+    #[test]
+    fn without_direct_media_media_come_from_anywhere_but_go_only_to_the_announcer() {
+        let any4 = ip("0.0.0.0");
+        let mut c = Call::new(IPPROTO_UDP);
+        c.policy.sip.direct_media = false;
+        let p = c.send(Direction::Original, &invite("n", 1, PHONE, 40000));
+        assert_eq!(
+            expected(&p),
+            vec![
+                (any4, ip(PHONE), 40000, 1, Pairing::Rtp),
+                (any4, ip(PHONE), 40001, 1, Pairing::Rtcp)
+            ]
+        );
+        assert!(p.expectations.iter().all(|e| e.exp.any_source()));
+        let p = c.send(Direction::Original, &invite("n2", 1, "203.0.113.66", 40000));
+        assert!(p.expectations.is_empty());
+        assert_eq!(
+            p.refusals[0].reason,
+            crate::helpers::RefusalReason::ThirdPartyAddress
+        );
+        c.policy.sip.direct_media = true;
+        let p = c.send(
+            Direction::Reply,
+            &answer("n", 1, "INVITE", 200, Some((PBX, 30000))),
+        );
+        assert_eq!(
+            expected(&p)[0],
+            (ip(PHONE), ip(PBX), 30000, 1, Pairing::Rtp)
+        );
+        let p = c.send(Direction::Original, &request("BYE", "n", 2));
+        let mut d = deleted(&p);
+        d.sort();
+        assert_eq!(
+            d,
+            vec![
+                (any4, ip(PHONE), 40000),
+                (any4, ip(PHONE), 40001),
+                (ip(PHONE), ip(PBX), 30000),
+                (ip(PHONE), ip(PBX), 30001),
+            ]
+        );
+    }
+
+    /// `sip_direct_signalling 0`: a registered phone may be called from any address; the
+    /// contact must still be the phone's own, and the refresh deletes the same tuple.
+    #[test]
+    fn without_direct_signalling_calls_to_a_registered_phone_come_from_anywhere() {
+        let mut c = Call::new(IPPROTO_UDP);
+        c.policy.sip.direct_signalling = false;
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nCall-ID: r\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{PHONE}:5062>;expires=600\r\nContent-Length: 0\r\n\r\n"
+        );
+        let p = c.send(Direction::Reply, ok.as_bytes());
+        assert_eq!(
+            expected(&p),
+            vec![(ip("0.0.0.0"), ip(PHONE), 5062, 0, Pairing::Single)]
+        );
+        c.policy.sip.direct_signalling = true;
+        let p = c.send(Direction::Reply, ok.as_bytes());
+        assert_eq!(deleted(&p), vec![(ip("0.0.0.0"), ip(PHONE), 5062)]);
+        assert_eq!(
+            expected(&p),
+            vec![(ip(PBX), ip(PHONE), 5062, 0, Pairing::Single)]
+        );
+        let other = b"SIP/2.0 200 OK\r\nCSeq: 5 REGISTER\r\nContact: <sip:x@203.0.113.5:5060>\r\nl: 0\r\n\r\n";
+        c.policy.sip.direct_signalling = false;
+        let p = c.send(Direction::Reply, other);
+        assert!(p.expectations.is_empty());
+        assert_eq!(p.refusals.len(), 1);
+    }
+
+    /// `sip_timeout`: every UDP packet the helper sees, SIP or not, asks for the
+    /// connection to live that long (as the kernel's nf_conntrack_sip); TCP keeps its
+    /// own timeouts.
+    #[test]
+    fn udp_signalling_lives_for_sip_timeout() {
+        let mut c = Call::new(IPPROTO_UDP);
+        let p = c.send(Direction::Original, &request("OPTIONS", "o", 1));
+        assert_eq!(p.master_timeout, Some(super::super::DEFAULT_TIMEOUT));
+        c.policy.sip.timeout = 90;
+        assert_eq!(
+            c.send(Direction::Reply, b"\r\n\r\n").master_timeout,
+            Some(90)
+        );
+        assert_eq!(
+            c.send(Direction::Reply, b"garbage").master_timeout,
+            Some(90)
+        );
+        let mut t = Call::new(IPPROTO_TCP);
+        let p = t.send(Direction::Original, &request("OPTIONS", "o", 1));
+        assert_eq!(p.master_timeout, None);
+    }
+
     /// A phone registered over TCP with a contact that names no transport is called over
     /// TCP (as the kernel's helper expects it; found by the corpus's VoLTE capture, where
     /// we expected UDP).
@@ -846,12 +995,30 @@ mod tests {
                 },
                 DirState::default(),
             ],
-            registration: Some((Direction::Reply, media::Transport::Tcp, 5070)),
+            registration: Some(Registration {
+                phone: Direction::Reply,
+                transport: media::Transport::Tcp,
+                port: 5070,
+                any_source: false,
+            }),
         };
         let mut private = [0u8; PRIVATE_LEN];
         assert!(st.encode(&mut private));
         assert!(!st.encode(&mut private), "unchanged");
         assert_eq!(State::decode(&private), st);
+        // The layout before sip_direct_signalling (bit 1 of the direction byte zero)
+        // reads as an exact-source registration.
+        assert_eq!(private[REGISTRATION + 1], 1);
+        let any = State {
+            registration: Some(Registration {
+                any_source: true,
+                ..st.registration.unwrap()
+            }),
+            ..st
+        };
+        assert!(any.encode(&mut private));
+        assert_eq!(private[REGISTRATION + 1], 3);
+        assert_eq!(State::decode(&private), any);
         assert_eq!(State::decode(&[9u8; PRIVATE_LEN]), State::default());
         assert_eq!(State::decode(&[]), State::default());
     }

@@ -66,11 +66,13 @@ pub struct Refused {
     pub reason: RefusalReason,
 }
 
-/// The media targets of `session`, sent by `sender`.
+/// The media targets of `session`, sent by `sender`. Only the sender's own address is
+/// ever a target, whatever `sip_direct_media` says (that option widens where media may
+/// come from, never where they go): anything else would let whoever can put an SDP body
+/// on a helped port open a door to another host.
 pub fn media_targets(
     session: &Session,
     sender: IpAddr,
-    direct_media: bool,
     targets: &mut heapless::Vec<MediaTarget, MAX_TARGETS>,
     refused: &mut heapless::Vec<Refused, MAX_REFUSALS>,
 ) {
@@ -98,7 +100,7 @@ pub fn media_targets(
                 reason,
             });
         };
-        if (direct_media && addr != sender) || addr.is_multicast() || is_broadcast(addr) {
+        if addr != sender || addr.is_multicast() || is_broadcast(addr) {
             refuse(RefusalReason::ThirdPartyAddress, m.port);
             continue;
         }
@@ -227,11 +229,11 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn targets_of(sdp_text: &[u8], sender: &str, direct: bool) -> (Vec<MediaTarget>, Vec<Refused>) {
+    fn targets_of(sdp_text: &[u8], sender: &str) -> (Vec<MediaTarget>, Vec<Refused>) {
         let s = sdp::parse(sdp_text, 0..sdp_text.len());
         let mut t = heapless::Vec::new();
         let mut r = heapless::Vec::new();
-        media_targets(&s, ip(sender), direct, &mut t, &mut r);
+        media_targets(&s, ip(sender), &mut t, &mut r);
         (t.to_vec(), r.to_vec())
     }
 
@@ -239,9 +241,7 @@ mod tests {
     fn audio_and_video_of_the_sender() {
         let (t, r) = targets_of(
             b"c=IN IP4 192.0.2.2\nm=audio 49170 RTP/AVP 0\nm=video 51372 RTP/AVP 31\na=rtcp:51400\nm=image 6000 udptl t38\n",
-            "192.0.2.2",
-            true,
-        );
+            "192.0.2.2");
         assert!(r.is_empty());
         assert_eq!(
             t,
@@ -272,20 +272,24 @@ mod tests {
     }
 
     #[test]
-    fn third_party_media_is_refused_in_direct_mode_only() {
+    fn third_party_multicast_and_broadcast_media_are_refused() {
         let sdp = b"c=IN IP4 198.51.100.77\nm=audio 4000 RTP/AVP 0\n";
-        let (t, r) = targets_of(sdp, "192.0.2.2", true);
+        let (t, r) = targets_of(sdp, "192.0.2.2");
         assert!(t.is_empty());
         assert_eq!(r[0].reason, RefusalReason::ThirdPartyAddress);
         assert_eq!((r[0].addr, r[0].port), (ip("198.51.100.77"), 4000));
-        let (t, r) = targets_of(sdp, "192.0.2.2", false);
-        assert_eq!(t.len(), 1);
-        assert!(r.is_empty());
-        // Multicast and broadcast are refused even without direct media.
+        // Media level c= naming someone else, under a session c= of the sender's.
+        let (t, r) = targets_of(
+            b"c=IN IP4 192.0.2.2\nm=audio 4000 RTP/AVP 0\nc=IN IP4 192.0.2.99\n",
+            "192.0.2.2",
+        );
+        assert!(t.is_empty());
+        assert_eq!(r[0].addr, ip("192.0.2.99"));
+        // Multicast and broadcast are refused even when the sender claims to be one.
         for c in ["233.252.0.1", "255.255.255.255", "ff0e::1"] {
             let fam = if c.contains(':') { "IP6" } else { "IP4" };
             let sdp = format!("c=IN {fam} {c}\nm=audio 4000 RTP/AVP 0\n");
-            let (t, r) = targets_of(sdp.as_bytes(), c, false);
+            let (t, r) = targets_of(sdp.as_bytes(), c);
             assert!(t.is_empty(), "{c}");
             assert_eq!(r.len(), 1, "{c}");
         }
@@ -293,52 +297,35 @@ mod tests {
 
     #[test]
     fn disabled_held_inactive_low_and_odd_streams() {
-        let (t, r) = targets_of(
-            b"c=IN IP4 192.0.2.2\nm=audio 0 RTP/AVP 0\n",
-            "192.0.2.2",
-            true,
-        );
+        let (t, r) = targets_of(b"c=IN IP4 192.0.2.2\nm=audio 0 RTP/AVP 0\n", "192.0.2.2");
         assert!(t.is_empty() && r.is_empty(), "port 0: disabled");
-        let (t, r) = targets_of(
-            b"c=IN IP4 0.0.0.0\nm=audio 4000 RTP/AVP 0\n",
-            "192.0.2.2",
-            true,
-        );
+        let (t, r) = targets_of(b"c=IN IP4 0.0.0.0\nm=audio 4000 RTP/AVP 0\n", "192.0.2.2");
         assert!(t.is_empty() && r.is_empty(), "hold");
         let (t, r) = targets_of(
             b"c=IN IP4 192.0.2.2\nm=audio 4000 RTP/AVP 0\na=inactive\n",
             "192.0.2.2",
-            true,
         );
         assert!(t.is_empty() && r.is_empty(), "inactive");
-        let (t, r) = targets_of(
-            b"c=IN IP4 192.0.2.2\nm=audio 22 RTP/AVP 0\n",
-            "192.0.2.2",
-            true,
-        );
+        let (t, r) = targets_of(b"c=IN IP4 192.0.2.2\nm=audio 22 RTP/AVP 0\n", "192.0.2.2");
         assert!(t.is_empty());
         assert_eq!(r[0].reason, RefusalReason::LowPort);
         let (t, r) = targets_of(
             b"c=IN IP4 192.0.2.2\nm=audio 4000 RTP/AVP 0\na=rtcp:53\n",
             "192.0.2.2",
-            true,
         );
         assert!(t.is_empty());
         assert_eq!((r[0].reason, r[0].port), (RefusalReason::LowPort, 53));
         let (t, _) = targets_of(
             b"c=IN IP4 192.0.2.2\nm=audio 65535 RTP/AVP 0\n",
             "192.0.2.2",
-            true,
         );
         assert_eq!(t[0].rtcp, None);
         // No c= at all, an unknown media type, the same stream twice.
-        let (t, r) = targets_of(b"m=audio 4000 RTP/AVP 0\n", "192.0.2.2", true);
+        let (t, r) = targets_of(b"m=audio 4000 RTP/AVP 0\n", "192.0.2.2");
         assert!(t.is_empty() && r.is_empty());
         let (t, _) = targets_of(
             b"c=IN IP4 192.0.2.2\nm=application 4000 TCP x\nm=audio 4000 RTP/AVP 0\nm=audio 4000 RTP/AVP 8\n",
-            "192.0.2.2",
-            true,
-        );
+            "192.0.2.2");
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].media, 1);
     }
@@ -348,7 +335,6 @@ mod tests {
         let (t, _) = targets_of(
             b"c=IN IP6 2001:db8::2\nm=audio 4000 RTP/AVP 0\n",
             "2001:db8::2",
-            true,
         );
         assert_eq!(t[0].addr, ip("2001:db8::2"));
     }

@@ -18,3 +18,33 @@ pub mod stream;
 pub mod uri;
 
 pub use helper::{PORT, PRIVATE_LEN, Sip};
+
+/// The SIP helper's options, named after the kernel module's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `sip_direct_media`: media only from the other end of the signalling connection.
+    /// Off: from any address (a provider whose media gateway is not its SIP proxy). Either
+    /// way media go only to the address that announced them: the kernel with this off
+    /// opens the SDP's address whatever it is, a door to any host behind the router for
+    /// whoever can put an SDP body on a helped port (NAT Slipstreaming); we refuse it.
+    pub direct_media: bool,
+    /// `sip_direct_signalling`: a registered phone's incoming calls only from its
+    /// registrar's address. Off: from any address.
+    pub direct_signalling: bool,
+    /// `sip_timeout`: seconds a UDP signalling connection lives after each message, so
+    /// that it outlives the registration it carries (the kernel's 3600).
+    pub timeout: u32,
+}
+
+/// The kernel's default `sip_timeout`, one hour.
+pub const DEFAULT_TIMEOUT: u32 = 3600;
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            direct_media: true,
+            direct_signalling: true,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
