@@ -17,25 +17,85 @@ const QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const QUERY_MAX: u64 = 64 * 1024;
 const PROC_QUEUES: &str = "/proc/net/netfilter/nfnetlink_queue";
 
+/// The counters the daemon keeps per helper (fixed size).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HelperCounters {
+    pub packets: u64,
+    pub expectations: u64,
+    pub expectation_errors: u64,
+    pub refused: u64,
+    pub parse_errors: u64,
+    /// Packets sent back with rewritten announcements (NAT).
+    pub rewritten: u64,
+    /// Announcements that needed a rewrite and did not get one: the packet was dropped
+    /// (no expectation for it, the rewrite could not be made, or an IPv6 sequence
+    /// adjustment failed).
+    pub rewrite_errors: u64,
+    /// Expectations deleted again because the packet announcing them was dropped.
+    pub withdrawn: u64,
+    /// Pending expectations deleted at a helper's request (BYE, CANCEL, re-INVITE).
+    pub deleted: u64,
+}
+
+/// TCP reassembly counters of a helper with stream buffers (SIP, helpers/sip/stream.rs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// Partial messages that found no free buffer or outgrew theirs.
+    pub overflows: u64,
+    /// Stream positions lost (gaps, overflows, malformed messages): that direction of
+    /// the connection is not parsed again.
+    pub lost: u64,
+}
+
 /// One helper's line of the report.
 pub struct HelperLine<'a> {
     pub name: &'a str,
     pub families: Families,
     pub protos: Protos,
     pub queue: u16,
-    pub packets: u64,
-    pub expectations: u64,
-    pub expectation_errors: u64,
-    pub refused: u64,
-    pub parse_errors: u64,
-    pub rewritten: u64,
-    pub rewrite_errors: u64,
-    /// Expectations deleted again because their packet was dropped (NAT failure).
-    pub withdrawn: u64,
-    /// Pending expectations deleted at the helper's request.
-    pub deleted: u64,
+    pub counters: HelperCounters,
     /// Entries of the helper's store pushed out by newer ones (helpers/store.rs).
     pub store_evictions: u64,
+    /// Only for a helper that reassembles TCP streams.
+    pub streams: Option<StreamCounters>,
+}
+
+impl HelperLine<'_> {
+    /// The counters as `name value` pairs: the report's helper lines and the daemon's
+    /// final log line say the same.
+    pub fn counters(&self) -> impl core::fmt::Display + '_ {
+        CountersText(self)
+    }
+}
+
+struct CountersText<'a, 'b>(&'a HelperLine<'b>);
+
+impl core::fmt::Display for CountersText<'_, '_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let (h, c) = (self.0, &self.0.counters);
+        write!(
+            f,
+            "packets {} expectations {} expectation_errors {} deleted {} refused {} parse_errors {} store_evictions {} rewritten {} rewrite_errors {} withdrawn {}",
+            c.packets,
+            c.expectations,
+            c.expectation_errors,
+            c.deleted,
+            c.refused,
+            c.parse_errors,
+            h.store_evictions,
+            c.rewritten,
+            c.rewrite_errors,
+            c.withdrawn
+        )?;
+        if let Some(s) = h.streams {
+            write!(
+                f,
+                " stream_overflows {} stream_lost {}",
+                s.overflows, s.lost
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The daemon-wide counters.
@@ -124,21 +184,12 @@ pub fn report(
         };
         let _ = writeln!(
             w,
-            "helper {} family {} proto {} queue {}: packets {} expectations {} expectation_errors {} deleted {} refused {} parse_errors {} store_evictions {} rewritten {} rewrite_errors {} withdrawn {}",
+            "helper {} family {} proto {} queue {}: {}",
             h.name,
             fam,
             h.protos.label(),
             h.queue,
-            h.packets,
-            h.expectations,
-            h.expectation_errors,
-            h.deleted,
-            h.refused,
-            h.parse_errors,
-            h.store_evictions,
-            h.rewritten,
-            h.rewrite_errors,
-            h.withdrawn
+            h.counters()
         );
     }
     let _ = writeln!(
@@ -296,16 +347,15 @@ mod tests {
             families: Families::Any,
             protos: Protos::TCP,
             queue,
-            packets,
-            expectations: 2,
-            expectation_errors: 0,
-            refused: 1,
-            parse_errors: 0,
-            rewritten: 3,
-            rewrite_errors: 0,
-            withdrawn: 0,
-            deleted: 0,
+            counters: HelperCounters {
+                packets,
+                expectations: 2,
+                refused: 1,
+                rewritten: 3,
+                ..HelperCounters::default()
+            },
             store_evictions: 0,
+            streams: None,
         }
     }
 
@@ -325,8 +375,15 @@ mod tests {
                 HelperLine {
                     // a helper registered for both protocols
                     protos: Protos::TCP_UDP,
-                    deleted: 4,
+                    counters: HelperCounters {
+                        deleted: 4,
+                        ..line("x", 3, 0).counters
+                    },
                     store_evictions: 5,
+                    streams: Some(StreamCounters {
+                        overflows: 6,
+                        lost: 7,
+                    }),
                     ..line("x", 3, 0)
                 },
             ],
@@ -339,7 +396,7 @@ mod tests {
             lines,
             vec![
                 "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 deleted 0 refused 1 parse_errors 0 store_evictions 0 rewritten 3 rewrite_errors 0 withdrawn 0",
-                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 deleted 4 refused 1 parse_errors 0 store_evictions 5 rewritten 3 rewrite_errors 0 withdrawn 0",
+                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 deleted 4 refused 1 parse_errors 0 store_evictions 5 rewritten 3 rewrite_errors 0 withdrawn 0 stream_overflows 6 stream_lost 7",
                 "global: verdict_errors 0 passed_without_helper 5 private_cache_used 4 private_cache_evictions 1",
                 "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
                 "queue 3: not bound in the kernel",

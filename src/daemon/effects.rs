@@ -142,6 +142,17 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
             );
         }
     }
+    if ex.stream_overflow && slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+        warn!(
+            "{}: a message on {} does not fit the TCP reassembly buffers ({} of {} bytes): \
+             passed unparsed, and that direction of the connection is no longer helped \
+             (stream_overflows in `cthelperd status`)",
+            slot.name,
+            Endpoints(&ex.conntrack.orig),
+            crate::helpers::sip::stream::STREAM_SLOTS,
+            crate::helpers::sip::stream::STREAM_BUF
+        );
+    }
     for r in &ex.plan.refusals {
         slot.stats.refused += 1;
         if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
@@ -1077,6 +1088,7 @@ mod tests {
                 saved_addr: SERVER.into(),
                 saved_port: port,
             }),
+            helper: None,
         }
     }
 

@@ -185,22 +185,7 @@ impl Daemon {
         let mut lines: heapless::Vec<status::HelperLine<'_>, { crate::config::MAX_HELPERS }> =
             heapless::Vec::new();
         for s in &self.slots {
-            let _ = lines.push(status::HelperLine {
-                name: s.name,
-                families: s.families,
-                protos: s.protos,
-                queue: s.queue,
-                packets: s.stats.packets,
-                expectations: s.stats.expectations,
-                expectation_errors: s.stats.expectation_errors,
-                refused: s.stats.refused,
-                parse_errors: s.stats.parse_errors,
-                rewritten: s.stats.rewritten,
-                rewrite_errors: s.stats.rewrite_errors,
-                withdrawn: s.stats.withdrawn,
-                deleted: s.stats.deleted,
-                store_evictions: s.store.evictions,
-            });
+            let _ = lines.push(s.status_line());
         }
         let globals = status::Globals {
             verdict_errors: self.verdict_errors,
@@ -297,20 +282,7 @@ impl Daemon {
 
     pub(super) fn log_stats(&self) {
         for s in &self.slots {
-            info!(
-                "{}: packets {} expectations {} expectation errors {} deleted {} refused {} parse errors {} store evictions {} rewritten {} rewrite errors {} withdrawn {}",
-                s.name,
-                s.stats.packets,
-                s.stats.expectations,
-                s.stats.expectation_errors,
-                s.stats.deleted,
-                s.stats.refused,
-                s.stats.parse_errors,
-                s.store.evictions,
-                s.stats.rewritten,
-                s.stats.rewrite_errors,
-                s.stats.withdrawn
-            );
+            info!("{}: {}", s.name, s.status_line().counters());
         }
         info!(
             "verdict errors {} packets passed without a helper {} private data from the cache {} cache evictions {}",

@@ -44,6 +44,9 @@ pub struct Examined {
     pub plan: Plan,
     pub private: [u8; PRIVATE_DATA_MAX],
     pub private_len: usize,
+    /// A message of this packet did not fit the helper's TCP reassembly buffers (it
+    /// passes unparsed; counted in the pool, logged by `effects::apply`).
+    pub stream_overflow: bool,
 }
 
 /// Find the helper for a queued packet and run it, with the newest private data of the
@@ -74,6 +77,8 @@ pub fn examine(
     let dir = ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW));
     let packet = Packet::from_dissected(dir, &d);
     let s = slots.get_mut(slot).ok_or(Skip::UnknownHelper)?;
+    let overflows = |s: &Slot| s.store.streams.as_ref().map_or(0, |p| p.overflows);
+    let overflows_before = overflows(s);
     // Shared with `replay`: the decoded-input half of examining a packet.
     let crate::helpers::Run {
         plan,
@@ -87,6 +92,7 @@ pub fn examine(
         &mut s.store,
         s.policy,
     );
+    let stream_overflow = overflows(s) != overflows_before;
     let tcp_seq = match d.transport {
         crate::helpers::Transport::Tcp { seq, .. } => Some(seq),
         crate::helpers::Transport::Udp => None,
@@ -99,6 +105,7 @@ pub fn examine(
         plan,
         private,
         private_len,
+        stream_overflow,
     })
 }
 
@@ -297,6 +304,7 @@ mod tests {
     use crate::config::Config;
     use crate::daemon::slots_from_config;
     use crate::daemon::test_fixtures::*;
+    use crate::model::{IPPROTO_TCP, status};
     use crate::netlink::msg::Messages;
     use std::time::Instant;
 
@@ -407,6 +415,52 @@ mod tests {
         assert!(ex.plan.parse_error && ex.plan.expectations.is_empty());
     }
 
+    /// A SIP message larger than a TCP reassembly buffer: passed unparsed, flagged for
+    /// the log, and counted in the helper's status line (stream_overflows).
+    #[test]
+    fn a_sip_message_beyond_the_reassembly_budget_is_counted_in_status() {
+        use crate::helpers::sip::stream::STREAM_BUF;
+        let cfg = Config::parse("config helper 'sip'\n\toption name 'sip'\n", "t").unwrap();
+        let mut slots = slots_from_config(&cfg).unwrap();
+        assert_eq!(slots[0].status_line().streams.map(|s| s.overflows), Some(0));
+        // One segment holding more of an unfinished message than a buffer takes.
+        let head = format!(
+            "INVITE sip:bob@198.51.100.2 SIP/2.0\r\nCall-ID: big\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\nv=0\r\n{}",
+            2 * STREAM_BUF,
+            "a=x\r\n".repeat(STREAM_BUF / 5)
+        );
+        let ip = crate::wire::ipv4::tests::build(
+            CLIENT,
+            SERVER,
+            IPPROTO_TCP,
+            &crate::wire::tcp::tests::build(40000, 5060, 1, 0x18, head.as_bytes()),
+        );
+        let ct = CtFixture {
+            tuples: tuples(IPPROTO_TCP, 5060),
+            status: status::CONFIRMED | status::SEEN_REPLY,
+            helper: Some("sip"),
+            info: Some(&[0; 32]),
+            ct_info: ctinfo::ESTABLISHED,
+        };
+        let mut buf = vec![0u8; 2 * STREAM_BUF];
+        let n = write_queued(&mut buf, cfg.queue_of(0), &ip, Some(&ct));
+        let ex = run(&mut slots, &buf[..n]).unwrap();
+        assert!(ex.stream_overflow);
+        assert!(ex.plan.expectations.is_empty());
+        let line = slots[0].status_line();
+        assert_eq!(line.streams.map(|s| s.overflows), Some(1));
+        assert!(
+            line.counters()
+                .to_string()
+                .ends_with(" stream_overflows 1 stream_lost 1"),
+            "{}",
+            line.counters()
+        );
+        // FTP has no stream buffers and no such counters.
+        let ftp = slots_from_config(&Config::default()).unwrap();
+        assert!(ftp[0].status_line().streams.is_none());
+    }
+
     #[test]
     fn examine_hands_the_configured_policy_to_the_helper() {
         let mut buf = [0u8; 1024];
@@ -498,6 +552,7 @@ mod tests {
                 dst_port: port,
                 flags: 0,
                 nat: None,
+                helper: None,
             };
             let mut plan = Plan::default();
             plan.expect(exp(6000)).unwrap();

@@ -58,25 +58,8 @@ impl Default for LogLimit {
     }
 }
 
-/// Counters of one helper (fixed size; reported by `status` later).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub packets: u64,
-    pub expectations: u64,
-    pub expectation_errors: u64,
-    pub refused: u64,
-    pub parse_errors: u64,
-    /// Packets sent back with rewritten announcements (NAT).
-    pub rewritten: u64,
-    /// Announcements that needed a rewrite and did not get one: the packet was dropped
-    /// (no expectation for it, the rewrite could not be made, or an IPv6 sequence
-    /// adjustment failed).
-    pub rewrite_errors: u64,
-    /// Expectations deleted again because the packet announcing them was dropped.
-    pub withdrawn: u64,
-    /// Pending expectations deleted at a helper's request (BYE, CANCEL, re-INVITE).
-    pub deleted: u64,
-}
+/// Counters of one helper (`cthelperd status`, the final log line).
+pub type Stats = crate::status::HelperCounters;
 
 /// One configured helper as the daemon runs it: registered for each of its families and
 /// protocols, all served from one queue.
@@ -98,6 +81,26 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// Its line of `cthelperd status`.
+    pub fn status_line(&self) -> crate::status::HelperLine<'static> {
+        crate::status::HelperLine {
+            name: self.name,
+            families: self.families,
+            protos: self.protos,
+            queue: self.queue,
+            counters: self.stats,
+            store_evictions: self.store.evictions,
+            streams: self
+                .store
+                .streams
+                .as_ref()
+                .map(|p| crate::status::StreamCounters {
+                    overflows: p.overflows,
+                    lost: p.lost,
+                }),
+        }
+    }
+
     /// Whether a packet queued to `queue` for helper `name` on a connection of L4
     /// protocol `proto` is this slot's.
     pub fn serves(&self, name: &str, queue: u16, proto: u8) -> bool {
@@ -203,7 +206,13 @@ mod tests {
     fn a_helper_gets_a_store_table_only_when_its_registry_entry_asks() {
         use crate::helpers::{STORE_ENTRIES, StoreKey, registry};
         let slots = slots_from_config(&Config::default()).unwrap();
-        assert!(slots.iter().all(|s| s.store.capacity() == 0), "FTP, TFTP");
+        assert!(
+            slots[..2].iter().all(|s| s.store.capacity() == 0),
+            "FTP, TFTP"
+        );
+        assert_eq!(slots[2].name, "sip");
+        assert_eq!(slots[2].store.capacity(), STORE_ENTRIES);
+        assert!(slots[2].store.streams.is_some());
         let text = format!(
             "config helper 'voice'\n\toption name '{}'\n",
             registry::test_entry::NAME
