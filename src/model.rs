@@ -185,6 +185,11 @@ pub struct Expectation {
     /// Set when the master connection is NATed: the expected connection must be
     /// translated back to the real endpoint ("nat-follow-master").
     pub nat: Option<ExpectNat>,
+    /// The helper the expected connection gets (CTA_EXPECT_HELP_NAME), as the kernel's
+    /// SIP helper gives a registration's expectation its own: the incoming call it
+    /// admits carries the SDP to act on, and may arrive on a port no firewall rule
+    /// assigns the helper to. None: the expected connection is not helped.
+    pub helper: Option<&'static str>,
 }
 
 /// The NAT section of an expectation (CTA_EXPECT_NAT). The kernel's nat-follow-master

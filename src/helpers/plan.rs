@@ -275,6 +275,7 @@ mod tests {
             dst_port: port,
             flags: 0,
             nat: None,
+            helper: None,
         }
     }
 

@@ -196,6 +196,7 @@ pub fn expectation_for(ct: &Conntrack) -> Expectation {
         dst_port: ct.reply.dst_port,
         flags: 0,
         nat,
+        helper: None,
     }
 }
 
@@ -333,6 +334,7 @@ mod tests {
                     dst_port: dport,
                     flags: 0,
                     nat,
+                    helper: None,
                 }
             }]
         );

@@ -48,6 +48,7 @@ pub const CTA_HELP_INFO: u16 = 2;
 pub const CTA_EXPECT_MASTER: u16 = 1;
 pub const CTA_EXPECT_TUPLE: u16 = 2;
 pub const CTA_EXPECT_MASK: u16 = 3;
+pub const CTA_EXPECT_HELP_NAME: u16 = 6;
 pub const CTA_EXPECT_ZONE: u16 = 7;
 pub const CTA_EXPECT_FLAGS: u16 = 8;
 pub const CTA_EXPECT_CLASS: u16 = 9;
@@ -231,6 +232,9 @@ pub fn put_expectation(
     }
     if exp.class != 0 {
         w.put_be32(CTA_EXPECT_CLASS, exp.class)?;
+    }
+    if let Some(name) = exp.helper {
+        w.put_str(CTA_EXPECT_HELP_NAME, name)?;
     }
     if let Some(nat) = &exp.nat {
         put_expect_nat(w, exp, nat)?;
@@ -508,6 +512,7 @@ mod tests {
             dst_port: 40011,
             flags: 0,
             nat: None,
+            helper: None,
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
@@ -529,12 +534,38 @@ mod tests {
         assert_eq!(mask.src, v4([255; 4]));
         assert_eq!(mask.src_port, 0);
         assert!(t[8].is_none() && t[9].is_none());
+        assert!(t[usize::from(CTA_EXPECT_HELP_NAME)].is_none(), "not helped");
         // Without the timeout a repeated announcement would "refresh" an existing
         // expectation without moving its timer.
         assert_eq!(
             t[usize::from(CTA_EXPECT_TIMEOUT)].unwrap().be32().unwrap(),
             300
         );
+    }
+
+    /// A registration's expectation names the helper its connection gets.
+    #[test]
+    fn a_helped_expectation_carries_the_helper_name() {
+        let exp = Expectation {
+            class: 0,
+            proto: 17,
+            src: v4([198, 51, 100, 2]),
+            src_port: None,
+            dst: v4([192, 0, 2, 2]),
+            dst_port: 5062,
+            flags: crate::model::expect_flags::PERMANENT,
+            nat: None,
+            helper: Some("sip"),
+        };
+        let mut buf = [0u8; 512];
+        let mut w = Writer::new(&mut buf);
+        put_expectation(&mut w, &exp, None, None).unwrap();
+        let t: [Option<Attr>; 10] = Attrs::new(w.as_slice()).table().unwrap();
+        assert_eq!(
+            t[usize::from(CTA_EXPECT_HELP_NAME)].unwrap().str().unwrap(),
+            "sip"
+        );
+        assert_eq!(t[usize::from(CTA_EXPECT_FLAGS)].unwrap().be32().unwrap(), 1);
     }
 
     /// sip_direct_media / sip_direct_signalling off: any source address, as the kernel
@@ -551,6 +582,7 @@ mod tests {
                 dst_port: 40000,
                 flags: 0,
                 nat: None,
+                helper: None,
             };
             assert!(exp.any_source());
             let mask = expectation_mask(&exp);
@@ -578,6 +610,7 @@ mod tests {
             dst_port: 40011,
             flags: 0,
             nat: None,
+            helper: None,
         };
         let mut buf = [0u8; 256];
         let mut w = Writer::new(&mut buf);
@@ -621,6 +654,7 @@ mod tests {
                 saved_addr: v4([192, 0, 2, 2]),
                 saved_port: 40000,
             }),
+            helper: None,
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);

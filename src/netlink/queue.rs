@@ -365,6 +365,7 @@ mod tests {
             dst_port: 50000,
             flags: 0,
             nat: None,
+            helper: None,
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
@@ -416,6 +417,7 @@ mod tests {
             dst_port: 50000,
             flags: 0,
             nat: None,
+            helper: None,
         };
         let mut buf = [0u8; 512];
         let mut w = Writer::new(&mut buf);
@@ -489,6 +491,7 @@ mod tests {
                 saved_addr: v6,
                 saved_port: 65535,
             }),
+            helper: None,
         };
         let info = [0xffu8; crate::helpers::PRIVATE_DATA_MAX];
         let packet = [0u8; 100];

@@ -294,6 +294,7 @@ fn announce(
             saved_addr: addr,
             saved_port: port,
         }),
+        helper: None,
     };
     let Some(index) = plan.expect(exp) else {
         return;

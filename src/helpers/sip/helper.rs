@@ -235,6 +235,7 @@ fn stream_expectations(ct: &Conntrack, c: &Created) -> (Expectation, Option<Expe
         dst_port: port,
         flags: 0,
         nat: None,
+        helper: None,
     };
     (exp(c.rtp), c.rtcp.map(exp))
 }
@@ -384,6 +385,8 @@ fn registration_expectation(ct: &Conntrack, r: &Registration) -> Expectation {
         dst_port: r.port,
         flags: expect_flags::PERMANENT,
         nat: None,
+        // The call it admits is SIP too, and its INVITE carries the SDP.
+        helper: Some(crate::helpers::registry::SIP.name),
     }
 }
 
@@ -813,6 +816,8 @@ mod tests {
         assert_eq!(p.expectations[0].timeout, Some(600));
         assert_eq!(p.expectations[0].exp.proto, IPPROTO_UDP);
         assert_eq!(p.expectations[0].exp.flags, expect_flags::PERMANENT);
+        // The incoming call is helped wherever it arrives: its INVITE has the SDP.
+        assert_eq!(p.expectations[0].exp.helper, Some("sip"));
         assert!(p.private_changed);
         // A refresh deletes and re-creates; a failure deletes; expires=0 deletes.
         let p = c.send(Direction::Reply, ok.as_bytes());
