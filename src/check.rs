@@ -100,7 +100,7 @@ pub struct KernelHelper {
     pub package: &'static str,
 }
 
-pub const KERNEL_HELPERS: [KernelHelper; 2] = [
+pub const KERNEL_HELPERS: [KernelHelper; 3] = [
     KernelHelper {
         name: "ftp",
         module: "nf_conntrack_ftp",
@@ -112,6 +112,12 @@ pub const KERNEL_HELPERS: [KernelHelper; 2] = [
         module: "nf_conntrack_tftp",
         nat_module: "nf_nat_tftp",
         package: "kmod-nf-nathelper-extra (24.10; kmod-nf-nathelper-tftp from 25.x)",
+    },
+    KernelHelper {
+        name: "sip",
+        module: "nf_conntrack_sip",
+        nat_module: "nf_nat_sip",
+        package: "kmod-nf-nathelper-extra (24.10; kmod-nf-nathelper-sip from 25.x)",
     },
 ];
 
@@ -147,9 +153,18 @@ pub fn module_presence(
 
 /// The finding for the kernel's own helpers: FAIL, with what to do, for every one
 /// that is present.
-pub fn kernel_helpers_finding(sys_module: &std::path::Path, proc_modules: Option<&str>) -> Finding {
+/// Only the helpers named in `configured` (the enabled helpers of the configuration)
+/// can conflict: a kernel SIP helper does no harm to a cthelperd that runs no SIP.
+pub fn kernel_helpers_finding(
+    sys_module: &std::path::Path,
+    proc_modules: Option<&str>,
+    configured: &[&str],
+) -> Finding {
     let mut problems = Vec::new();
-    for h in &KERNEL_HELPERS {
+    for h in KERNEL_HELPERS
+        .iter()
+        .filter(|h| configured.contains(&h.name))
+    {
         match module_presence(h.module, sys_module, proc_modules) {
             None => {}
             Some(Presence::Module) => problems.push(format!(
@@ -169,8 +184,16 @@ pub fn kernel_helpers_finding(sys_module: &std::path::Path, proc_modules: Option
         what: "kernel helpers",
         ok: problems.is_empty(),
         detail: if problems.is_empty() {
-            let names: Vec<&str> = KERNEL_HELPERS.iter().map(|h| h.module).collect();
-            format!("{} not loaded", names.join(", "))
+            let names: Vec<&str> = KERNEL_HELPERS
+                .iter()
+                .filter(|h| configured.contains(&h.name))
+                .map(|h| h.module)
+                .collect();
+            if names.is_empty() {
+                "none of cthelperd's configured helpers has a kernel twin".into()
+            } else {
+                format!("{} not loaded", names.join(", "))
+            }
         } else {
             problems.join("; ")
         },
@@ -195,9 +218,24 @@ pub fn run() -> Vec<Finding> {
     });
 
     let modules = std::fs::read_to_string("/proc/modules").ok();
+    // The helpers the configuration enables (all built-in ones if it cannot be read:
+    // the daemon would not start then anyway, and the check stays on the safe side).
+    let configured: Vec<&str> = match crate::config::Config::load(None) {
+        Ok(c) => c
+            .helpers
+            .iter()
+            .filter(|h| h.enabled)
+            .map(|h| h.name())
+            .collect(),
+        Err(_) => crate::helpers::registry::BUILTINS
+            .iter()
+            .map(|b| b.name)
+            .collect(),
+    };
     out.push(kernel_helpers_finding(
         std::path::Path::new("/sys/module"),
         modules.as_deref(),
+        &configured,
     ));
 
     let mut sock = match Socket::open() {
@@ -345,7 +383,7 @@ mod tests {
     #[test]
     fn a_loaded_kernel_ftp_helper_fails_check_and_names_the_fix() {
         let sys = sys_module_with(&["nf_conntrack_ftp", "nf_nat_ftp"]);
-        let f = kernel_helpers_finding(&sys, Some(PROC_MODULES));
+        let f = kernel_helpers_finding(&sys, Some(PROC_MODULES), &["ftp", "tftp"]);
         assert!(!f.ok);
         assert_eq!(f.what, "kernel helpers");
         assert!(
@@ -370,7 +408,7 @@ mod tests {
     #[test]
     fn a_built_in_kernel_helper_cannot_be_unloaded() {
         let sys = sys_module_with(&["nf_conntrack_tftp"]);
-        let f = kernel_helpers_finding(&sys, Some("nfnetlink_queue 1 0 - Live 0x0\n"));
+        let f = kernel_helpers_finding(&sys, Some("nfnetlink_queue 1 0 - Live 0x0\n"), &["tftp"]);
         assert!(!f.ok);
         assert!(
             f.detail
@@ -386,13 +424,36 @@ mod tests {
         let _ = std::fs::remove_dir_all(&sys);
     }
 
+    /// The kernel's SIP helper conflicts only with a configuration that runs ours.
+    #[test]
+    fn a_loaded_kernel_sip_helper_matters_only_when_sip_is_configured() {
+        let sys = sys_module_with(&["nf_conntrack_sip", "nf_nat_sip"]);
+        let proc = "nf_nat_sip 1 0 - Live 0x0\nnf_conntrack_sip 1 1 nf_nat_sip, Live 0x0\n";
+        let f = kernel_helpers_finding(&sys, Some(proc), &["ftp", "tftp", "sip"]);
+        assert!(!f.ok);
+        assert!(
+            f.detail.contains("rmmod nf_nat_sip nf_conntrack_sip"),
+            "{}",
+            f.detail
+        );
+        assert!(f.detail.contains("kmod-nf-nathelper-sip"), "{}", f.detail);
+        let f = kernel_helpers_finding(&sys, Some(proc), &["ftp", "tftp"]);
+        assert!(f.ok, "{}", f.detail);
+        assert_eq!(f.detail, "nf_conntrack_ftp, nf_conntrack_tftp not loaded");
+        let _ = std::fs::remove_dir_all(&sys);
+    }
+
     #[test]
     fn no_kernel_helpers_is_ok() {
         let sys = sys_module_with(&["nfnetlink_cthelper"]);
         // a module whose name only starts with the helper's is not it
-        let f = kernel_helpers_finding(&sys, Some("nf_conntrack_ftp_x 1 0 - Live 0x0\n"));
+        let all = ["ftp", "tftp", "sip"];
+        let f = kernel_helpers_finding(&sys, Some("nf_conntrack_ftp_x 1 0 - Live 0x0\n"), &all);
         assert!(f.ok, "{}", f.detail);
-        assert_eq!(f.detail, "nf_conntrack_ftp, nf_conntrack_tftp not loaded");
+        assert_eq!(
+            f.detail,
+            "nf_conntrack_ftp, nf_conntrack_tftp, nf_conntrack_sip not loaded"
+        );
         let _ = std::fs::remove_dir_all(&sys);
     }
 }

@@ -166,15 +166,27 @@ table inet cthelperd {
 \t\ttype \"tftp\" protocol udp;
 \t\tl3proto inet;
 \t}
+\tct helper sip-tcp {
+\t\ttype \"sip\" protocol tcp;
+\t\tl3proto inet;
+\t}
+\tct helper sip-udp {
+\t\ttype \"sip\" protocol udp;
+\t\tl3proto inet;
+\t}
 \tchain prerouting {
 \t\ttype filter hook prerouting priority mangle; policy accept;
 \t\ttcp dport 21 ct helper set \"ftp\"
 \t\tudp dport 69 ct helper set \"tftp\"
+\t\ttcp dport 5060 ct helper set \"sip-tcp\"
+\t\tudp dport 5060 ct helper set \"sip-udp\"
 \t}
 \tchain output {
 \t\ttype filter hook output priority mangle; policy accept;
 \t\ttcp dport 21 ct helper set \"ftp\"
 \t\tudp dport 69 ct helper set \"tftp\"
+\t\ttcp dport 5060 ct helper set \"sip-tcp\"
+\t\tudp dport 5060 ct helper set \"sip-udp\"
 \t}
 }
 "
@@ -206,9 +218,11 @@ table inet cthelperd {
     #[test]
     fn a_helper_on_two_protocols_gets_an_object_and_a_rule_per_protocol() {
         use crate::helpers::registry::test_entry::NAME;
+        let mut ftp_tftp = Config::default();
+        ftp_tftp.helpers.truncate(2);
         let text = format!(
             "{}\nconfig helper\n\toption name '{NAME}'\n\tlist port '5060'\n\tlist port '5061'\n",
-            Config::default().to_uci()
+            ftp_tftp.to_uci()
         );
         let c = Config::parse(&text, "t").unwrap();
         let rules = ruleset(&c);

@@ -164,6 +164,14 @@ mod tests {
     /// The default queue base: ftp takes queue Q, tftp Q + 1.
     const Q: u16 = crate::config::DEFAULT_QUEUE_BASE;
 
+    /// The default configuration without SIP: FTP on queue Q, TFTP on Q + 1 (the tests
+    /// add the registry's SIP-shaped test entry as the third helper where they need one).
+    fn ftp_tftp() -> Config {
+        let mut c = Config::default();
+        c.helpers.retain(|h| h.name() != "sip");
+        c
+    }
+
     /// Settings of a helper with one expectation class (FTP, TFTP).
     fn s(queue: u16, expect_max: u32, expect_timeout: u32) -> Settings {
         let mut classes = ClassLimits::defaults(&crate::helpers::registry::FTP);
@@ -176,7 +184,7 @@ mod tests {
 
     #[test]
     fn same_configuration_only_refreshes_the_firewall() {
-        let c = Config::default();
+        let c = ftp_tftp();
         assert_eq!(plan(&c, &c, false), vec![Action::Firewall]);
         let mut off = c.clone();
         off.firewall = false;
@@ -187,7 +195,7 @@ mod tests {
     fn changed_helper_policy_needs_no_kernel_message() {
         // allow_low_ports lives in the daemon's slots (installed on every reload), not in
         // the kernel registration.
-        let old = Config::default();
+        let old = ftp_tftp();
         let mut new = old.clone();
         new.helpers[0].allow_low_ports = true;
         assert_eq!(plan(&old, &new, false), vec![Action::Firewall]);
@@ -195,7 +203,7 @@ mod tests {
 
     #[test]
     fn changed_expect_timeout_updates_that_helper_only() {
-        let old = Config::default();
+        let old = ftp_tftp();
         let mut new = old.clone();
         new.helpers[0].classes[0].expect_timeout = 120;
         assert_eq!(
@@ -208,12 +216,12 @@ mod tests {
         );
     }
 
-    /// The default configuration plus a section for the registry's SIP-shaped test entry
+    /// FTP and TFTP plus a section for the registry's SIP-shaped test entry
     /// (tcp+udp, four classes), which takes queue Q + 2.
     fn with_sip(body: &str) -> Config {
         let text = format!(
             "{}\nconfig helper\n\toption name '{}'\n{body}",
-            Config::default().to_uci(),
+            ftp_tftp().to_uci(),
             test_entry::NAME
         );
         Config::parse(&text, "t").unwrap()
@@ -243,7 +251,7 @@ mod tests {
 
     #[test]
     fn a_helper_on_two_protocols_is_registered_per_family_and_protocol() {
-        let old = Config::default();
+        let old = ftp_tftp();
         let new = with_sip("");
         let mut expected = vec![Action::BindQueue(Q + 2)];
         for (f, p) in SIP_KEYS {
@@ -296,7 +304,7 @@ mod tests {
 
     #[test]
     fn disabling_a_helper_disables_it_and_unbinds_its_queue() {
-        let old = Config::default();
+        let old = ftp_tftp();
         let mut new = old.clone();
         new.helpers[1].enabled = false;
         assert_eq!(
@@ -323,7 +331,7 @@ mod tests {
 
     #[test]
     fn family_change_registers_and_disables_per_family() {
-        let old = Config::default();
+        let old = ftp_tftp();
         let mut new = old.clone();
         new.helpers[0].families = Families::Ipv6;
         assert_eq!(
@@ -341,7 +349,7 @@ mod tests {
 
     #[test]
     fn queue_base_change_moves_every_helper() {
-        let old = Config::default();
+        let old = ftp_tftp();
         let mut new = old.clone();
         new.queue_base = Q + 1;
         assert_eq!(
@@ -361,7 +369,7 @@ mod tests {
 
     #[test]
     fn queue_parameters_log_level_firewall_and_global_switch() {
-        let old = Config::default();
+        let old = ftp_tftp();
         let mut new = old.clone();
         new.queue_maxlen = 4096;
         new.log_level = log::LevelFilter::Debug;

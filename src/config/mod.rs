@@ -598,9 +598,9 @@ mod tests {
     }
 
     #[test]
-    fn default_serves_ftp_and_tftp_on_both_families() {
+    fn default_serves_ftp_tftp_and_sip_on_both_families() {
         let c = Config::default();
-        assert_eq!(c.helpers.len(), 2);
+        assert_eq!(c.helpers.len(), 3);
         let ftp = &c.helpers[0];
         assert_eq!(ftp.name(), "ftp");
         assert_eq!(
@@ -619,6 +619,22 @@ mod tests {
         );
         assert_eq!(tftp.classes.as_slice(), [limits(1, 300)]);
         assert_eq!(c.queue_of(1), 48001);
+        let sip = &c.helpers[2];
+        assert_eq!(sip.name(), "sip");
+        assert_eq!(sip.protos, Protos::TCP_UDP);
+        assert_eq!(sip.proto_option(), "any");
+        assert_eq!(sip.ports.as_slice(), &[5060]);
+        assert_eq!(
+            sip.classes.as_slice(),
+            [
+                limits(1, 180),
+                limits(4, 180),
+                limits(4, 180),
+                limits(2, 180)
+            ]
+        );
+        assert_eq!(sip.sip, crate::helpers::sip::Options::default());
+        assert_eq!(c.queue_of(2), 48002);
     }
 
     #[test]

@@ -679,7 +679,11 @@ mod tests {
         let mut kernel = FakeKernel::acking();
         register_all(&mut kernel, &Config::default()).unwrap();
         let sent = kernel.sent.borrow();
-        assert_eq!(sent.len(), 4, "ftp and tftp, IPv4 and IPv6");
+        assert_eq!(
+            sent.len(),
+            8,
+            "ftp, tftp and sip (TCP and UDP), IPv4 and IPv6"
+        );
         let msg = Messages::new(&sent[0]).next().unwrap().unwrap();
         let info = cthelper::parse_helper(&msg).unwrap();
         assert_eq!(

@@ -248,8 +248,7 @@ const _: () = assert!(class_index(SIP_CLASSES, "audio") == sip::media::Class::Au
 const _: () = assert!(class_index(SIP_CLASSES, "video") == sip::media::Class::Video as u32);
 const _: () = assert!(class_index(SIP_CLASSES, "image") == sip::media::Class::Image as u32);
 
-/// SIP on UDP and TCP. Not in the default configuration yet: it is enabled with a
-/// `helper` section naming it until its real-kernel scenario proves it (issue #13).
+/// SIP on UDP and TCP.
 pub const SIP: Builtin = Builtin {
     name: "sip",
     protos: Protos::TCP_UDP,
@@ -258,7 +257,7 @@ pub const SIP: Builtin = Builtin {
     private_len: sip::PRIVATE_LEN,
     store_entries: crate::helpers::STORE_ENTRIES,
     stream_buffers: true,
-    default_on: false,
+    default_on: true,
     helper: &sip::Sip,
 };
 
@@ -386,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn ftp_and_tftp_are_what_the_readme_promises() {
+    fn ftp_tftp_and_sip_are_what_the_readme_promises() {
         let ftp = find("ftp").unwrap();
         assert_eq!((ftp.protos, ftp.ports), (Protos::TCP, &[21u16][..]));
         assert_eq!(
@@ -410,7 +409,7 @@ mod tests {
         assert_eq!((FTP_DATA, TFTP_DATA), (0, 0));
         assert!(find("FTP").is_none());
         assert_eq!(names(), "ftp, tftp, sip, sipmock");
-        // SIP: UDP and TCP, the kernel's four classes, not on by default yet.
+        // SIP: UDP and TCP, the kernel's four classes, on by default.
         let sip = find("sip").unwrap();
         assert_eq!((sip.protos, sip.ports), (Protos::TCP_UDP, &[5060u16][..]));
         let classes: Vec<_> = sip
@@ -427,7 +426,7 @@ mod tests {
                 ("image", 2, 180)
             ]
         );
-        assert!(sip.stream_buffers && !sip.default_on);
+        assert!(sip.stream_buffers && sip.default_on);
     }
 
     #[test]

@@ -12,8 +12,8 @@
 # Checks
 #   check-config: shipped file valid, output round-trips; a bad file -> exit 2
 #     with file:line: option; the daemon refuses to start on it
-#   start: table inet cthelperd with ct helper ftp + tftp (l3proto inet); the
-#     helpers on the shipped queues 48000 / 48001
+#   start: table inet cthelperd with ct helper ftp, tftp, sip-tcp, sip-udp
+#     (l3proto inet); the helpers on the shipped queues 48000 / 48001 / 48002
 #   PASV (IPv4), EPSV (IPv6) transfers
 #   fw4 flush + reload during a slow transfer: it completes, a new one works,
 #     table inet cthelperd untouched
@@ -118,16 +118,20 @@ check "daemon starts with $CONF (ftp, tftp registered)" pass $rc
 rx nft list table inet cthelperd >"$RESULTS/nft-cthelperd-1.txt" 2>&1
 indent <"$RESULTS/nft-cthelperd-1.txt"
 grep -q 'ct helper ftp' "$RESULTS/nft-cthelperd-1.txt" && grep -q 'ct helper tftp' "$RESULTS/nft-cthelperd-1.txt" &&
-    [ "$(grep -c 'l3proto inet' "$RESULTS/nft-cthelperd-1.txt")" = 2 ] &&
-    grep -q 'tcp dport 21 ct helper set "ftp"' "$RESULTS/nft-cthelperd-1.txt"
-check "daemon installed table inet cthelperd (ct helper ftp + tftp, l3proto inet, port rules)" pass $?
+    grep -q 'ct helper sip-tcp' "$RESULTS/nft-cthelperd-1.txt" && grep -q 'ct helper sip-udp' "$RESULTS/nft-cthelperd-1.txt" &&
+    [ "$(grep -c 'l3proto inet' "$RESULTS/nft-cthelperd-1.txt")" = 4 ] &&
+    grep -q 'tcp dport 21 ct helper set "ftp"' "$RESULTS/nft-cthelperd-1.txt" &&
+    grep -q 'udp dport 5060 ct helper set "sip-udp"' "$RESULTS/nft-cthelperd-1.txt"
+check "daemon installed table inet cthelperd (ct helper ftp, tftp, sip-tcp, sip-udp, l3proto inet, port rules)" pass $?
 ! rx nft list table inet helpers >/dev/null 2>&1
 check "no helper rules other than the daemon's (no table inet helpers)" pass $?
-# the shipped queue_base: ftp on queue 48000, tftp on 48001, both families
+# the shipped queue_base: ftp on queue 48000, tftp on 48001, sip on 48002, both
+# families (sip on TCP and UDP)
 nfct_helpers >"$RESULTS/helpers-1.txt"
 [ "$(awk '$1 == "ftp" && $4 == 48000' "$RESULTS/helpers-1.txt" | wc -l)" = 2 ] &&
-    [ "$(awk '$1 == "tftp" && $4 == 48001' "$RESULTS/helpers-1.txt" | wc -l)" = 2 ]
-check "helpers on the shipped queues: ftp 48000, tftp 48001 (IPv4 and IPv6)" pass $?
+    [ "$(awk '$1 == "tftp" && $4 == 48001' "$RESULTS/helpers-1.txt" | wc -l)" = 2 ] &&
+    [ "$(awk '$1 == "sip" && $4 == 48002' "$RESULTS/helpers-1.txt" | wc -l)" = 4 ]
+check "helpers on the shipped queues: ftp 48000, tftp 48001, sip 48002 (IPv4 and IPv6)" pass $?
 
 xfer PASV4 4 --disable-epsv; check "PASV transfer (IPv4)" pass $?
 xfer EPSV6 6; check "EPSV transfer (IPv6)" pass $?
@@ -183,7 +187,7 @@ check "daemon still running with its helpers enabled" pass $?
 xfer PASV4-after-bad 4 --disable-epsv; check "PASV transfer after the refused reload" pass $?
 
 say "=== SIGHUP: tftp enabled '0'"
-sed '/option name .tftp./,$ s/option enabled .1./option enabled '"'"'0'"'"'/' /tmp/good.conf >"$CONF"
+sed '/option name .tftp./,/^config/ s/option enabled .1./option enabled '"'"'0'"'"'/' /tmp/good.conf >"$CONF"
 n0=$(grep -c "configuration reloaded" "$DAEMON_LOG")
 kill -HUP "$DAEMON_PID"
 for ((i = 0; i < 100; i++)); do

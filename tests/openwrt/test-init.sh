@@ -75,7 +75,7 @@ variant() { # variant FILE SED-SCRIPT
 TRIGGERS='reload_trigger [cthelperd]
 validation_begin
 schema [cthelperd] [globals] [enabled:bool:1] [log_level:or("error","warn","info","debug"):info] [syslog:bool:0] [queue_base:range(0,65535):48000] [queue_maxlen:uinteger:1024] [fail_open:bool:0] [firewall:bool:1]
-schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp","any")] [port:list(port)] [expect_max:uinteger] [expect_timeout:uinteger] [allow_low_ports:bool:0]
+schema [cthelperd] [helper] [name:string] [enabled:bool:1] [family:or("ipv4","ipv6","any"):any] [proto:or("tcp","udp","any")] [port:list(port)] [expect_max:uinteger] [expect_timeout:uinteger] [expect_max_signalling:uinteger] [expect_timeout_signalling:uinteger] [expect_max_audio:uinteger] [expect_timeout_audio:uinteger] [expect_max_video:uinteger] [expect_timeout_video:uinteger] [expect_max_image:uinteger] [expect_timeout_image:uinteger] [allow_low_ports:bool:0] [sip_direct_media:bool:1] [sip_direct_signalling:bool:1] [sip_timeout:uinteger:3600]
 validation_end'
 
 instance() { # instance [CONF]: the expected instance lines
