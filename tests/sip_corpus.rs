@@ -4,11 +4,11 @@
 //! (expected.json). The comparison and the documented disagreements live in
 //! tests/common/corpus.rs.
 //!
-//! Each capture is compared twice: as `cthelperd replay` reads it, and as conntrack on
-//! a router terminating its tunnels sees it (GRE, IP-in-IP, GTP-U opened and IP
-//! fragments reassembled by the test, `corpus::kernel_view`), so a helper miss is not
-//! hidden behind a reader limit. Known semantic differences from the ground truth (a
-//! tshark-based model of nf_conntrack_sip's defaults):
+//! Each capture is compared as `cthelperd replay` reads it, which is what conntrack on a
+//! router terminating its tunnels sees: IP fragments reassembled, GRE, IP-in-IP and
+//! GTP-U opened (src/replay/ingress.rs); `corpus::SIP_INGRESS` pins the captures that
+//! need it. Known semantic differences from the ground truth (a tshark-based model of
+//! nf_conntrack_sip's defaults):
 //! - registrations: the kernel expects the Contact at the REGISTER, we at the
 //!   registrar's 2xx answer, so they are matched by tuple: ours at the REGISTER's frame
 //!   or later. A REGISTER refused with 401/403 opens nothing in ours (the kernel's is
@@ -29,7 +29,7 @@ mod common;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use common::corpus::{self, SIP_DEVIATIONS, SIP_EXTRA_PORTS, SIP_READER_LIMITS, View};
+use common::corpus::{self, SIP_DEVIATIONS, SIP_EXTRA_PORTS, SIP_INGRESS};
 use common::json;
 use cthelperd::helpers::sip::{PRIVATE_LEN, Sip};
 use cthelperd::helpers::{Helper, Packet, Policy, Store, Transport, registry};
@@ -48,21 +48,18 @@ struct Totals {
 }
 
 impl Totals {
+    /// Over every kernel-default expectation, those whose announcing packet never
+    /// reached the helper included.
     fn recall(&self) -> f64 {
         self.recalled as f64 / self.kernel_default.max(1) as f64
     }
-
-    /// Recall over the expectations whose announcing packet replay hands to the helper.
-    fn recall_of_seen(&self) -> f64 {
-        self.recalled as f64 / (self.kernel_default - self.not_seen).max(1) as f64
-    }
 }
 
-/// Replay every SIP capture of `expected_json` (found under `base`) in both views and
-/// compare; panics listing every mismatch. Returns the totals of each view.
-fn compare_all(expected_json: &Path, base: &Path) -> (Totals, Totals) {
+/// Replay every SIP capture of `expected_json` (found under `base`) and compare; panics
+/// listing every mismatch. Returns the totals.
+fn compare_all(expected_json: &Path, base: &Path) -> Totals {
     let mut problems = Vec::new();
-    let (mut as_replay, mut as_kernel) = (Totals::default(), Totals::default());
+    let mut totals = Totals::default();
     for entry in corpus::load_expected(expected_json) {
         let file = corpus::file_of(&entry).to_string();
         if !file.starts_with("sip/") {
@@ -70,41 +67,38 @@ fn compare_all(expected_json: &Path, base: &Path) -> (Totals, Totals) {
         }
         let path = base.join(&file);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let rules = corpus::sip_rules(&file);
-        let replayed = match replay::replay(&bytes, &rules) {
+        let got = match replay::replay(&bytes, &corpus::sip_rules(&file)) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("{file}: {e}"));
                 continue;
             }
         };
-        let packets = corpus::kernel_view(&bytes).expect("read once already");
-        let kernel = corpus::replay_packets(&packets, &rules);
-        let mut helped = [0; 2];
-        for (i, (view, got, totals)) in [
-            (View::Replay, &replayed, &mut as_replay),
-            (View::Kernel, &kernel, &mut as_kernel),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let c = corpus::compare_sip(&entry, got, view);
-            helped[i] = c.helped;
-            problems.extend(c.problems);
-            totals.captures += 1;
-            totals.kernel_default += c.kernel_default;
-            totals.recalled += c.recalled;
-            totals.not_seen += c.not_seen;
-            totals.pinned.extend(c.pinned);
-        }
-        // What replay does not hand to the helper is documented, and the kernel view
-        // hands over the rest.
-        let limit = SIP_READER_LIMITS.iter().find(|l| l.0 == file);
-        let documented = limit.map_or([helped[1]; 2], |l| [l.1, l.2]);
-        if helped != documented {
+        let c = corpus::compare_sip(&entry, &got);
+        problems.extend(c.problems);
+        totals.captures += 1;
+        totals.kernel_default += c.kernel_default;
+        totals.recalled += c.recalled;
+        totals.not_seen += c.not_seen;
+        totals.pinned.extend(c.pinned);
+        // What reaches the helper only through reassembly or a tunnel is documented,
+        // and nothing else is reassembled or opened.
+        let s = &got.summary;
+        let seen = (c.helped, s.reassembled, s.decapsulated);
+        let documented = SIP_INGRESS
+            .iter()
+            .find(|l| l.0 == file)
+            .map_or((c.helped, 0, 0), |l| (l.1, l.2, l.3));
+        if seen != documented {
             problems.push(format!(
-                "{file}: SIP packets helped as replay reads it / in the kernel view: {helped:?}, \
-                 documented {documented:?}"
+                "{file}: (SIP packets helped, datagrams reassembled, packets out of tunnels) \
+                 {seen:?}, documented {documented:?}"
+            ));
+        }
+        if !s.fragments.is_empty() {
+            problems.push(format!(
+                "{file}: fragments never reassembled at frames {:?} ({:?})",
+                s.fragments, s.fragments_dropped
             ));
         }
     }
@@ -114,36 +108,25 @@ fn compare_all(expected_json: &Path, base: &Path) -> (Totals, Totals) {
         problems.len(),
         problems.join("\n")
     );
-    for (name, t) in [("replay", &as_replay), ("kernel view", &as_kernel)] {
-        println!(
-            "{name}: {} captures, {} kernel-default expectations, {} recalled ({:.4}), {} \
-             never handed to the helper (recall of the rest {:.4})",
-            t.captures,
-            t.kernel_default,
-            t.recalled,
-            t.recall(),
-            t.not_seen,
-            t.recall_of_seen()
-        );
-        for p in &t.pinned {
-            println!("  pinned: {p}");
-        }
+    println!(
+        "{} captures, {} kernel-default expectations, {} recalled ({:.4}), {} never handed \
+         to the helper",
+        totals.captures,
+        totals.kernel_default,
+        totals.recalled,
+        totals.recall(),
+        totals.not_seen
+    );
+    for p in &totals.pinned {
+        println!("  pinned: {p}");
     }
-    (as_replay, as_kernel)
+    totals
 }
 
-/// Recall of the kernel-default expectations >= 0.98 (issue #13): in the kernel view
-/// over all of them, as replay reads the captures over those it hands to the helper
-/// (the rest are the pinned `NotSeen` reader limits).
-fn assert_recall(as_replay: &Totals, as_kernel: &Totals) {
-    assert_eq!(as_kernel.not_seen, 0);
-    assert!(as_kernel.recall() >= 0.98, "{as_kernel:?}");
-    assert!(as_replay.recall_of_seen() >= 0.98, "{as_replay:?}");
-    assert_eq!(
-        as_replay.recalled + as_replay.not_seen,
-        as_kernel.recalled,
-        "a miss other than a packet replay does not see"
-    );
+/// Recall of the kernel-default expectations >= 0.98 (issue #13), as `cthelperd replay`
+/// reads the captures, over all of them.
+fn assert_recall(totals: &Totals) {
+    assert!(totals.recall() >= 0.98, "{totals:?}");
 }
 
 /// The permissively licensed captures shipped in the repository with their
@@ -151,9 +134,9 @@ fn assert_recall(as_replay: &Totals, as_kernel: &Totals) {
 #[test]
 fn bundled_sip_captures_match_expected() {
     let data = corpus::data_dir();
-    let (as_replay, as_kernel) = compare_all(&data.join("sip-expected.json"), &data);
-    assert_eq!(as_replay.captures, 20, "bundled captures");
-    assert_recall(&as_replay, &as_kernel);
+    let totals = compare_all(&data.join("sip-expected.json"), &data);
+    assert_eq!(totals.captures, 20, "bundled captures");
+    assert_recall(&totals);
 }
 
 /// The full shared corpus (including the LGPL nDPI and GPL sngrep captures), when this
@@ -163,13 +146,13 @@ fn shared_corpus_sip_captures_match_expected() {
     let Some(base) = corpus::shared_corpus() else {
         return;
     };
-    let (as_replay, as_kernel) = compare_all(&base.join("expected.json"), &base);
+    let totals = compare_all(&base.join("expected.json"), &base);
     assert!(
-        as_replay.captures >= 27,
+        totals.captures >= 27,
         "only {} SIP captures",
-        as_replay.captures
+        totals.captures
     );
-    assert_recall(&as_replay, &as_kernel);
+    assert_recall(&totals);
 }
 
 #[test]
@@ -180,7 +163,7 @@ fn known_deviations_are_documented() {
     for (file, ports, why) in SIP_EXTRA_PORTS {
         assert!(!why.is_empty() && !ports.is_empty(), "{file}");
     }
-    for (file, _, _, why) in SIP_READER_LIMITS {
+    for (file, _, _, _, why) in SIP_INGRESS {
         assert!(!why.is_empty(), "{file}");
     }
 }
@@ -436,9 +419,13 @@ fn rfc4475_messages_through_the_helper() {
 /// Largest sip_helper seed (a long call is cut into several).
 const SEED_MAX: usize = 16 * 1024;
 
+/// Largest replay_capture seed (the README's `-max_len=65536`).
+const REPLAY_SEED_MAX: usize = 64 * 1024;
+
 /// Writes fuzz seeds (see fuzz/README.md); ignored unless asked for by fuzz/seed.sh:
-/// `sip_helper` the signalling connections of every SIP capture (kernel view: tunnels
-/// opened, fragments reassembled) in its packet layout, and the RFC 4475 messages as
+/// `sip_helper` the signalling connections of every SIP capture (as replay reads it:
+/// tunnels opened, fragments reassembled) in its packet layout, `replay_capture` every
+/// SIP capture of at most `REPLAY_SEED_MAX` bytes and each one's IP packets as captured, and the RFC 4475 messages as
 /// one UDP datagram and one TCP segment; `sip_message` the RFC 4475 messages in both
 /// framings; `sip_stream` each RFC 4475 message as the segments of one stream.
 #[test]
@@ -448,11 +435,11 @@ fn dump_fuzz_seeds() {
         println!("FUZZ_SEED_DIR not set");
         return;
     };
-    let dirs = ["sip_helper", "sip_message", "sip_stream"].map(|d| out.join(d));
+    let dirs = ["sip_helper", "sip_message", "sip_stream", "replay_capture"].map(|d| out.join(d));
     for d in &dirs {
         std::fs::create_dir_all(d).unwrap();
     }
-    let [helper_dir, message_dir, stream_dir] = &dirs;
+    let [helper_dir, message_dir, stream_dir, replay_dir] = &dirs;
     let mut n = 0;
     let mut write = |dir: &Path, seed: &[u8]| {
         std::fs::write(dir.join(format!("s{n}")), seed).unwrap();
@@ -471,9 +458,27 @@ fn dump_fuzz_seeds() {
                 ports.extend_from_slice(p);
             }
         }
-        for seed in connection_seeds(&corpus::kernel_view(&bytes).unwrap(), &ports) {
+        for seed in connection_seeds(&ip_packets(&bytes), &ports) {
             write(helper_dir, &seed);
         }
+        // The capture, and its IP packets as they were captured (fragments, tunnels) in
+        // the target's `[len u16 BE][packet]...` layout.
+        if bytes.len() <= REPLAY_SEED_MAX {
+            write(replay_dir, &bytes);
+        }
+        let mut framed = Vec::new();
+        for rec in replay::capture::Capture::new(&bytes).unwrap() {
+            let rec = rec.unwrap();
+            let Some(l3) = replay::capture::l3(rec.linktype, rec.data) else {
+                continue;
+            };
+            if framed.len() + 2 + l3.len() > REPLAY_SEED_MAX {
+                break;
+            }
+            framed.extend_from_slice(&u16::try_from(l3.len()).unwrap().to_be_bytes());
+            framed.extend_from_slice(l3);
+        }
+        write(replay_dir, &framed);
     }
     for (_, msg) in common::corpus::torture_messages().unwrap_or_default() {
         let len = u16::try_from(msg.len()).unwrap().to_be_bytes();
@@ -505,9 +510,22 @@ fn dump_fuzz_seeds() {
     println!("wrote {n} seeds to {}", out.display());
 }
 
+/// The IP packets of a capture as replay hands them to conntrack (the library's
+/// `replay::ingress`: fragments reassembled, tunnels opened).
+fn ip_packets(capture: &[u8]) -> Vec<Vec<u8>> {
+    let mut ingress = replay::ingress::Ingress::new();
+    replay::capture::Capture::new(capture)
+        .unwrap()
+        .filter_map(|rec| match ingress.frame(&rec.unwrap()) {
+            replay::ingress::Seen::Packet(p) => Some(p.into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// sip_helper seeds (fuzz/fuzz_targets/sip_helper.rs layout) of the TCP and UDP
 /// connections on one of `ports`.
-fn connection_seeds(packets: &[corpus::L3Packet], ports: &[u16]) -> Vec<Vec<u8>> {
+fn connection_seeds(packets: &[Vec<u8>], ports: &[u16]) -> Vec<Vec<u8>> {
     struct Flow {
         key: (u8, (IpAddr, u16), (IpAddr, u16)),
         orig: (IpAddr, u16),
@@ -517,7 +535,7 @@ fn connection_seeds(packets: &[corpus::L3Packet], ports: &[u16]) -> Vec<Vec<u8>>
     let mut flows: Vec<Flow> = Vec::new();
     let mut done = Vec::new();
     for p in packets {
-        let Ok(d) = wire::dissect(&p.data) else {
+        let Ok(d) = wire::dissect(p) else {
             continue;
         };
         if d.payload.is_empty() || !(ports.contains(&d.src_port) || ports.contains(&d.dst_port)) {

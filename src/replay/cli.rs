@@ -91,10 +91,11 @@ pub fn replay_to(
             writeln!(out, "{line}")?;
         }
     }
+    let summary = r.finish();
     if json {
-        writeln!(out, "{}", output::json_summary(r.summary()))?;
+        writeln!(out, "{}", output::json_summary(summary))?;
     } else {
-        for line in output::text_summary(r.summary()) {
+        for line in output::text_summary(summary) {
             writeln!(out, "{line}")?;
         }
     }

@@ -1,6 +1,8 @@
 //! Capture replay: what expectations would the helpers have created for this traffic?
 //!
-//! Packets from a capture are grouped into connections the way conntrack would (5-tuple,
+//! A capture's frames become the IP packets conntrack sees on a router that terminates
+//! the capture's tunnels ([`ingress`]: IP fragments reassembled, GRE, IP-in-IP and GTP-U
+//! opened). Packets are grouped into connections the way conntrack would (5-tuple,
 //! original direction from the first packet, a SYN when there is one), helpers are
 //! assigned the way a firewall rule does it (`tcp dport 21 ct helper set "ftp"`: by the
 //! original destination port), and every packet of a helped connection goes through
@@ -13,7 +15,10 @@
 
 pub mod capture;
 pub mod cli;
+pub mod ingress;
 pub mod output;
+pub mod reassembly;
+pub mod tunnel;
 
 use std::collections::HashMap;
 
@@ -151,9 +156,17 @@ pub struct Summary {
     pub non_ip: usize,
     /// IP packets neither TCP nor UDP.
     pub other_protocols: usize,
-    /// IP fragments: the kernel reassembles before conntrack; replay does not, so a
-    /// fragmented packet is not seen by the helper (counted so the user knows).
+    /// IP datagrams reassembled from fragments (each replayed at the frame of the
+    /// fragment that completed it), as the kernel does before conntrack.
+    pub reassembled: usize,
+    /// Packets taken out of tunnels (GRE, IP-in-IP, GTP-U) and replayed instead of the
+    /// tunnel packet.
+    pub decapsulated: usize,
+    /// Frames of IP fragments that never became part of a replayed datagram, in frame
+    /// order (why: `fragments_dropped`).
     pub fragments: Vec<usize>,
+    /// Those fragments by reason.
+    pub fragments_dropped: reassembly::Dropped,
     /// Frames whose IP/TCP/UDP headers are broken or cut short (the kernel would drop
     /// them before conntrack; the daemon never sees a truncated packet either).
     pub malformed: Vec<usize>,
@@ -197,6 +210,10 @@ pub struct Replayer<'r> {
     /// Each helper's store, by name, as the daemon keeps one per configured helper.
     stores: Vec<(&'static str, helpers::Store)>,
     conns: HashMap<ConnKey, Conn>,
+    /// Reassembly and tunnels: what conntrack gets of each frame.
+    ingress: ingress::Ingress,
+    /// Fragments the reassembler did not take (counted as invalid).
+    stray_fragments: usize,
     /// The id the next conntrack gets (the kernel's CTA_ID): helpers key their store
     /// and reassembly buffers by it, so two connections must not share one.
     next_id: u32,
@@ -223,14 +240,40 @@ impl<'r> Replayer<'r> {
             rules,
             stores,
             conns: HashMap::new(),
+            ingress: ingress::Ingress::new(),
+            stray_fragments: 0,
             next_id: 1,
             first_ts: None,
             summary,
         }
     }
 
+    /// What the replay looked at so far (fragments still waiting for the rest of their
+    /// datagram are in no count until [`Replayer::finish`]).
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+
+    /// The end of the capture: fragments still waiting for the rest of their datagram
+    /// are counted as dropped (incomplete). Returns the final summary.
+    pub fn finish(&mut self) -> &Summary {
+        self.ingress.finish();
+        self.sync_ingress();
+        &self.summary
+    }
+
+    /// Copy the reassembly and tunnel counters into the summary.
+    fn sync_ingress(&mut self) {
+        self.summary.reassembled = self.ingress.reassembled();
+        self.summary.decapsulated = self.ingress.decapsulated();
+        self.summary.fragments_dropped = self.ingress.dropped();
+        self.summary.fragments_dropped.invalid += self.stray_fragments;
+        let dropped = self.ingress.take_dropped_frames();
+        if !dropped.is_empty() {
+            self.summary.fragments.extend(dropped);
+            // Evictions and timeouts drop earlier frames after later ones.
+            self.summary.fragments.sort_unstable();
+        }
     }
 
     /// Timestamp of the first record, the origin of `Event::rel_ns`.
@@ -259,18 +302,28 @@ impl<'r> Replayer<'r> {
     pub fn record(&mut self, rec: &capture::Record<'_>, out: &mut Vec<Event>) {
         self.summary.frames += 1;
         let first_ts = *self.first_ts.get_or_insert(rec.ts_ns);
-        let Some(l3) = capture::l3(rec.linktype, rec.data) else {
-            self.summary.non_ip += 1;
-            return;
+        let seen = self.ingress.frame(rec);
+        self.sync_ingress();
+        let l3 = match seen {
+            ingress::Seen::Packet(l3) => l3,
+            ingress::Seen::NotIp => {
+                self.summary.non_ip += 1;
+                return;
+            }
+            ingress::Seen::Fragment => return,
         };
-        let d = match wire::dissect(l3) {
+        let d = match wire::dissect(&l3) {
             Ok(d) => d,
             Err(wire::Error::UnsupportedProtocol(_)) => {
                 self.summary.other_protocols += 1;
                 return;
             }
+            // A fragment the reassembler could not take (a fragment header inside a
+            // reassembled datagram).
             Err(wire::Error::Fragment) => {
                 self.summary.fragments.push(rec.number);
+                self.stray_fragments += 1;
+                self.summary.fragments_dropped.invalid += 1;
                 return;
             }
             Err(_) => {
@@ -447,6 +500,7 @@ pub fn replay(bytes: &[u8], rules: &[Rule]) -> Result<Replay, capture::Error> {
     for rec in capture::Capture::new(bytes)? {
         r.record(&rec?, &mut events);
     }
+    r.finish();
     Ok(Replay {
         events,
         summary: r.summary,

@@ -218,9 +218,17 @@ pub fn text_summary(s: &Summary) -> Vec<String> {
         skipped.push(format!("{} neither TCP nor UDP", s.other_protocols));
     }
     if !s.fragments.is_empty() {
+        let why: Vec<String> = s
+            .fragments_dropped
+            .by_reason()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| format!("{n} {}", reason.replace('_', " ")))
+            .collect();
         skipped.push(format!(
-            "{} IP fragments (frames {})",
+            "{} IP fragments never reassembled ({}; frames {})",
             s.fragments.len(),
+            why.join(", "),
             frame_list(&s.fragments)
         ));
     }
@@ -235,6 +243,12 @@ pub fn text_summary(s: &Summary) -> Vec<String> {
         "# {} frames, {} TCP/UDP packets, {} connections",
         s.frames, s.packets, s.connections
     );
+    if s.reassembled > 0 {
+        let _ = write!(line, "; {} IP datagrams reassembled", s.reassembled);
+    }
+    if s.decapsulated > 0 {
+        let _ = write!(line, "; {} packets out of tunnels", s.decapsulated);
+    }
     if !skipped.is_empty() {
         let _ = write!(line, "; not replayed: {}", skipped.join(", "));
     }
@@ -280,14 +294,23 @@ pub fn json_summary(s: &Summary) -> String {
             )
         })
         .collect();
+    let dropped: Vec<String> = s
+        .fragments_dropped
+        .by_reason()
+        .iter()
+        .map(|(reason, n)| format!("{}:{n}", json_string(reason)))
+        .collect();
     format!(
-        "{{\"summary\":{{\"frames\":{},\"packets\":{},\"connections\":{},\"non_ip\":{},\"other_protocols\":{},\"fragments\":{},\"malformed\":{},\"helpers\":[{}]}}}}",
+        "{{\"summary\":{{\"frames\":{},\"packets\":{},\"connections\":{},\"non_ip\":{},\"other_protocols\":{},\"reassembled\":{},\"decapsulated\":{},\"fragments\":{},\"fragments_dropped\":{{{}}},\"malformed\":{},\"helpers\":[{}]}}}}",
         s.frames,
         s.packets,
         s.connections,
         s.non_ip,
         s.other_protocols,
+        s.reassembled,
+        s.decapsulated,
         json_frames(&s.fragments),
+        dropped.join(","),
         json_frames(&s.malformed),
         helpers.join(",")
     )

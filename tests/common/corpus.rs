@@ -456,23 +456,11 @@ pub fn sip_rules(file: &str) -> Vec<cthelperd::replay::Rule> {
     rules
 }
 
-/// How a capture's packets reach the helper.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum View {
-    /// As `cthelperd replay` reads the capture: no tunnel is opened, no fragment is
-    /// reassembled.
-    Replay,
-    /// As conntrack on a router terminating the capture's tunnels sees it: GRE, IP-in-IP
-    /// and GTP-U decapsulated and IP fragments reassembled ([`kernel_view`]) before the
-    /// packets go through the same replay.
-    Kernel,
-}
-
 /// What we do where we disagree with a SIP ground-truth entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SipOurs {
-    /// The replay reader never hands the announcing packet to the helper (a tunnel, an
-    /// IP fragment); only in [`View::Replay`] — the kernel view must not need it.
+    /// The replay reader never hands the announcing packet to the helper (a tunnel it
+    /// does not open, a fragment it cannot reassemble).
     NotSeen,
     /// The helper sees the message and creates nothing.
     Nothing,
@@ -491,58 +479,49 @@ pub struct SipDeviation {
     pub why: &'static str,
 }
 
-pub const SIP_DEVIATIONS: &[SipDeviation] = &[
-    SipDeviation {
-        file: "sip/arkime-gtp-volte-ipv6.pcap",
-        frames: &[],
-        ours: SipOurs::NotSeen,
-        why: "VoLTE signalling (IPv6, TCP and UDP to the P-CSCF fd01::183) inside GTP-U \
-              (UDP 2152): replay tracks the outer GTP-U flow, as conntrack on a router \
-              that forwards the tunnel does (only the tunnel's endpoint sees the SIP). \
-              The kernel view (tunnel opened) matches every kernel-default expectation",
-    },
-    SipDeviation {
-        file: "sip/sngrep-ipv6frag.pcap",
-        frames: &[2],
-        ours: SipOurs::NotSeen,
-        why: "the UAC's INVITE (frames 1 and 2) is fragmented (IPv6 fragment header); \
-              the kernel reassembles before conntrack (nf_defrag_ipv6), replay does not \
-              and counts the frames as fragments. The proxy's forwarded INVITE (frames 4 \
-              and 5) is fragmented too, but its c= names another host (kernel_default \
-              false). The kernel view (reassembled) matches",
-    },
-];
+/// None today: the GTP-U capture (arkime-gtp-volte-ipv6) and the fragmented INVITE of
+/// sngrep-ipv6frag, once pinned as `NotSeen`, reach the helper since replay opens
+/// tunnels and reassembles fragments (see [`SIP_INGRESS`]).
+pub const SIP_DEVIATIONS: &[SipDeviation] = &[];
 
-/// Captures with SIP packets that replay does not hand to the helper (tunnels, IP
-/// fragments), which the kernel view does: (file, SIP packets the helper gets as replay
-/// reads the capture, and in the kernel view, where the rest are). Every other SIP
-/// capture's helper gets the same packets in both views.
-pub const SIP_READER_LIMITS: &[(&str, usize, usize, &str)] = &[
+/// SIP captures whose signalling reaches the helper only because replay reassembles IP
+/// fragments or opens tunnels, as conntrack on a router terminating them sees it: (file,
+/// SIP packets helped, datagrams reassembled, packets out of tunnels, where they are).
+/// Every other SIP capture reassembles nothing and opens no tunnel.
+pub const SIP_INGRESS: &[(&str, usize, usize, usize, &str)] = &[
     (
         "sip/arkime-gtp-volte-ipv6.pcap",
-        0,
         62,
-        "all of it inside GTP-U (UDP 2152, G-PDUs with extension headers)",
+        0,
+        106,
+        "every frame is a GTP-U G-PDU (UDP 2152, with extension headers); inside, VoLTE \
+         signalling (IPv6, TCP and UDP to the P-CSCF fd01::183) and the phone's other \
+         traffic",
     ),
     (
         "sip/ndpi-sip-in-gre.pcapng",
+        1,
         0,
         1,
         "its one packet (a 100 Trying) in PPTP's enhanced GRE (version 1) over PPP",
     ),
     (
         "sip/sngrep-ipip-tcp.pcap",
-        2,
         4,
+        0,
+        2,
         "the INVITE and 183 (frames 2, 3) in IP-in-IP; the 200 and BYE are plain. Every \
          expectation of it is kernel_default false (c= is not the sender's), and we refuse \
          them",
     ),
     (
         "sip/sngrep-ipv6frag.pcap",
-        30,
         32,
-        "two INVITEs of two IPv6 fragments each (frames 1-2, 4-5)",
+        2,
+        0,
+        "two INVITEs of two IPv6 fragments each (frames 1-2, 4-5): the UAC's, whose media \
+         the kernel expects (frame 2), and the proxy's forwarded one, whose c= names \
+         another host",
     ),
 ];
 
@@ -582,9 +561,8 @@ fn sip_deviation(file: &str, frame: usize, ours: SipOurs) -> Option<usize> {
     })
 }
 
-/// Compare the SIP expectations of one capture's replay (seen through `view`) with its
-/// expected.json entry.
-pub fn compare_sip(entry: &json::Value, got: &Replay, view: View) -> SipComparison {
+/// Compare the SIP expectations of one capture's replay with its expected.json entry.
+pub fn compare_sip(entry: &json::Value, got: &Replay) -> SipComparison {
     let file = file_of(entry).to_string();
     let mut out = SipComparison::default();
     let mut media: Vec<SipKey> = Vec::new();
@@ -722,9 +700,7 @@ pub fn compare_sip(entry: &json::Value, got: &Replay, view: View) -> SipComparis
     }
     for ((frame, proto, src, dst, port), kind) in missing {
         let what = format!("{kind} {proto} {src} -> {dst}:{port}");
-        let not_seen =
-            sip_deviation(&file, frame, SipOurs::NotSeen).filter(|_| view == View::Replay);
-        if let Some(d) = not_seen {
+        if let Some(d) = sip_deviation(&file, frame, SipOurs::NotSeen) {
             if !unseen(frame) {
                 out.problems.push(format!(
                     "{file}: frame {frame} reached the helper, yet {what} is missing"
@@ -765,16 +741,15 @@ pub fn compare_sip(entry: &json::Value, got: &Replay, view: View) -> SipComparis
         .enumerate()
         .filter(|(_, d)| d.file == file)
     {
-        let applies = d.ours != SipOurs::NotSeen || view == View::Replay;
-        if applies && !used_deviations.contains(&i) {
+        if !used_deviations.contains(&i) {
             out.problems.push(format!(
-                "{file}: documented deviation {:?} at {:?} no longer holds ({view:?} view)",
+                "{file}: documented deviation {:?} at {:?} no longer holds",
                 d.ours, d.frames
             ));
         }
     }
     println!(
-        "{file} ({view:?}): {} SIP packets, {} media and {} registration expectations; \
+        "{file}: {} SIP packets, {} media and {} registration expectations; \
          kernel-default {} recalled {} (not seen {}); parse errors at {:?}",
         helped_packets,
         media.len(),
@@ -785,266 +760,4 @@ pub fn compare_sip(entry: &json::Value, got: &Replay, view: View) -> SipComparis
         sip.map(|h| &h.parse_errors[..]).unwrap_or(&[])
     );
     out
-}
-
-/// A capture's IP packet as conntrack sees it, and the frame that completed it.
-pub struct L3Packet {
-    pub frame: usize,
-    pub ts_ns: u64,
-    pub data: Vec<u8>,
-}
-
-/// The IP packets of a capture as conntrack on a router that terminates its tunnels
-/// sees them: GRE (IPv4/IPv6/Ethernet payloads), IP-in-IP (4, 41) and GTP-U (UDP
-/// 2152, G-PDU) decapsulated, IPv4 fragments and IPv6 fragments (fragment header right
-/// after the fixed header) reassembled, a reassembled packet at the frame of its last
-/// fragment. Test-only: replay itself opens no tunnel and reassembles nothing.
-pub fn kernel_view(bytes: &[u8]) -> Result<Vec<L3Packet>, cthelperd::replay::capture::Error> {
-    use cthelperd::replay::capture;
-    let mut out = Vec::new();
-    let mut pending: Vec<Fragments> = Vec::new();
-    'records: for rec in capture::Capture::new(bytes)? {
-        let rec = rec?;
-        let Some(l3) = capture::l3(rec.linktype, rec.data) else {
-            continue;
-        };
-        let mut pkt = l3.to_vec();
-        for _ in 0..4 {
-            match defragment(&mut pending, pkt) {
-                Some(whole) => pkt = whole,
-                None => continue 'records,
-            }
-            match decapsulate(&pkt) {
-                Some(inner) => pkt = inner,
-                None => break,
-            }
-        }
-        out.push(L3Packet {
-            frame: rec.number,
-            ts_ns: rec.ts_ns,
-            data: pkt,
-        });
-    }
-    Ok(out)
-}
-
-/// Replay `packets` (from [`kernel_view`]) as the capture's frames.
-pub fn replay_packets(packets: &[L3Packet], rules: &[cthelperd::replay::Rule]) -> Replay {
-    use cthelperd::replay::{Replayer, capture};
-    let mut r = Replayer::new(rules);
-    let mut events = Vec::new();
-    for p in packets {
-        r.record(
-            &capture::Record {
-                number: p.frame,
-                offset: 0,
-                linktype: capture::LINKTYPE_RAW,
-                ts_ns: p.ts_ns,
-                data: &p.data,
-            },
-            &mut events,
-        );
-    }
-    Replay {
-        events,
-        summary: r.summary().clone(),
-    }
-}
-
-fn be16_at(b: &[u8], off: usize) -> Option<usize> {
-    Some(usize::from(u16::from_be_bytes(
-        b.get(off..off + 2)?.try_into().ok()?,
-    )))
-}
-
-/// The payload of an IP packet and its protocol (IPv6: only the fixed header's next
-/// header), bounded by the length fields.
-fn ip_payload(p: &[u8]) -> Option<(u8, &[u8])> {
-    match p.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(p.first()? & 0x0f) * 4;
-            let total = be16_at(p, 2)?;
-            Some((*p.get(9)?, p.get(ihl..total)?))
-        }
-        6 => Some((*p.get(6)?, p.get(40..40 + be16_at(p, 4)?)?)),
-        _ => None,
-    }
-}
-
-/// The packet inside a tunnel packet, if `p` is one.
-fn decapsulate(p: &[u8]) -> Option<Vec<u8>> {
-    let (proto, payload) = ip_payload(p)?;
-    match proto {
-        // IP-in-IP, IPv6-in-IP
-        4 | 41 => Some(payload.to_vec()),
-        // GRE: flags C (checksum), R (routing offset), K (key), S (sequence); version 1
-        // (PPTP): K always, S, A (acknowledgment), carrying PPP
-        47 => {
-            let flags = be16_at(payload, 0)?;
-            let mut off = 4;
-            if flags & 0xc000 != 0 {
-                off += 4;
-            }
-            off += 4 * usize::from(flags & 0x2000 != 0) + 4 * usize::from(flags & 0x1000 != 0);
-            if flags & 0x0007 == 1 {
-                off += 4 * usize::from(flags & 0x0080 != 0);
-            }
-            let inner = payload.get(off..)?;
-            match be16_at(payload, 2)? {
-                0x0800 | 0x86dd => Some(inner.to_vec()),
-                0x6558 => cthelperd::replay::capture::l3(
-                    cthelperd::replay::capture::LINKTYPE_ETHERNET,
-                    inner,
-                )
-                .map(<[u8]>::to_vec),
-                // PPP: address and control (ff 03) unless compressed, then the protocol
-                // (one byte when compressed): IPv4 0x21, IPv6 0x57.
-                0x880b => {
-                    let ppp = inner.strip_prefix(&[0xff, 0x03]).unwrap_or(inner);
-                    let (proto, rest) = match ppp.first()? {
-                        0 => (*ppp.get(1)?, ppp.get(2..)?),
-                        p => (*p, ppp.get(1..)?),
-                    };
-                    matches!(proto, 0x21 | 0x57).then(|| rest.to_vec())
-                }
-                _ => None,
-            }
-        }
-        // GTP-U G-PDU on UDP 2152
-        17 => {
-            let (sport, dport) = (be16_at(payload, 0)?, be16_at(payload, 2)?);
-            if sport != 2152 && dport != 2152 {
-                return None;
-            }
-            let gtp = payload.get(8..)?;
-            let flags = *gtp.first()?;
-            if flags >> 5 != 1 || *gtp.get(1)? != 0xff {
-                return None;
-            }
-            let end = 8 + be16_at(gtp, 2)?;
-            let mut off = 8;
-            if flags & 0x07 != 0 {
-                off = 12;
-                let mut next = *gtp.get(11)?;
-                while next != 0 {
-                    let len = usize::from(*gtp.get(off)?) * 4;
-                    if len == 0 {
-                        return None;
-                    }
-                    next = *gtp.get(off + len - 1)?;
-                    off += len;
-                }
-            }
-            Some(gtp.get(off..end)?.to_vec())
-        }
-        _ => None,
-    }
-}
-
-/// Fragments of one datagram being reassembled.
-struct Fragments {
-    /// Addresses and identification.
-    key: Vec<u8>,
-    /// The header to put in front of the whole payload (from the first fragment).
-    header: Option<Vec<u8>>,
-    pieces: Vec<(usize, Vec<u8>)>,
-    /// The payload's length, once the last fragment is seen.
-    end: Option<usize>,
-}
-
-/// `p` itself if it is not a fragment; None while its datagram is incomplete; the whole
-/// datagram when `p` completes it.
-fn defragment(pending: &mut Vec<Fragments>, p: Vec<u8>) -> Option<Vec<u8>> {
-    // (key, header of an unfragmented packet, offset, more, data)
-    let (key, header, offset, more, data) = match p.first().map(|b| b >> 4) {
-        Some(4) => {
-            let ihl = usize::from(p[0] & 0x0f) * 4;
-            let fl = be16_at(&p, 6)?;
-            let (offset, more) = ((fl & 0x1fff) * 8, fl & 0x2000 != 0);
-            if offset == 0 && !more {
-                return Some(p);
-            }
-            let mut key = p.get(12..20)?.to_vec();
-            key.extend_from_slice(p.get(4..6)?);
-            key.push(*p.get(9)?);
-            let mut header = p.get(..ihl)?.to_vec();
-            header[6] = 0;
-            header[7] = 0;
-            let data = p.get(ihl..be16_at(&p, 2)?)?.to_vec();
-            (key, header, offset, more, data)
-        }
-        Some(6) if p.get(6) == Some(&44) => {
-            let fl = be16_at(&p, 42)?;
-            let (offset, more) = (fl & 0xfff8, fl & 1 != 0);
-            let mut key = p.get(8..40)?.to_vec();
-            key.extend_from_slice(p.get(44..48)?);
-            let mut header = p.get(..40)?.to_vec();
-            header[6] = *p.get(40)?;
-            let data = p.get(48..40 + be16_at(&p, 4)?)?.to_vec();
-            if offset == 0 && !more {
-                // An atomic fragment: the header is all there is to remove.
-                let mut whole = header;
-                whole.extend_from_slice(&data);
-                return fix_length(whole);
-            }
-            (key, header, offset, more, data)
-        }
-        _ => return Some(p),
-    };
-    let i = match pending.iter().position(|f| f.key == key) {
-        Some(i) => i,
-        None => {
-            pending.push(Fragments {
-                key,
-                header: None,
-                pieces: Vec::new(),
-                end: None,
-            });
-            pending.len() - 1
-        }
-    };
-    let f = &mut pending[i];
-    if offset == 0 {
-        f.header = Some(header);
-    }
-    if !more {
-        f.end = Some(offset + data.len());
-    }
-    f.pieces.push((offset, data));
-    f.pieces.sort_by_key(|(o, _)| *o);
-    let end = f.end?;
-    let mut covered = 0;
-    for (o, d) in &f.pieces {
-        if *o > covered {
-            return None;
-        }
-        covered = covered.max(o + d.len());
-    }
-    if covered < end {
-        return None;
-    }
-    let f = pending.remove(i);
-    let mut whole = f.header?;
-    let start = whole.len();
-    whole.resize(start + end, 0);
-    for (o, d) in &f.pieces {
-        let n = d.len().min(end.saturating_sub(*o));
-        whole[start + o..start + o + n].copy_from_slice(&d[..n]);
-    }
-    fix_length(whole)
-}
-
-/// Set the IP length field of a rebuilt packet.
-fn fix_length(mut p: Vec<u8>) -> Option<Vec<u8>> {
-    match p.first()? >> 4 {
-        4 => {
-            let len = u16::try_from(p.len()).ok()?;
-            p[2..4].copy_from_slice(&len.to_be_bytes());
-        }
-        _ => {
-            let len = u16::try_from(p.len() - 40).ok()?;
-            p[4..6].copy_from_slice(&len.to_be_bytes());
-        }
-    }
-    Some(p)
 }
