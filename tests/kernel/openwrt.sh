@@ -138,9 +138,18 @@ xfer EPSV6 6; check "EPSV transfer (IPv6)" pass $?
 
 # ---------------------------------------------------------------- fw4 reload
 say "=== fw4 reload during a slow transfer"
+rm -f /tmp/dl-slow4.bin
 XFER_MAX=30 xfer slow4 4 --disable-epsv --limit-rate 250k &
 slow=$!
-sleep 1.5
+# Flush only once data flows: a data connection whose SYN met the flushed
+# table would be dropped and its expectation used up (a loaded host once took
+# longer than the fixed 1.5 s this waited before).
+for ((i = 0; i < 150; i++)); do
+    [ -s /tmp/dl-slow4.bin ] && break
+    kill -0 $slow 2>/dev/null || break
+    sleep 0.1
+done
+sleep 0.5
 rx nft flush table inet fw4; rc1=$?
 rx nft -f /tmp/fw4.nft; rc2=$?
 say "fw4 stand-in flushed (rc=$rc1) and reloaded (rc=$rc2)"
