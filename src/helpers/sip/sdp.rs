@@ -184,10 +184,11 @@ pub fn parse(buf: &[u8], body: Range<usize>) -> Session {
                     .take(3)
                     .last()
                     .map(|f| at + (f.as_ptr() as usize - line.as_ptr() as usize) + f.len());
-                match fields_before_net.and_then(|p| parse_net_address(buf, p, text_end)) {
-                    Some(a) => session.origin = Some(a),
-                    None => session.malformed += 1,
-                }
+                // Nothing is opened from o=, so an address we cannot read there (some
+                // UAs bracket IPv6 ones: `IN IP6 [2001:db8::1]`) is no parse error; it
+                // is only left alone (never rewritten behind NAT).
+                session.origin =
+                    fields_before_net.and_then(|p| parse_net_address(buf, p, text_end));
             }
             Some(b"c=") => match parse_net_address(buf, value, text_end) {
                 Some(a) if in_media => {
@@ -327,11 +328,25 @@ m=image 0 udptl t38\r\n";
 
     #[test]
     fn malformed_lines_create_nothing() {
-        let sdp = b"c=IN IP4 192.0.2.300\nc=IN IP6 192.0.2.1\nc=IN IP4 2001:db8::1\nc=XX IP4 192.0.2.1\nm=audio 99999 RTP/AVP 0\nm=audio x RTP/AVP 0\nm=audio 4000\na=rtcp:x\no=short\n";
+        let sdp = b"c=IN IP4 192.0.2.300\nc=IN IP6 192.0.2.1\nc=IN IP4 2001:db8::1\nc=XX IP4 192.0.2.1\nc=IN IP6 [2001:db8::1]\nm=audio 99999 RTP/AVP 0\nm=audio x RTP/AVP 0\nm=audio 4000\na=rtcp:x\n";
         let s = parse_all(sdp);
         assert_eq!(s.connection, None);
         assert!(s.media.is_empty());
         assert_eq!(s.malformed, 9);
+    }
+
+    /// o= opens nothing: an origin we cannot read (a bracketed IPv6 address, as in the
+    /// corpus's sngrep-ipv6frag INVITE, or a short line) is no parse error, and the
+    /// media are still read. A bracketed c= is malformed (the kernel does not read it).
+    #[test]
+    fn an_unreadable_origin_is_no_parse_error() {
+        let s = parse_all(
+            b"v=0\no=user1 1 2 IN IP6 [2001:db8::1]\nc=IN IP6 2001:db8::1\nm=audio 15062 RTP/AVP 0\n",
+        );
+        assert_eq!(s.origin, None);
+        assert_eq!(s.malformed, 0);
+        assert_eq!(s.media[0].port, 15062);
+        assert_eq!(parse_all(b"o=short\n").malformed, 0);
     }
 
     #[test]
