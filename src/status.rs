@@ -35,6 +35,10 @@ pub struct HelperCounters {
     pub withdrawn: u64,
     /// Pending expectations deleted at a helper's request (BYE, CANCEL, re-INVITE).
     pub deleted: u64,
+    /// Packets of expected connections (that inherited the helper from their master)
+    /// accepted without analysis: the kernel's doing, not the helper's work, so apart
+    /// from `packets`.
+    pub expected_passed: u64,
 }
 
 /// TCP reassembly counters of a helper with stream buffers (SIP, helpers/sip/stream.rs).
@@ -75,7 +79,7 @@ impl core::fmt::Display for CountersText<'_, '_> {
         let (h, c) = (self.0, &self.0.counters);
         write!(
             f,
-            "packets {} expectations {} expectation_errors {} deleted {} refused {} parse_errors {} store_evictions {} rewritten {} rewrite_errors {} withdrawn {}",
+            "packets {} expectations {} expectation_errors {} deleted {} refused {} parse_errors {} store_evictions {} rewritten {} rewrite_errors {} withdrawn {} expected_passed {}",
             c.packets,
             c.expectations,
             c.expectation_errors,
@@ -85,7 +89,8 @@ impl core::fmt::Display for CountersText<'_, '_> {
             h.store_evictions,
             c.rewritten,
             c.rewrite_errors,
-            c.withdrawn
+            c.withdrawn,
+            c.expected_passed
         )?;
         if let Some(s) = h.streams {
             write!(
@@ -395,8 +400,8 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 deleted 0 refused 1 parse_errors 0 store_evictions 0 rewritten 3 rewrite_errors 0 withdrawn 0",
-                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 deleted 4 refused 1 parse_errors 0 store_evictions 5 rewritten 3 rewrite_errors 0 withdrawn 0 stream_overflows 6 stream_lost 7",
+                "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 deleted 0 refused 1 parse_errors 0 store_evictions 0 rewritten 3 rewrite_errors 0 withdrawn 0 expected_passed 0",
+                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 deleted 4 refused 1 parse_errors 0 store_evictions 5 rewritten 3 rewrite_errors 0 withdrawn 0 expected_passed 0 stream_overflows 6 stream_lost 7",
                 "global: verdict_errors 0 passed_without_helper 5 private_cache_used 4 private_cache_evictions 1",
                 "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
                 "queue 3: not bound in the kernel",

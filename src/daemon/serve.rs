@@ -3,14 +3,14 @@
 //! Expectations of a master the kernel has not confirmed yet (all but the one that rides
 //! on the verdict) wait in a fixed list until the verdicts are sent, which confirms it.
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use nix::errno::Errno;
 
 use super::effects::{self, answer};
 use super::kernel::{Ctl, push_verdict};
 use super::{BATCH, Daemon, Recorder, Slot};
 use crate::helpers::{Expect, PRIVATE_DATA_MAX, Packet, Pairing, Plan};
-use crate::model::{Conntrack, Tuple, ctinfo};
+use crate::model::{Conntrack, Tuple, ctinfo, status};
 use crate::netlink::ctnetlink::{self, CtAttrs};
 use crate::netlink::msg::{Messages, NLMSG_ERROR};
 use crate::netlink::socket::{IoError, Link};
@@ -27,6 +27,10 @@ const _: () = assert!(DEFERRED_MAX >= crate::helpers::MAX_EXPECTATIONS_PER_PACKE
 /// Why a packet was passed without being looked at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skip {
+    /// A packet of an expected connection (a data connection that inherited the helper
+    /// of its master, as some kernels do) that the helper of slot `.0` does not analyse:
+    /// accepted at once, counted as that helper's `expected_passed`.
+    Expected(usize),
     NoConntrack,
     BadConntrack(crate::netlink::Error),
     UnknownHelper,
@@ -69,6 +73,11 @@ pub fn examine(
         .iter()
         .position(|s| s.serves(name, pkt.queue, conntrack.orig.proto))
         .ok_or(Skip::UnknownHelper)?;
+    let expected = conntrack.status & status::EXPECTED != 0;
+    if expected && !slots.get(slot).is_some_and(|s| s.builtin.helps_expected) {
+        // The cheapest answer: no parsing, no private data, no ctnetlink.
+        return Err(Skip::Expected(slot));
+    }
     if pkt.is_truncated() {
         return Err(Skip::Truncated);
     }
@@ -77,6 +86,9 @@ pub fn examine(
     let dir = ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW));
     let packet = Packet::from_dissected(dir, &d);
     let s = slots.get_mut(slot).ok_or(Skip::UnknownHelper)?;
+    if expected && !s.builtin.helper.helps_expected(&packet) {
+        return Err(Skip::Expected(slot));
+    }
     let overflows = |s: &Slot| s.store.streams.as_ref().map_or(0, |p| p.overflows);
     let overflows_before = overflows(s);
     // Shared with `replay`: the decoded-input half of examining a packet.
@@ -224,6 +236,21 @@ impl Server<'_> {
                             );
                         }
                         Some((a, ex))
+                    }
+                    Err(Skip::Expected(slot)) => {
+                        if let Some(s) = self.slots.get_mut(slot) {
+                            s.stats.expected_passed += 1;
+                            if s.stats.expected_passed == 1 {
+                                info!(
+                                    "{}: the kernel hands this helper packets of expected \
+                                     connections (they inherit their master's helper on \
+                                     this kernel); they are accepted at once and counted \
+                                     as expected_passed",
+                                    s.name
+                                );
+                            }
+                        }
+                        None
                     }
                     Err(skip) => {
                         *self.unhandled += 1;
@@ -668,6 +695,98 @@ mod tests {
         assert_eq!(
             (s.expectations, s.expectation_errors),
             (3 * packets as u64, 0)
+        );
+    }
+
+    /// A packet of an expected connection 192.0.2.2:40000 -> 198.51.100.2:`port` (TCP
+    /// for ftp, else UDP; status IPS_EXPECTED, confirmed) with helper `helper`, queued
+    /// to `queue`.
+    fn queued_expected(
+        buf: &mut [u8],
+        helper: &str,
+        queue: u16,
+        port: u16,
+        payload: &[u8],
+    ) -> usize {
+        use crate::model::IPPROTO_UDP;
+        let (proto, l4) = if helper == "ftp" {
+            (
+                IPPROTO_TCP,
+                crate::wire::tcp::tests::build(40000, port, 1, 0x18, payload),
+            )
+        } else {
+            (
+                IPPROTO_UDP,
+                crate::wire::udp::tests::build(40000, port, payload),
+            )
+        };
+        let ip = crate::wire::ipv4::tests::build(CLIENT, SERVER, proto, &l4);
+        let ct = CtFixture {
+            tuples: tuples(proto, port),
+            status: status::EXPECTED | status::CONFIRMED | status::SEEN_REPLY,
+            helper: Some(helper),
+            info: Some(&[0; 32]),
+            ct_info: ctinfo::ESTABLISHED,
+        };
+        write_queued(buf, queue, &ip, Some(&ct))
+    }
+
+    /// Kernels that give expected connections their master's helper (issue #15) queue
+    /// every FTP/TFTP data packet and every RTP packet of a SIP call: each is accepted
+    /// at once, unparsed, and counted as the helper's expected_passed, not as its
+    /// packets. A registration's incoming call (SIP on an expected connection) is still
+    /// analysed: its INVITE opens the media.
+    #[test]
+    fn packets_of_expected_connections_are_accepted_at_once_unless_sip() {
+        let cfg = Config::default();
+        let mut slots = slots_from_config(&cfg).unwrap();
+        let queue = FakeKernel::acking();
+        let push = |helper: &str, q: u16, port: u16, payload: &[u8]| {
+            let mut buf = [0u8; 2048];
+            let n = queued_expected(&mut buf, helper, q, port, payload);
+            queue.inbox.borrow_mut().push_back(buf[..n].to_vec());
+        };
+        push("ftp", cfg.queue_of(0), 40001, b"data");
+        push("tftp", cfg.queue_of(1), 40002, b"\x00\x03\x00\x01data");
+        push(
+            "sip",
+            cfg.queue_of(2),
+            40010,
+            &[0x80, 0x00, 0x00, 0x01, 0, 0, 0, 0],
+        );
+        let sdp = "v=0\r\nc=IN IP4 192.0.2.2\r\nm=audio 40100 RTP/AVP 0\r\n";
+        let invite = format!(
+            "INVITE sip:bob@198.51.100.2:40020 SIP/2.0\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        push("sip", cfg.queue_of(2), 40020, invite.as_bytes());
+        let mut ctl = FakeKernel::acking();
+        assert_eq!(serve(&queue, &mut ctl, &mut slots), 4);
+        let sent = queue.sent.borrow();
+        let verdicts: Vec<_> = sent
+            .iter()
+            .flat_map(|b| {
+                Messages::new(b)
+                    .map(|m| m.unwrap().payload.to_vec())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(verdicts.len(), 4, "every packet got its verdict");
+        let (ftp, tftp, sip) = (slots[0].stats, slots[1].stats, slots[2].stats);
+        assert_eq!((ftp.packets, ftp.expected_passed), (0, 1));
+        assert_eq!((tftp.packets, tftp.expected_passed), (0, 1));
+        assert_eq!(
+            (sip.packets, sip.expected_passed),
+            (1, 1),
+            "the INVITE was analysed"
+        );
+        assert_eq!(sip.expectations, 2, "its RTP/RTCP pair");
+        assert!(
+            slots[2]
+                .status_line()
+                .counters()
+                .to_string()
+                .contains(" expected_passed 1 ")
         );
     }
 }

@@ -109,6 +109,16 @@ pub trait Helper {
         store: &mut Store,
         policy: Policy,
     ) -> Plan;
+
+    /// Whether this packet of an *expected* connection (one the helper's own expectation
+    /// admitted, status IPS_EXPECTED) is to be analysed. Such connections reach the
+    /// daemon when the kernel gives them their master's helper (some kernels do for
+    /// every expected connection); FTP and TFTP data is never analysed, so the default
+    /// is no: the daemon accepts the packet at once. Only asked when the registry entry
+    /// says `helps_expected`.
+    fn helps_expected(&self, _pkt: &Packet<'_>) -> bool {
+        false
+    }
 }
 
 /// The outcome of one helper run: what to do, and the private data to hand back to the

@@ -107,6 +107,9 @@ pub struct Builtin {
     /// Whether it reassembles messages split across TCP segments (its store then has
     /// the stream buffers).
     pub stream_buffers: bool,
+    /// Whether some packets of its expected connections are analysed (the code's
+    /// `Helper::helps_expected` decides which); otherwise they are accepted unparsed.
+    pub helps_expected: bool,
     /// Part of the default configuration (and so of the shipped file, which equals it).
     pub default_on: bool,
     /// The code.
@@ -198,6 +201,7 @@ pub const FTP: Builtin = Builtin {
     private_len: ftp::PRIVATE_LEN,
     store_entries: 0,
     stream_buffers: false,
+    helps_expected: false,
     default_on: true,
     helper: &ftp::Ftp,
 };
@@ -210,6 +214,7 @@ pub const TFTP: Builtin = Builtin {
     private_len: tftp::PRIVATE_LEN,
     store_entries: 0,
     stream_buffers: false,
+    helps_expected: false,
     default_on: true,
     helper: &tftp::Tftp,
 };
@@ -257,6 +262,7 @@ pub const SIP: Builtin = Builtin {
     private_len: sip::PRIVATE_LEN,
     store_entries: crate::helpers::STORE_ENTRIES,
     stream_buffers: true,
+    helps_expected: true,
     default_on: true,
     helper: &sip::Sip,
 };
@@ -324,6 +330,7 @@ pub mod test_entry {
         private_len: tftp::PRIVATE_LEN,
         store_entries: crate::helpers::STORE_ENTRIES,
         stream_buffers: false,
+        helps_expected: false,
         default_on: false,
         helper: &tftp::Tftp,
     };

@@ -438,7 +438,7 @@ check "B session (IPv6): the daemon set the sequence adjustment over ctnetlink" 
 # EEXIST not counted as an expectation error
 "$CTHELPERD" status --control-socket /tmp/nat-cthelperd.sock >"$RESULTS/status-B.txt" 2>&1; rc=$?
 indent <"$RESULTS/status-B.txt"
-[ $rc = 0 ] && grep -qE '^helper ftp .* expectation_errors 0 .* rewritten [1-9][0-9]* rewrite_errors 0 withdrawn 0$' "$RESULTS/status-B.txt"
+[ $rc = 0 ] && grep -qE '^helper ftp .* expectation_errors 0 .* rewritten [1-9][0-9]* rewrite_errors 0 withdrawn 0 expected_passed [0-9]+$' "$RESULTS/status-B.txt"
 check "B status: ftp rewrites counted, no rewrite or expectation errors" pass $?
 
 for m in nf_conntrack_ftp nf_nat_ftp nf_conntrack_tftp nf_nat_tftp; do

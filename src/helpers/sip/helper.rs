@@ -486,6 +486,17 @@ fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, p
 }
 
 impl Helper for Sip {
+    /// A registration's incoming call arrives as an expected connection and its INVITE
+    /// carries the SDP: SIP is analysed there (a TCP stream throughout: its positions
+    /// need every segment). A media (RTP/RTCP) connection that inherited the helper is
+    /// not SIP and is passed at once.
+    fn helps_expected(&self, pkt: &Packet<'_>) -> bool {
+        match pkt.transport {
+            Transport::Tcp { .. } => true,
+            Transport::Udp => stream::starts_like_sip(pkt.payload),
+        }
+    }
+
     fn analyse(
         &self,
         pkt: &Packet<'_>,
