@@ -10,6 +10,8 @@ use crate::netlink::socket::Link;
 use crate::netlink::socket::{IoError, Socket};
 use crate::netlink::{cthelper, ctnetlink, nfnl_type, queue, subsys};
 
+pub mod quirks;
+
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
@@ -200,11 +202,35 @@ pub fn kernel_helpers_finding(
     }
 }
 
+/// The kernel's upstream version and the known behaviours of it that matter here
+/// (informational: never a failure).
+pub fn kernel_version_finding(proc_version: Option<&str>) -> Finding {
+    let detail = match proc_version.and_then(quirks::running_version) {
+        None => "version unknown (cannot read /proc/version)".into(),
+        Some(v) => {
+            let known: Vec<&str> = quirks::quirks_of(v).map(|q| q.text).collect();
+            if known.is_empty() {
+                format!("{v}; no known quirk")
+            } else {
+                format!("{v}; {}", known.join("; "))
+            }
+        }
+    };
+    Finding {
+        what: "kernel version",
+        ok: true,
+        detail,
+    }
+}
+
 /// Run every probe. The daemon can run iff all findings are ok.
 pub fn run() -> Vec<Finding> {
     let config = kernel_config();
     let config = config.as_deref();
     let mut out = Vec::new();
+    out.push(kernel_version_finding(
+        std::fs::read_to_string("/proc/version").ok().as_deref(),
+    ));
 
     let cap = has_net_admin();
     out.push(Finding {
