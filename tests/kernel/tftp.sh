@@ -229,7 +229,7 @@ grep -q 'tftp: expecting 17' "$RESULTS/daemon.log"; check "B daemon logged 'tftp
 stop_daemon TERM; check "B daemon exits with status 0 on SIGTERM" pass $?
 stats=$(grep -E 'tftp: packets [0-9]+' "$RESULTS/daemon.log" | tail -n1)
 say "daemon stats: ${stats:-none}"
-[[ "$stats" =~ parse\ errors\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 1 ]
+[[ "$stats" =~ parse_errors\ ([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 1 ]
 check "B daemon counted the malformed request as a parse error" pass $?
 
 dmesg | grep -E 'cthd-fwd-drop|nf_conntrack|nfnetlink|cthelper' >"$RESULTS/dmesg.txt"
