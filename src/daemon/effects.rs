@@ -296,6 +296,9 @@ pub(super) fn create(
 /// policy allows and none could be evicted.
 fn expectation_error_hint(e: &IoError) -> &'static str {
     match e.errno() {
+        Some(Errno::EEXIST | Errno::EBUSY) => {
+            " (another connection already expects this address and port)"
+        }
         Some(Errno::EMFILE) => {
             " (the kernel's expectation table is full: raise sysctl \
              net.netfilter.nf_conntrack_expect_max; or this connection reached its class's \
@@ -344,9 +347,13 @@ enum Try {
     Failed(IoError),
 }
 
-/// Ask for `exp` on `port`. A NAT expectation is created exclusively so that a port
-/// another master holds is seen (write_exp_new); one this master already holds is
-/// refreshed (its timer restarted) and keeps its port, as the kernel does.
+/// Ask for `exp` on `port`, always exclusively: without NLM_F_EXCL ctnetlink "refreshes"
+/// an expectation of the same tuple whatever its master, reporting success, so an
+/// announcement could take over (and a later BYE delete) another connection's
+/// expectation — a phone's registration, say. One this master already holds is
+/// refreshed (its timer restarted) and keeps its port, as the kernel does; one another
+/// master holds is a NAT port taken (try another) or, without NAT, an error (the
+/// kernel's helpers refuse it too: EBUSY).
 fn try_port(
     slot: &Slot,
     master: &Tuple,
@@ -359,7 +366,7 @@ fn try_port(
         dst_port: port,
         ..*exp
     };
-    let mut exclusive = exp.nat.is_some();
+    let mut exclusive = true;
     loop {
         let result = ctl.request(
             |w, seq| {
@@ -475,10 +482,23 @@ fn delete_expectation(
     result
 }
 
-/// Delete the pending expectations the plan names (by tuple: the kernel has no delete by
-/// master). One that is gone already (expired, used, never made: ENOENT) is no error.
+/// Delete the pending expectations the plan names that this connection holds. The kernel
+/// deletes by tuple whatever the master, so each is looked up first: one that is gone
+/// (expired, used, never made) or held by another connection (its creation here was
+/// refused) is left alone.
 fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
     for t in &ex.plan.deletions {
+        match expectation_master(ctl, t, ex.conntrack.zone) {
+            Some(m) if m == ex.conntrack.orig => {}
+            Some(_) => {
+                debug!(
+                    "{}: not deleting expectation {} -> {}:{}: another connection's",
+                    slot.name, t.src, t.dst, t.dst_port
+                );
+                continue;
+            }
+            None => continue,
+        }
         if delete_expectation(slot, t, ex.conntrack.zone, ("", true), ctl).is_ok() {
             slot.stats.deleted += 1;
             debug!(

@@ -468,28 +468,49 @@ fn exp_port_of(m: &crate::netlink::msg::Message<'_>) -> u16 {
     t[usize::from(CTA_EXPECT_TUPLE)].map_or(0, |a| parse_tuple(a).unwrap().dst_port)
 }
 
+/// The kernel's answer to an EXP_GET: the expectation `exp`, naming its master.
+fn held_by(seq: u32, exp: &Expectation, master: &Tuple) -> Reply {
+    let mut b = vec![0u8; 512];
+    let mut w = Writer::new(&mut b);
+    ctnetlink::write_exp_new(&mut w, seq, exp, master, None, false, 1).unwrap();
+    let n = w.len();
+    Reply::Then(b[..n].to_vec())
+}
+
 #[test]
-fn deletions_come_first_and_a_gone_expectation_is_no_error() {
+fn deletions_come_first_and_touch_only_this_connections_expectations() {
     let mut plan = Plan::default();
-    for port in [7000, 7002, 7004] {
+    for port in [7000, 7002, 7004, 7006] {
         assert!(plan.delete(media(port).tuple()));
     }
     plan.expect(media(7000)).unwrap();
     let (mut slots, ex) = with_plan(plan);
-    let mut kernel = FakeKernel::new(|m| match (m.header.nf_msg(), exp_port_of(m)) {
-        (IPCTNL_MSG_EXP_DELETE, 7002) => Reply::Errno(Errno::ENOENT),
+    let ours = ex.conntrack.orig;
+    let theirs = Tuple {
+        src_port: 41000,
+        ..ours
+    };
+    let mut kernel = FakeKernel::new(move |m| match (m.header.nf_msg(), exp_port_of(m)) {
+        // 7002: gone (expired, used): nothing to do.
+        (IPCTNL_MSG_EXP_GET, 7002) => Reply::Errno(Errno::ENOENT),
+        // 7006: another connection's (say a phone's registration on that port).
+        (IPCTNL_MSG_EXP_GET, 7006) => held_by(m.header.seq, &media(7006), &theirs),
+        (IPCTNL_MSG_EXP_GET, port) => held_by(m.header.seq, &media(port), &ours),
         (IPCTNL_MSG_EXP_DELETE, 7004) => Reply::Errno(Errno::EPERM),
         _ => Reply::Ack,
     });
     let slot = &mut slots[ex.slot];
     let applied = apply_with(&mut kernel, slot, &ex);
-    // Deleted first, so a re-INVITE may ask for the same tuple again.
+    // Deleted first, so a re-INVITE may ask for the same tuple again; each looked up.
     assert_eq!(
         requests(&kernel),
         [
+            (IPCTNL_MSG_EXP_GET, 7000),
             (IPCTNL_MSG_EXP_DELETE, 7000),
-            (IPCTNL_MSG_EXP_DELETE, 7002),
+            (IPCTNL_MSG_EXP_GET, 7002),
+            (IPCTNL_MSG_EXP_GET, 7004),
             (IPCTNL_MSG_EXP_DELETE, 7004),
+            (IPCTNL_MSG_EXP_GET, 7006),
             (IPCTNL_MSG_EXP_NEW, 7000),
         ]
     );
@@ -498,13 +519,52 @@ fn deletions_come_first_and_a_gone_expectation_is_no_error() {
     assert_eq!((s.deleted, s.expectation_errors, s.expectations), (1, 1, 1));
     // The deletion names the tuple only (and the zone): the kernel finds it so.
     let sent = kernel.sent.borrow();
-    let m = Messages::new(&sent[0]).next().unwrap().unwrap();
+    let m = Messages::new(&sent[1]).next().unwrap().unwrap();
     let t: [Option<crate::netlink::attr::Attr>; 12] = m.nfnl().unwrap().1.table().unwrap();
     assert_eq!(
         parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap()).unwrap(),
         media(7000).tuple()
     );
     assert!(t[usize::from(ctnetlink::CTA_EXPECT_MASTER)].is_none());
+}
+
+/// Without NAT too, an expectation is created exclusively: the same tuple held by
+/// another connection (a registration, another call) is neither refreshed nor taken
+/// over; the announcement's expectation is an error, as the kernel's EBUSY.
+#[test]
+fn another_connections_expectation_is_not_taken_over() {
+    let direct = Expectation {
+        nat: None,
+        ..media(7000)
+    };
+    let mut plan = Plan::default();
+    plan.expect(direct).unwrap();
+    let (mut slots, ex) = with_plan(plan);
+    let theirs = Tuple {
+        src_port: 41000,
+        ..ex.conntrack.orig
+    };
+    let mut kernel =
+        FakeKernel::new(
+            move |m| match (m.header.nf_msg(), m.header.flags & NLM_F_EXCL != 0) {
+                (IPCTNL_MSG_EXP_NEW, true) => Reply::Errno(Errno::EEXIST),
+                (IPCTNL_MSG_EXP_GET, _) => held_by(m.header.seq, &direct, &theirs),
+                _ => Reply::Ack,
+            },
+        );
+    let slot = &mut slots[ex.slot];
+    let applied = apply_with(&mut kernel, slot, &ex);
+    assert_eq!(applied.ports[0], None);
+    assert_eq!(
+        requests(&kernel),
+        [(IPCTNL_MSG_EXP_NEW, 7000), (IPCTNL_MSG_EXP_GET, 7000)],
+        "no non-exclusive NEW (refresh) after the EEXIST"
+    );
+    assert!(kernel.sent.borrow().len() == 2);
+    assert_eq!(
+        (slot.stats.expectations, slot.stats.expectation_errors),
+        (0, 1)
+    );
 }
 
 #[test]
