@@ -8,7 +8,7 @@
 use log::{debug, info, warn};
 use nix::errno::Errno;
 
-use super::kernel::Ctl;
+use super::kernel::{Ctl, MAX_BATCH};
 use super::serve::Examined;
 use super::slots::Slot;
 use crate::helpers::plan::PAIR_LEN;
@@ -209,6 +209,11 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
         return applied;
     }
     let master = &ex.conntrack.orig;
+    if exps.iter().all(|e| e.exp.nat.is_none()) {
+        // No port search: every expectation goes out in one batch.
+        create_batch(slot, master, ex.conntrack.zone, exps, &mut applied, ctl);
+        return applied;
+    }
     let mut i = 0;
     while let Some(first) = exps.get(i) {
         let n = group_len(exps, i);
@@ -225,6 +230,91 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
         i += n;
     }
     applied
+}
+
+/// Create the expectations `exps` of a master without NAT (each on its announced port)
+/// with one batch of exclusive EXP_NEWs instead of a round trip each. A group (one, or an
+/// RTP/RTCP pair) all of whose requests succeeded is done; any other is undone (the half
+/// of a pair that was made is deleted) and goes the one-by-one way of [`create`], which
+/// refreshes an expectation this master already holds (EEXIST on a retransmission) and
+/// counts and logs the rest.
+fn create_batch(
+    slot: &mut Slot,
+    master: &Tuple,
+    zone: Option<u16>,
+    exps: &[Expect],
+    applied: &mut Applied,
+    ctl: &mut Ctl<'_>,
+) {
+    let outcomes = ctl.requests(
+        exps.len(),
+        |w, i, seq| {
+            let e = exps.get(i).ok_or(crate::netlink::Error::Truncated)?;
+            let timeout = slot.expect_timeout(e.exp.class);
+            ctnetlink::write_exp_new(w, seq, &e.exp, master, zone, true, timeout)
+        },
+        |_, _| {},
+    );
+    let made = |k: usize| matches!(outcomes.get(k), Some(Ok(())));
+    let mut i = 0;
+    while let Some(first) = exps.get(i) {
+        let n = group_len(exps, i);
+        let timeout = first.timeout.filter(|_| n == 1);
+        if (i..i + n).all(made) {
+            slot.stats.expectations += n as u64;
+            if let Some(secs) = timeout {
+                set_timeout(
+                    slot,
+                    master,
+                    zone,
+                    &first.exp,
+                    first.exp.dst_port,
+                    secs,
+                    ctl,
+                );
+            }
+            debug!(
+                "{}: expecting {} {} -> {}:{}{}",
+                slot.name,
+                first.exp.proto,
+                first.exp.src,
+                first.exp.dst,
+                first.exp.dst_port,
+                if n == PAIR_LEN {
+                    " (and RTCP on the next)"
+                } else {
+                    ""
+                }
+            );
+            for k in i..i + n {
+                if let (Some(p), Some(e)) = (applied.ports.get_mut(k), exps.get(k)) {
+                    *p = Some(e.exp.dst_port);
+                }
+            }
+        } else {
+            for k in (i..i + n).filter(|&k| made(k)) {
+                if let Some(e) = exps.get(k) {
+                    let _ = delete_expectation(
+                        slot,
+                        &e.exp.tuple(),
+                        zone,
+                        (" (half of a pair)", true),
+                        ctl,
+                    );
+                }
+            }
+            let group = [
+                Some(first.exp),
+                exps.get(i + 1).map(|e| e.exp).filter(|_| n == PAIR_LEN),
+            ];
+            if let Some(port) = create(slot, master, zone, group, timeout, true, ctl) {
+                for (k, p) in applied.ports.iter_mut().skip(i).take(n).enumerate() {
+                    *p = port.checked_add(k as u16);
+                }
+            }
+        }
+        i += n;
+    }
 }
 
 /// Create one expectation, or an RTP/RTCP pair (`group[1]`, both or neither), of master
@@ -486,25 +576,67 @@ fn delete_expectation(
 /// deletes by tuple whatever the master, so each is looked up first: one that is gone
 /// (expired, used, never made) or held by another connection (its creation here was
 /// refused) is left alone.
+/// Both steps are one batch each (all lookups, then all deletions).
 fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
-    for t in &ex.plan.deletions {
-        match expectation_master(ctl, t, ex.conntrack.zone) {
-            Some(m) if m == ex.conntrack.orig => {}
-            Some(_) => {
+    let dels = &ex.plan.deletions;
+    if dels.is_empty() {
+        return;
+    }
+    let zone = ex.conntrack.zone;
+    let mut masters = [None; MAX_BATCH];
+    let _ = ctl.requests(
+        dels.len(),
+        |w, i, seq| {
+            let t = dels.get(i).ok_or(crate::netlink::Error::Truncated)?;
+            ctnetlink::write_exp_get(w, seq, t, zone)
+        },
+        |i, msg| {
+            if let (Ok((_, attrs)), Some(m)) = (msg.nfnl(), masters.get_mut(i)) {
+                *m = ctnetlink::parse_exp_master(attrs).ok();
+            }
+        },
+    );
+    let mut ours: heapless::Vec<Tuple, MAX_BATCH> = heapless::Vec::new();
+    for (t, m) in dels.iter().zip(masters) {
+        match m {
+            Some(m) if m == ex.conntrack.orig => {
+                let _ = ours.push(*t);
+            }
+            Some(_) => debug!(
+                "{}: not deleting expectation {} -> {}:{}: another connection's",
+                slot.name, t.src, t.dst, t.dst_port
+            ),
+            None => {}
+        }
+    }
+    let outcomes = ctl.requests(
+        ours.len(),
+        |w, i, seq| {
+            let t = ours.get(i).ok_or(crate::netlink::Error::Truncated)?;
+            ctnetlink::write_exp_delete(w, seq, t, zone)
+        },
+        |_, _| {},
+    );
+    for (t, r) in ours.iter().zip(outcomes) {
+        match r {
+            Ok(()) => {
+                slot.stats.deleted += 1;
                 debug!(
-                    "{}: not deleting expectation {} -> {}:{}: another connection's",
+                    "{}: deleted expectation {} -> {}:{}",
                     slot.name, t.src, t.dst, t.dst_port
                 );
-                continue;
             }
-            None => continue,
-        }
-        if delete_expectation(slot, t, ex.conntrack.zone, ("", true), ctl).is_ok() {
-            slot.stats.deleted += 1;
-            debug!(
-                "{}: deleted expectation {} -> {}:{}",
-                slot.name, t.src, t.dst, t.dst_port
-            );
+            // Gone between the lookup and the deletion (used or expired).
+            Err(e) if e.errno() == Some(Errno::ENOENT) => {}
+            Err(e) => {
+                slot.stats.expectation_errors += 1;
+                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+                    warn!(
+                        "{}: cannot delete expectation {} -> {}:{}: {e}",
+                        slot.name, t.src, t.dst, t.dst_port
+                    );
+                }
+            }
         }
     }
 }

@@ -117,7 +117,64 @@ impl Ctl<'_> {
         let len = w.len();
         crate::netlink::socket::transact(&*self.link, &self.buf[..len], seq, self.rx, &mut on_reply)
     }
+
+    /// Send `n` requests (at most [`MAX_BATCH`]), built by `build(writer, i, seq)`, in one
+    /// datagram and wait for all their ACKs: one send and a few receives instead of a
+    /// round trip each. `on_reply(i, msg)` sees any other message answering request i.
+    /// Returns each request's outcome in order (all the same error if the exchange
+    /// itself failed).
+    pub(super) fn requests(
+        &mut self,
+        n: usize,
+        mut build: impl FnMut(&mut Writer<'_>, usize, u32) -> crate::netlink::Result<()>,
+        mut on_reply: impl FnMut(usize, &crate::netlink::msg::Message<'_>),
+    ) -> Outcomes {
+        let n = n.min(MAX_BATCH);
+        let mut outcomes: heapless::Vec<Option<Result<(), IoError>>, MAX_BATCH> =
+            heapless::Vec::new();
+        let mut w = Writer::new(self.buf);
+        let mut first = None;
+        let mut failed = None;
+        for i in 0..n {
+            let seq = self.link.next_seq();
+            first.get_or_insert(seq);
+            if let Err(e) = build(&mut w, i, seq) {
+                failed = Some(IoError::from(e));
+                break;
+            }
+            let _ = outcomes.push(None);
+        }
+        let len = w.len();
+        let result = match (failed, first) {
+            (Some(e), _) => Err(e),
+            (None, None) => Ok(()),
+            (None, Some(first)) => crate::netlink::socket::transact_many(
+                &*self.link,
+                &self.buf[..len],
+                first,
+                self.rx,
+                &mut outcomes,
+                &mut on_reply,
+            ),
+        };
+        let mut out = Outcomes::new();
+        for i in 0..n {
+            let r = match (&result, outcomes.get_mut(i).and_then(Option::take)) {
+                (_, Some(r)) => r,
+                (Err(e), None) => Err(e.clone()),
+                (Ok(()), None) => Err(IoError::Protocol(crate::netlink::Error::Truncated)),
+            };
+            let _ = out.push(r);
+        }
+        out
+    }
 }
+
+/// Most requests one [`Ctl::requests`] batch sends: a packet's expectations or
+/// deletions.
+pub(super) const MAX_BATCH: usize = crate::helpers::MAX_EXPECTATIONS_PER_PACKET;
+/// The outcome of each request of a batch.
+pub(super) type Outcomes = heapless::Vec<Result<(), IoError>, MAX_BATCH>;
 
 #[cfg(test)]
 pub(crate) mod fake {

@@ -130,6 +130,62 @@ pub fn transact(
     }
 }
 
+/// Send several requests in one datagram (`request`: `outcomes.len()` messages with the
+/// sequence numbers `first_seq`, `first_seq + 1`, ..., each asking for an ACK) and wait
+/// for every answer. The kernel handles the messages of a datagram one after the other
+/// and acknowledges each, an error included, so one failure does not stop the rest.
+/// `outcomes[i]` is request i's; `other(i, msg)` sees any other message answering it
+/// (a GET's reply). An I/O error or timeout ends the wait and is returned.
+pub fn transact_many(
+    link: &dyn Link,
+    request: &[u8],
+    first_seq: u32,
+    buf: &mut [u8],
+    outcomes: &mut [Option<Result<(), IoError>>],
+    other: &mut dyn FnMut(usize, &super::msg::Message<'_>),
+) -> Result<(), IoError> {
+    let n = outcomes.len();
+    if n == 0 {
+        return Ok(());
+    }
+    let index = |seq: u32| {
+        let i = seq.wrapping_sub(first_seq) as usize;
+        (i < n).then_some(i)
+    };
+    link.send(request)?;
+    let mut pending = n;
+    while pending > 0 {
+        let Some(datagram) = link.recv(buf, false)? else {
+            continue;
+        };
+        for msg in Messages::new(datagram) {
+            let msg = msg?;
+            if msg.header.kind == NLMSG_ERROR {
+                let err = msg.error()?.ok_or(super::Error::Truncated)?;
+                let Some(slot) = index(err.seq).and_then(|i| outcomes.get_mut(i)) else {
+                    continue;
+                };
+                if slot.is_none() {
+                    pending -= 1;
+                }
+                *slot = Some(if err.errno == 0 {
+                    Ok(())
+                } else {
+                    Err(IoError::Kernel {
+                        errno: Errno::from_raw(err.errno),
+                        text: None,
+                    })
+                });
+                continue;
+            }
+            if let Some(i) = index(msg.header.seq) {
+                other(i, &msg);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub struct Socket {
     fd: OwnedFd,
     portid: u32,

@@ -381,12 +381,18 @@ fn apply_with(kernel: &mut FakeKernel, slot: &mut Slot, ex: &Examined) -> Applie
 
 /// (message type, expectation port) of every request sent.
 fn requests(kernel: &FakeKernel) -> Vec<(u8, u16)> {
-    let sent = kernel.sent.borrow();
     kernel
-        .kinds()
-        .into_iter()
-        .zip(sent.iter())
-        .map(|((_, kind), d)| (kind, exp_port(d)))
+        .sent
+        .borrow()
+        .iter()
+        .flat_map(|d| {
+            Messages::new(d)
+                .map(|m| {
+                    let m = m.unwrap();
+                    (m.header.nf_msg(), exp_port_of(&m))
+                })
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -501,25 +507,28 @@ fn deletions_come_first_and_touch_only_this_connections_expectations() {
     });
     let slot = &mut slots[ex.slot];
     let applied = apply_with(&mut kernel, slot, &ex);
-    // Deleted first, so a re-INVITE may ask for the same tuple again; each looked up.
+    // Deleted first, so a re-INVITE may ask for the same tuple again; each looked up,
+    // all lookups in one datagram, then the deletions in another.
     assert_eq!(
         requests(&kernel),
         [
             (IPCTNL_MSG_EXP_GET, 7000),
-            (IPCTNL_MSG_EXP_DELETE, 7000),
             (IPCTNL_MSG_EXP_GET, 7002),
             (IPCTNL_MSG_EXP_GET, 7004),
-            (IPCTNL_MSG_EXP_DELETE, 7004),
             (IPCTNL_MSG_EXP_GET, 7006),
+            (IPCTNL_MSG_EXP_DELETE, 7000),
+            (IPCTNL_MSG_EXP_DELETE, 7004),
             (IPCTNL_MSG_EXP_NEW, 7000),
         ]
     );
+    assert_eq!(kernel.sent.borrow().len(), 3, "three datagrams");
     assert_eq!(applied.ports[0], Some(7000));
     let s = slot.stats;
     assert_eq!((s.deleted, s.expectation_errors, s.expectations), (1, 1, 1));
     // The deletion names the tuple only (and the zone): the kernel finds it so.
     let sent = kernel.sent.borrow();
     let m = Messages::new(&sent[1]).next().unwrap().unwrap();
+    assert_eq!(m.header.nf_msg(), IPCTNL_MSG_EXP_DELETE);
     let t: [Option<crate::netlink::attr::Attr>; 12] = m.nfnl().unwrap().1.table().unwrap();
     assert_eq!(
         parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].unwrap()).unwrap(),
@@ -555,12 +564,23 @@ fn another_connections_expectation_is_not_taken_over() {
     let slot = &mut slots[ex.slot];
     let applied = apply_with(&mut kernel, slot, &ex);
     assert_eq!(applied.ports[0], None);
+    // The batch's NEW, the one-by-one NEW, its owner looked up; no refresh.
     assert_eq!(
         requests(&kernel),
-        [(IPCTNL_MSG_EXP_NEW, 7000), (IPCTNL_MSG_EXP_GET, 7000)],
-        "no non-exclusive NEW (refresh) after the EEXIST"
+        [
+            (IPCTNL_MSG_EXP_NEW, 7000),
+            (IPCTNL_MSG_EXP_NEW, 7000),
+            (IPCTNL_MSG_EXP_GET, 7000)
+        ],
     );
-    assert!(kernel.sent.borrow().len() == 2);
+    let sent = kernel.sent.borrow();
+    assert!(
+        sent.iter()
+            .flat_map(|d| Messages::new(d).map(|m| m.unwrap().header))
+            .filter(|h| h.nf_msg() == IPCTNL_MSG_EXP_NEW)
+            .all(|h| h.flags & NLM_F_EXCL != 0),
+        "no non-exclusive NEW (refresh) of another connection's expectation"
+    );
     assert_eq!(
         (slot.stats.expectations, slot.stats.expectation_errors),
         (0, 1)
@@ -600,4 +620,66 @@ fn an_unconfirmed_master_attaches_the_first_and_defers_the_rest() {
         ]
     );
     assert_eq!(slot.stats.expectations, 1, "the others count when created");
+}
+
+/// Without NAT a packet's expectations go out in one datagram (one round trip), and an
+/// EEXIST for one this master already holds (a retransmitted announcement) still ends in
+/// a refresh of it; the RTP half made in the batch is undone and made again with it.
+#[test]
+fn a_calls_expectations_go_out_in_one_batch() {
+    let direct = |port| Expectation {
+        nat: None,
+        ..media(port)
+    };
+    let mut plan = Plan::default();
+    plan.expect_pair(direct(40000), direct(40001)).unwrap();
+    plan.expect_pair(direct(40010), direct(40011)).unwrap();
+    let (mut slots, ex) = with_plan(plan);
+    let mut kernel = FakeKernel::acking();
+    let slot = &mut slots[ex.slot];
+    let applied = apply_with(&mut kernel, slot, &ex);
+    assert_eq!(kernel.sent.borrow().len(), 1, "one datagram");
+    assert_eq!(
+        requests(&kernel),
+        [40000, 40001, 40010, 40011].map(|p| (IPCTNL_MSG_EXP_NEW, p))
+    );
+    assert_eq!(
+        applied.ports[..4],
+        [Some(40000), Some(40001), Some(40010), Some(40011)]
+    );
+    assert_eq!(slot.stats.expectations, 4);
+
+    // The RTCP of the first pair is already ours (a retransmitted INVITE).
+    let ours = ex.conntrack.orig;
+    let mut kernel = FakeKernel::new(move |m| {
+        match (
+            m.header.nf_msg(),
+            m.header.flags & NLM_F_EXCL != 0,
+            exp_port_of(m),
+        ) {
+            (IPCTNL_MSG_EXP_NEW, true, 40001) => Reply::Errno(Errno::EEXIST),
+            (IPCTNL_MSG_EXP_GET, _, port) => held_by(m.header.seq, &direct(port), &ours),
+            _ => Reply::Ack,
+        }
+    });
+    let slot = &mut slots[ex.slot];
+    let before = slot.stats;
+    let applied = apply_with(&mut kernel, slot, &ex);
+    assert_eq!(
+        requests(&kernel),
+        [
+            (IPCTNL_MSG_EXP_NEW, 40000),
+            (IPCTNL_MSG_EXP_NEW, 40001),
+            (IPCTNL_MSG_EXP_NEW, 40010),
+            (IPCTNL_MSG_EXP_NEW, 40011),
+            (IPCTNL_MSG_EXP_DELETE, 40000),
+            (IPCTNL_MSG_EXP_NEW, 40000),
+            (IPCTNL_MSG_EXP_NEW, 40001),
+            (IPCTNL_MSG_EXP_GET, 40001),
+            (IPCTNL_MSG_EXP_NEW, 40001),
+        ]
+    );
+    assert_eq!(applied.ports[..2], [Some(40000), Some(40001)]);
+    assert_eq!(slot.stats.expectations - before.expectations, 4);
+    assert_eq!(slot.stats.expectation_errors, before.expectation_errors);
 }
