@@ -5,6 +5,7 @@
 use log::{error, warn};
 
 use crate::netlink::attr::Writer;
+use crate::netlink::msg::NLM_F_ACK;
 use crate::netlink::queue;
 use crate::netlink::socket::{IoError, Link};
 
@@ -135,9 +136,11 @@ impl Ctl<'_> {
         let mut w = Writer::new(self.buf);
         let mut first = None;
         let mut failed = None;
-        for i in 0..n {
+        let mut starts = [0usize; MAX_BATCH];
+        for (i, start) in starts.iter_mut().enumerate().take(n) {
             let seq = self.link.next_seq();
             first.get_or_insert(seq);
+            *start = w.len();
             if let Err(e) = build(&mut w, i, seq) {
                 failed = Some(IoError::from(e));
                 break;
@@ -145,6 +148,14 @@ impl Ctl<'_> {
             let _ = outcomes.push(None);
         }
         let len = w.len();
+        // Only the last request asks for an ACK (see transact_many): the others are
+        // answered only if they fail. nlmsg_flags is the u16 at offset 6 of a message.
+        for &start in starts.iter().take(outcomes.len().saturating_sub(1)) {
+            if let Some(f) = self.buf.get_mut(start + 6..start + 8) {
+                let flags = u16::from_ne_bytes([f[0], f[1]]) & !NLM_F_ACK;
+                f.copy_from_slice(&flags.to_ne_bytes());
+            }
+        }
         let result = match (failed, first) {
             (Some(e), _) => Err(e),
             (None, None) => Ok(()),
@@ -265,17 +276,20 @@ pub(crate) mod fake {
             self.sent.borrow_mut().push(bytes.to_vec());
             for msg in Messages::new(bytes) {
                 let msg = msg.unwrap();
-                if msg.header.flags & NLM_F_ACK == 0 {
-                    continue;
-                }
+                // As netlink_rcv_skb: a request is answered by an ACK only when it asks
+                // for one, by an error always; a GET's reply comes either way.
+                let acked = msg.header.flags & NLM_F_ACK != 0;
                 let reply = (self.script.borrow_mut())(&msg);
                 let mut inbox = self.inbox.borrow_mut();
                 match reply {
-                    Reply::Ack => inbox.push_back(ack_for(&msg.header, 0)),
+                    Reply::Ack if acked => inbox.push_back(ack_for(&msg.header, 0)),
+                    Reply::Ack => {}
                     Reply::Errno(e) => inbox.push_back(ack_for(&msg.header, e as i32)),
                     Reply::Then(m) => {
                         inbox.push_back(m);
-                        inbox.push_back(ack_for(&msg.header, 0));
+                        if acked {
+                            inbox.push_back(ack_for(&msg.header, 0));
+                        }
                     }
                 }
             }

@@ -131,11 +131,13 @@ pub fn transact(
 }
 
 /// Send several requests in one datagram (`request`: `outcomes.len()` messages with the
-/// sequence numbers `first_seq`, `first_seq + 1`, ..., each asking for an ACK) and wait
-/// for every answer. The kernel handles the messages of a datagram one after the other
-/// and acknowledges each, an error included, so one failure does not stop the rest.
-/// `outcomes[i]` is request i's; `other(i, msg)` sees any other message answering it
-/// (a GET's reply). An I/O error or timeout ends the wait and is returned.
+/// sequence numbers `first_seq`, `first_seq + 1`, ...) and wait for their answers. The
+/// kernel handles the messages of a datagram in order and answers an error whatever the
+/// flags, so only the last request needs NLM_F_ACK: once its answer is in, every earlier
+/// one without an error succeeded (one receive instead of one per request; a request
+/// that asks for its own ACK is waited for as well). `outcomes[i]` is request i's;
+/// `other(i, msg)` sees any other message answering it (a GET's reply). An I/O error or
+/// timeout ends the wait and is returned.
 pub fn transact_many(
     link: &dyn Link,
     request: &[u8],
@@ -153,8 +155,8 @@ pub fn transact_many(
         (i < n).then_some(i)
     };
     link.send(request)?;
-    let mut pending = n;
-    while pending > 0 {
+    let last = n - 1;
+    while outcomes.get(last).is_some_and(Option::is_none) {
         let Some(datagram) = link.recv(buf, false)? else {
             continue;
         };
@@ -165,9 +167,6 @@ pub fn transact_many(
                 let Some(slot) = index(err.seq).and_then(|i| outcomes.get_mut(i)) else {
                     continue;
                 };
-                if slot.is_none() {
-                    pending -= 1;
-                }
                 *slot = Some(if err.errno == 0 {
                     Ok(())
                 } else {
@@ -182,6 +181,9 @@ pub fn transact_many(
                 other(i, &msg);
             }
         }
+    }
+    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+        *o = Some(Ok(()));
     }
     Ok(())
 }

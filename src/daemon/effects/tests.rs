@@ -643,6 +643,11 @@ fn a_calls_expectations_go_out_in_one_batch() {
         requests(&kernel),
         [40000, 40001, 40010, 40011].map(|p| (IPCTNL_MSG_EXP_NEW, p))
     );
+    // Only the last asks for an ACK: one answer to wait for (errors come regardless).
+    let acks: Vec<bool> = Messages::new(&kernel.sent.borrow()[0])
+        .map(|m| m.unwrap().header.flags & crate::netlink::msg::NLM_F_ACK != 0)
+        .collect();
+    assert_eq!(acks, [false, false, false, true]);
     assert_eq!(
         applied.ports[..4],
         [Some(40000), Some(40001), Some(40010), Some(40011)]
