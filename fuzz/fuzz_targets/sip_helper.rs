@@ -6,18 +6,22 @@
 //! Layout: `[flags u8][client address][server address]` (4 bytes each, 16 with flags
 //! bit 0: IPv6; from the input, so that SDP c= and Contact addresses in it can be the
 //! senders' own; bit 1: TCP, else UDP; bit 2: the 32 bytes after the addresses are the
-//! initial private data, else it starts zeroed), then packets `[ctl u8][len u16
+//! initial private data, else it starts zeroed; bit 3: `sip_direct_media` off; bit 4:
+//! `sip_direct_signalling` off), then packets `[ctl u8][len u16
 //! BE][payload]...` (ctl bit 0: reply direction; TCP only, bit 1: a `[delta i8]` byte
 //! follows `len` and shifts the segment's sequence number from the next in-order one:
 //! retransmissions, overlaps and gaps). Seeds: `fuzz/seed.sh` (every SIP connection of
 //! the corpus captures with its own addresses, the RFC 4475 messages).
 //!
 //! Oracles, for every packet: no panic; every media expectation is UDP from the other
-//! end of the connection to the sender's own address (the conntrack tuple's source for
-//! the packet's direction), on a port >= 1024, of an audio/video/image class; every
-//! registration is a permanent signalling expectation from the registrar (the sender of
-//! the 2xx) to the phone's own address (the other end); no expectation names a source
-//! port or NAT; every deletion is between the connection's two addresses; the private
+//! end of the connection (any address with direct media off) to the sender's own address
+//! (the conntrack tuple's source for the packet's direction), never helped, on a port
+//! >= 1024, of an audio/video/image class; every registration is a permanent signalling
+//! expectation from the registrar (the sender of the 2xx; any address with direct
+//! signalling off) to the phone's own address (the other end), helped by `sip`; no
+//! expectation names a source port or NAT; every deletion is between the connection's
+//! two addresses (or from any address); a UDP packet asks for `sip_timeout`, a TCP one
+//! for nothing; the private
 //! data the helper wrote decodes to itself (handing it back with nothing to parse
 //! leaves it unchanged), and `private_changed` is set exactly when it changed.
 #![no_main]
@@ -72,6 +76,9 @@ fuzz_target!(|data: &[u8]| {
         (a, b)
     };
     let tcp = flags & 2 != 0;
+    let mut policy = Policy::default();
+    policy.sip.direct_media = flags & 8 == 0;
+    policy.sip.direct_signalling = flags & 16 == 0;
     let mut private = [0u8; PRIVATE_LEN];
     if flags & 4 != 0 {
         let Some((init, tail)) = rest.split_first_chunk::<PRIVATE_LEN>() else {
@@ -128,7 +135,7 @@ fuzz_target!(|data: &[u8]| {
             if dir == Direction::Reply {
                 ct.status |= status::SEEN_REPLY;
             }
-            one_packet(&ct, dir, transport, payload, &mut private, store);
+            one_packet(&ct, dir, transport, payload, &mut private, store, policy);
             ct.status |= status::CONFIRMED;
         }
     });
@@ -141,6 +148,7 @@ fn one_packet(
     payload: &[u8],
     private: &mut [u8; PRIVATE_LEN],
     store: &mut Store,
+    policy: Policy,
 ) {
     let t = ct.tuple(dir);
     let pkt = Packet {
@@ -153,9 +161,14 @@ fn one_packet(
         payload,
     };
     let before = *private;
-    let plan = Sip.analyse(&pkt, ct, private, store, Policy::default());
+    let plan = Sip.analyse(&pkt, ct, private, store, policy);
     let sender = ct.tuple(dir).src;
     let other = ct.tuple(dir.opposite()).src;
+    let expected_timeout = match transport {
+        Transport::Udp => Some(policy.sip.timeout),
+        Transport::Tcp { .. } => None,
+    };
+    assert_eq!(plan.master_timeout, expected_timeout);
     for e in &plan.expectations {
         let x = &e.exp;
         assert_eq!(x.src_port, None, "{x:?}");
@@ -164,14 +177,24 @@ fn one_packet(
             // A registration: the sender is the registrar answering the phone, the
             // other end; calls for the phone come from the registrar.
             assert_eq!(x.dst, other, "registration for a third party: {x:?}");
-            assert_eq!(x.src, sender, "registration not from the registrar: {x:?}");
+            if policy.sip.direct_signalling {
+                assert_eq!(x.src, sender, "registration not from the registrar: {x:?}");
+            } else {
+                assert!(x.any_source(), "{x:?}");
+            }
+            assert_eq!(x.helper, Some("sip"), "{x:?}");
             assert_eq!(x.flags, expect_flags::PERMANENT, "{x:?}");
             assert_eq!(e.pairing, Pairing::Single, "{e:?}");
             assert!(x.proto == IPPROTO_UDP || x.proto == IPPROTO_TCP, "{x:?}");
             assert_ne!(x.dst_port, 0, "{x:?}");
         } else {
             assert_eq!(x.dst, sender, "media to a third party: {x:?}");
-            assert_eq!(x.src, other, "media not from the other end: {x:?}");
+            if policy.sip.direct_media {
+                assert_eq!(x.src, other, "media not from the other end: {x:?}");
+            } else {
+                assert!(x.any_source(), "{x:?}");
+            }
+            assert_eq!(x.helper, None, "{x:?}");
             assert!((1..=IMAGE).contains(&x.class), "{x:?}");
             assert_eq!(x.proto, IPPROTO_UDP, "{x:?}");
             assert_eq!(x.flags, 0, "{x:?}");
@@ -191,7 +214,7 @@ fn one_packet(
     for d in &plan.deletions {
         let ends = [sender, other];
         assert!(
-            ends.contains(&d.src) && ends.contains(&d.dst),
+            (ends.contains(&d.src) || d.src.is_unspecified()) && ends.contains(&d.dst),
             "deletion of another connection's expectation: {d:?}"
         );
     }
@@ -208,7 +231,7 @@ fn one_packet(
         payload: &[],
         ..pkt
     };
-    let idle = Sip.analyse(&probe, ct, &mut again, store, Policy::default());
+    let idle = Sip.analyse(&probe, ct, &mut again, store, policy);
     assert_eq!(again, *private, "private data does not decode to what was written");
     assert!(!idle.private_changed && idle.expectations.is_empty() && idle.deletions.is_empty());
 }
