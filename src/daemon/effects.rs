@@ -255,36 +255,22 @@ fn create_batch(
         },
         |_, _| {},
     );
-    let made = |k: usize| matches!(outcomes.get(k), Some(Ok(())));
+    let succeeded = |k: usize| matches!(outcomes.get(k), Some(Ok(())));
     let mut i = 0;
     while let Some(first) = exps.get(i) {
         let n = group_len(exps, i);
         let timeout = first.timeout.filter(|_| n == 1);
-        if (i..i + n).all(made) {
-            slot.stats.expectations += n as u64;
-            if let Some(secs) = timeout {
-                set_timeout(
-                    slot,
-                    master,
-                    zone,
-                    &first.exp,
-                    first.exp.dst_port,
-                    secs,
-                    ctl,
-                );
-            }
-            debug!(
-                "{}: expecting {} {} -> {}:{}{}",
-                slot.name,
-                first.exp.proto,
-                first.exp.src,
-                first.exp.dst,
-                first.exp.dst_port,
-                if n == PAIR_LEN {
-                    " (and RTCP on the next)"
-                } else {
-                    ""
-                }
+        if (i..i + n).all(succeeded) {
+            let port = first.exp.dst_port;
+            made(
+                slot,
+                master,
+                zone,
+                &first.exp,
+                port,
+                n == PAIR_LEN,
+                timeout,
+                ctl,
             );
             for k in i..i + n {
                 if let (Some(p), Some(e)) = (applied.ports.get_mut(k), exps.get(k)) {
@@ -292,7 +278,7 @@ fn create_batch(
                 }
             }
         } else {
-            for k in (i..i + n).filter(|&k| made(k)) {
+            for k in (i..i + n).filter(|&k| succeeded(k)) {
                 if let Some(e) = exps.get(k) {
                     let _ = delete_expectation(
                         slot,
@@ -346,19 +332,7 @@ pub(super) fn create(
     };
     match create_expectation(slot, master, zone, &exp, rtcp.as_ref(), shape, ctl) {
         (Ok(()), port) => {
-            slot.stats.expectations += n;
-            if let Some(secs) = timeout {
-                set_timeout(slot, master, zone, &exp, port, secs, ctl);
-            }
-            debug!(
-                "{}: expecting {} {} -> {}:{}{pair}{}",
-                slot.name,
-                exp.proto,
-                exp.src,
-                exp.dst,
-                port,
-                NatNote(&exp)
-            );
+            made(slot, master, zone, &exp, port, rtcp.is_some(), timeout, ctl);
             Some(port)
         }
         (Err(e), last) => {
@@ -377,6 +351,35 @@ pub(super) fn create(
             None
         }
     }
+}
+
+/// Count and log an expectation (and its RTCP partner when `pair`) created on `port`,
+/// and give it its own timeout if it has one.
+#[allow(clippy::too_many_arguments)]
+fn made(
+    slot: &mut Slot,
+    master: &Tuple,
+    zone: Option<u16>,
+    exp: &Expectation,
+    port: u16,
+    pair: bool,
+    timeout: Option<u32>,
+    ctl: &mut Ctl<'_>,
+) {
+    slot.stats.expectations += 1 + u64::from(pair);
+    if let Some(secs) = timeout {
+        set_timeout(slot, master, zone, exp, port, secs, ctl);
+    }
+    debug!(
+        "{}: expecting {} {} -> {}:{}{}{}",
+        slot.name,
+        exp.proto,
+        exp.src,
+        exp.dst,
+        port,
+        if pair { " (and RTCP on the next)" } else { "" },
+        NatNote(exp)
+    );
 }
 
 /// What to do about a refused expectation, where the errno alone misleads: the kernel
@@ -561,15 +564,20 @@ fn delete_expectation(
     if let Err(e) = &result
         && !(gone_ok && e.errno() == Some(Errno::ENOENT))
     {
-        slot.stats.expectation_errors += 1;
-        if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-            warn!(
-                "{}: cannot delete expectation {} -> {}:{}{context}: {e}",
-                slot.name, t.src, t.dst, t.dst_port
-            );
-        }
+        deletion_failed(slot, t, context, e);
     }
     result
+}
+
+/// Count and log (rate-limited) an expectation that could not be deleted.
+fn deletion_failed(slot: &mut Slot, t: &Tuple, context: &str, e: &IoError) {
+    slot.stats.expectation_errors += 1;
+    if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+        warn!(
+            "{}: cannot delete expectation {} -> {}:{}{context}: {e}",
+            slot.name, t.src, t.dst, t.dst_port
+        );
+    }
 }
 
 /// Delete the pending expectations the plan names that this connection holds. The kernel
@@ -628,15 +636,7 @@ fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
             }
             // Gone between the lookup and the deletion (used or expired).
             Err(e) if e.errno() == Some(Errno::ENOENT) => {}
-            Err(e) => {
-                slot.stats.expectation_errors += 1;
-                if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
-                    warn!(
-                        "{}: cannot delete expectation {} -> {}:{}: {e}",
-                        slot.name, t.src, t.dst, t.dst_port
-                    );
-                }
-            }
+            Err(e) => deletion_failed(slot, t, "", &e),
         }
     }
 }
