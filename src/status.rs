@@ -39,6 +39,10 @@ pub struct HelperCounters {
     /// accepted without analysis: the kernel's doing, not the helper's work, so apart
     /// from `packets`.
     pub expected_passed: u64,
+    /// SIP messages that needed a NAT rewrite and passed unchanged (split across TCP
+    /// segments already sent, or too many rewrites): nothing they announced through
+    /// the NAT was opened.
+    pub unrewritten: u64,
 }
 
 /// TCP reassembly counters of a helper with stream buffers (SIP, helpers/sip/stream.rs).
@@ -95,8 +99,8 @@ impl core::fmt::Display for CountersText<'_, '_> {
         if let Some(s) = h.streams {
             write!(
                 f,
-                " stream_overflows {} stream_lost {}",
-                s.overflows, s.lost
+                " stream_overflows {} stream_lost {} unrewritten {}",
+                s.overflows, s.lost, c.unrewritten
             )?;
         }
         Ok(())
@@ -382,6 +386,7 @@ mod tests {
                     protos: Protos::TCP_UDP,
                     counters: HelperCounters {
                         deleted: 4,
+                        unrewritten: 8,
                         ..line("x", 3, 0).counters
                     },
                     store_evictions: 5,
@@ -401,7 +406,7 @@ mod tests {
             lines,
             vec![
                 "helper ftp family ipv4+ipv6 proto tcp queue 1: packets 9 expectations 2 expectation_errors 0 deleted 0 refused 1 parse_errors 0 store_evictions 0 rewritten 3 rewrite_errors 0 withdrawn 0 expected_passed 0",
-                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 deleted 4 refused 1 parse_errors 0 store_evictions 5 rewritten 3 rewrite_errors 0 withdrawn 0 expected_passed 0 stream_overflows 6 stream_lost 7",
+                "helper x family ipv4+ipv6 proto tcp+udp queue 3: packets 0 expectations 2 expectation_errors 0 deleted 4 refused 1 parse_errors 0 store_evictions 5 rewritten 3 rewrite_errors 0 withdrawn 0 expected_passed 0 stream_overflows 6 stream_lost 7 unrewritten 8",
                 "global: verdict_errors 0 passed_without_helper 5 private_cache_used 4 private_cache_evictions 1",
                 "queue 1: queue_total 3 queue_dropped 7 queue_user_dropped 2 id_sequence 118",
                 "queue 3: not bound in the kernel",

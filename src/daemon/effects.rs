@@ -153,6 +153,19 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
             crate::helpers::sip::stream::STREAM_BUF
         );
     }
+    if ex.plan.unrewritten {
+        slot.stats.unrewritten += 1;
+        if slot.log_limit.allow(std::time::Instant::now(), slot.name) {
+            info!(
+                "{}: a message on {} needed a NAT rewrite it cannot get (it began in a TCP \
+                 segment already sent, or needs more rewrites than one packet holds): passed \
+                 unchanged, nothing it announces through the NAT opened (unrewritten in \
+                 `cthelperd status`)",
+                slot.name,
+                Endpoints(&ex.conntrack.orig)
+            );
+        }
+    }
     for r in &ex.plan.refusals {
         slot.stats.refused += 1;
         if !slot.log_limit.allow(std::time::Instant::now(), slot.name) {
@@ -172,10 +185,20 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
     };
     let exps = &ex.plan.expectations;
     if !confirmed {
+        let free = free_ports(exps, ex.conntrack.zone, ctl);
         for (i, e) in exps.iter().enumerate() {
-            // Attached or created after the verdict, each on its announced port.
-            if let Some(port) = applied.ports.get_mut(i) {
-                *port = Some(e.exp.dst_port);
+            // Attached or created after the verdict, each on its announced port or,
+            // behind NAT, the first free one.
+            let port = free.get(i).copied().flatten().unwrap_or(e.exp.dst_port);
+            let e = &Expect {
+                exp: Expectation {
+                    dst_port: port,
+                    ..e.exp
+                },
+                ..*e
+            };
+            if let Some(p) = applied.ports.get_mut(i) {
+                *p = Some(port);
             }
             if i == 0 {
                 applied.attached = Some(e.exp);
@@ -230,6 +253,48 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
         i += n;
     }
     applied
+}
+
+/// The ports the NAT expectations of an unconfirmed master are to take. It is not in
+/// the kernel's table yet, so its expectations cannot be created (and a taken port
+/// found) before its verdict, which must already name the port: look each candidate
+/// up instead, and take the first no other master expects (for an RTP/RTCP pair: both
+/// free). Without this a second phone behind the same NAT announcing the same port
+/// would be told a port whose media go to the first one. None: the announced port.
+fn free_ports(
+    exps: &[Expect],
+    zone: Option<u16>,
+    ctl: &mut Ctl<'_>,
+) -> [Option<u16>; MAX_EXPECTATIONS_PER_PACKET] {
+    let mut free = [None; MAX_EXPECTATIONS_PER_PACKET];
+    let mut i = 0;
+    while let Some(first) = exps.get(i) {
+        let n = group_len(exps, i);
+        i += n;
+        if first.exp.nat.is_none() {
+            continue;
+        }
+        let shape = if n == PAIR_LEN {
+            Shape::Pair
+        } else {
+            Shape::Single
+        };
+        let taken = |ctl: &mut Ctl<'_>, port: u16| {
+            let t = Tuple {
+                dst_port: port,
+                ..first.exp.tuple()
+            };
+            expectation_master(ctl, &t, zone).is_some()
+        };
+        let port = Search::new(shape, first.exp.dst_port).find(|&port| {
+            !taken(ctl, port)
+                && (n == 1 || port.checked_add(1).is_some_and(|rtcp| !taken(ctl, rtcp)))
+        });
+        for (k, slot) in free.iter_mut().skip(i - n).take(n).enumerate() {
+            *slot = port.and_then(|p| p.checked_add(k as u16));
+        }
+    }
+    free
 }
 
 /// Create the expectations `exps` of a master without NAT (each on its announced port)

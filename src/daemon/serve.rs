@@ -479,7 +479,7 @@ mod tests {
         assert!(
             line.counters()
                 .to_string()
-                .ends_with(" stream_overflows 1 stream_lost 1"),
+                .ends_with(" stream_overflows 1 stream_lost 1 unrewritten 0"),
             "{}",
             line.counters()
         );

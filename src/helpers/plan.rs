@@ -157,6 +157,10 @@ pub struct Plan {
     /// The payload contained something that looked like a command or reply the helper
     /// acts on but could not be parsed.
     pub parse_error: bool,
+    /// A message that needed a NAT rewrite passed unchanged: it began in a TCP segment
+    /// already sent, or its rewrites did not fit the plan. Nothing it announced
+    /// through the NAT was expected.
+    pub unrewritten: bool,
     /// Seconds the connection itself is to live from this packet on, instead of its
     /// protocol's idle timeout (SIP's `sip_timeout`: a UDP signalling connection must
     /// outlive the registration whose expectation it holds, and the kernel removes a

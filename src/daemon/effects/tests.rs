@@ -600,8 +600,10 @@ fn an_unconfirmed_master_attaches_the_first_and_defers_the_rest() {
     let slot = &mut slots[ex.slot];
     let a = answer_with(&mut kernel, slot, &ex, &[], &mut mangle);
     assert!(
-        kernel.sent.borrow().is_empty(),
-        "nothing before the verdict"
+        requests(&kernel)
+            .iter()
+            .all(|&(kind, _)| kind == IPCTNL_MSG_EXP_GET),
+        "nothing but lookups of free ports before the verdict"
     );
     assert_eq!(a.attached.map(|e| e.dst_port), Some(5004));
     let deferred: Vec<_> = a
@@ -620,6 +622,48 @@ fn an_unconfirmed_master_attaches_the_first_and_defers_the_rest() {
         ]
     );
     assert_eq!(slot.stats.expectations, 1, "the others count when created");
+}
+
+/// Behind NAT an unconfirmed master's ports are looked up before its verdict names
+/// them: a pair whose RTP port another master expects moves to the next even pair (its
+/// RTCP half rides on the verdict's deferred list on the moved port), a single on a
+/// free port stays; the ports reported for the rewrites are the moved ones.
+#[test]
+fn an_unconfirmed_nat_master_looks_its_ports_up_first() {
+    let mut plan = Plan::default();
+    plan.expect_pair(media(5004), media(5005)).unwrap();
+    plan.expect(media(6000)).unwrap();
+    let (mut slots, mut ex) = with_plan(plan);
+    ex.conntrack.status &= !status::CONFIRMED;
+    let other = Tuple {
+        src_port: 1234,
+        ..ex.conntrack.orig
+    };
+    let mut kernel = FakeKernel::new(move |m| match (m.header.nf_msg(), exp_port_of(m)) {
+        (IPCTNL_MSG_EXP_GET, 5004) => held_by(m.header.seq, &media(5004), &other),
+        (IPCTNL_MSG_EXP_GET, _) => Reply::Errno(Errno::ENOENT),
+        _ => Reply::Ack,
+    });
+    let slot = &mut slots[ex.slot];
+    let applied = apply_with(&mut kernel, slot, &ex);
+    assert_eq!(applied.ports[..3], [Some(5006), Some(5007), Some(6000)]);
+    assert_eq!(applied.attached.map(|e| e.dst_port), Some(5006));
+    assert_eq!(
+        applied.attached.and_then(|e| e.nat).map(|n| n.saved_port),
+        Some(5004),
+        "still translated back to the announced port"
+    );
+    let deferred: Vec<_> = applied.deferred.iter().map(|e| e.exp.dst_port).collect();
+    assert_eq!(deferred, [5007, 6000]);
+    assert_eq!(
+        requests(&kernel),
+        [
+            (IPCTNL_MSG_EXP_GET, 5004),
+            (IPCTNL_MSG_EXP_GET, 5006),
+            (IPCTNL_MSG_EXP_GET, 5007),
+            (IPCTNL_MSG_EXP_GET, 6000),
+        ]
+    );
 }
 
 /// Without NAT a packet's expectations go out in one datagram (one round trip), and an

@@ -21,10 +21,13 @@ use core::net::IpAddr;
 
 use super::media::{self, Binding, Class, MediaTarget, Refused};
 use super::message::{Framing, Message, Method, Name, Start, parse_cseq};
+use super::nat::{self, Edits, Expected, Frame};
 use super::sdp;
 use super::stream::{self, DIR_STATE_LEN, DirState, StreamKey};
 use crate::helpers::{Helper, Packet, Plan, Policy, Refusal, Store, StoreKey, Transport};
-use crate::model::{Conntrack, Direction, Expectation, IPPROTO_TCP, IPPROTO_UDP, expect_flags};
+use crate::model::{
+    Conntrack, Direction, ExpectNat, Expectation, IPPROTO_TCP, IPPROTO_UDP, expect_flags,
+};
 
 /// Well-known SIP port.
 pub const PORT: u16 = 5060;
@@ -43,12 +46,15 @@ const _: () = assert!(PRIVATE_LEN <= crate::helpers::PRIVATE_DATA_MAX);
 /// | 12     | 1    | registration: bit 0 the phone's direction (0 Original,      |
 /// |        |      | 1 Reply), bit 1 calls from any address (`direct_signalling` |
 /// |        |      | off when it was created)                                    |
-/// | 13     | 2    | registration: contact port                                  |
-/// | 15     | 17   | reserved, zero                                              |
+/// | 13     | 2    | registration: contact port (as the registrar knows it)      |
+/// | 15     | 1    | NAT: bit 0 (Original) / bit 1 (Reply) that side's own       |
+/// |        |      | endpoint was rewritten (`nat::Sides`)                       |
+/// | 16     | 16   | reserved, zero                                              |
 const LAYOUT_VERSION: u8 = 1;
 const ORIG_STATE: usize = 1;
 const REPLY_STATE: usize = ORIG_STATE + DIR_STATE_LEN;
 const REGISTRATION: usize = REPLY_STATE + DIR_STATE_LEN;
+const NAT_SIDES: usize = REGISTRATION + 4;
 
 /// What the helper keeps in the conntrack.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -56,6 +62,7 @@ struct State {
     streams: [DirState; 2],
     /// The phone's registered contact (its expectation, to delete it on a change).
     registration: Option<Registration>,
+    sides: nat::Sides,
 }
 
 /// A registered contact whose signalling expectation the connection holds.
@@ -96,6 +103,7 @@ impl State {
         State {
             streams: [dir(ORIG_STATE), dir(REPLY_STATE)],
             registration,
+            sides: nat::Sides(private.get(NAT_SIDES).copied().unwrap_or(0) & 0b11),
         }
     }
 
@@ -113,6 +121,7 @@ impl State {
             out[REGISTRATION + 1] = r.phone as u8 | (u8::from(r.any_source) << 1);
             out[REGISTRATION + 2..REGISTRATION + 4].copy_from_slice(&r.port.to_be_bytes());
         }
+        out[NAT_SIDES] = self.sides.0;
         let Some(area) = private.get_mut(..PRIVATE_LEN) else {
             return false;
         };
@@ -204,11 +213,6 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The sender's own (untranslated) address.
-    fn sender(&self) -> IpAddr {
-        self.ct.tuple(self.dir).src
-    }
-
     fn store_key(&self, call_id: &[u8]) -> StoreKey {
         StoreKey {
             conntrack: self.ct.id.unwrap_or(0),
@@ -218,9 +222,12 @@ impl Ctx<'_> {
 }
 
 /// The expectations of one created stream: RTP, and RTCP where there is one. From the
-/// other end of the signalling connection (or any address) to the announcer.
+/// other end of the signalling connection (or any address) to the announcer: behind
+/// NAT to the address the other side knows it by, translated back to the announcer's
+/// real address and port (nat-follow-master).
 fn stream_expectations(ct: &Conntrack, c: &Created) -> (Expectation, Option<Expectation>) {
-    let dst = ct.tuple(c.dir).src;
+    let real = ct.tuple(c.dir).src;
+    let dst = ct.tuple(c.dir.opposite()).dst;
     let src = if c.any_source {
         Expectation::any_source_like(dst)
     } else {
@@ -234,7 +241,11 @@ fn stream_expectations(ct: &Conntrack, c: &Created) -> (Expectation, Option<Expe
         dst,
         dst_port: port,
         flags: 0,
-        nat: None,
+        nat: (dst != real).then_some(ExpectNat {
+            dir: c.dir.opposite(),
+            saved_addr: real,
+            saved_port: port,
+        }),
         helper: None,
     };
     (exp(c.rtp), c.rtcp.map(exp))
@@ -283,17 +294,31 @@ fn delete_streams(
     }
 }
 
-/// Expect the media of an SDP body and remember them for the dialog (`cseq`: the
-/// message's CSeq number, `requester`: the direction of its transaction's request).
+/// The transaction a message belongs to: its CSeq number and the direction of its
+/// request.
+#[derive(Clone, Copy)]
+struct Transaction {
+    cseq: u32,
+    requester: Direction,
+}
+
+/// Expect the media of an SDP body and remember them for the dialog. Behind NAT the
+/// body's rewrites go to `edits` (`rewritable`: the message is wholly in this packet;
+/// if not, media of a translated sender cannot be announced right and are not
+/// expected).
+#[allow(clippy::too_many_arguments)]
 fn expect_media(
     ctx: &Ctx<'_>,
     msg: &Message<'_>,
-    cseq: u32,
-    requester: Direction,
+    tx: Transaction,
     key: StoreKey,
     store: &mut Store,
     plan: &mut Plan,
+    frame: &Frame<'_>,
+    edits: &mut Edits,
+    rewritable: bool,
 ) {
+    let Transaction { cseq, requester } = tx;
     if !is_sdp(msg) {
         return;
     }
@@ -301,12 +326,22 @@ fn expect_media(
     if session.malformed > 0 {
         plan.parse_error = true;
     }
+    let (real, public) = frame.sender();
+    let translated = real != public;
     let mut targets: heapless::Vec<MediaTarget, { media::MAX_TARGETS }> = heapless::Vec::new();
     let mut refused: heapless::Vec<Refused, { media::MAX_REFUSALS }> = heapless::Vec::new();
-    media::media_targets(&session, ctx.sender(), &mut targets, &mut refused);
+    media::media_targets(&session, real, public, &mut targets, &mut refused);
     for r in &refused {
-        refuse(plan, ctx.sender(), r);
+        refuse(plan, real, r);
     }
+    if translated && !rewritable {
+        // The peer would be told the inside address: nothing to expect.
+        if !targets.is_empty() {
+            plan.unrewritten = true;
+        }
+        return;
+    }
+    let mut expected: heapless::Vec<Expected, { media::MAX_TARGETS }> = heapless::Vec::new();
     let mut dialog: heapless::Vec<u8, { crate::helpers::STORE_VALUE_MAX }> = heapless::Vec::new();
     if let Some(v) = store.get(key) {
         let _ = dialog.extend_from_slice(v);
@@ -324,14 +359,21 @@ fn expect_media(
         let (rtp, rtcp) = stream_expectations(ctx.ct, &created);
         let asked = match rtcp {
             Some(rtcp) if rtcp.dst_port == rtp.dst_port.wrapping_add(1) => {
-                plan.expect_pair(rtp, rtcp).is_some()
+                plan.expect_pair(rtp, rtcp).map(|i| (i, Some(i + 1)))
             }
-            Some(rtcp) => plan.expect(rtp).is_some() && plan.expect(rtcp).is_some(),
-            None => plan.expect(rtp).is_some(),
+            Some(rtcp) => plan
+                .expect(rtp)
+                .and_then(|i| Some((i, Some(plan.expect(rtcp)?)))),
+            None => plan.expect(rtp).map(|i| (i, None)),
         };
-        if !asked {
+        let Some((rtp_index, rtcp_index)) = asked else {
             break;
-        }
+        };
+        let _ = expected.push(Expected {
+            media: t.media,
+            rtp: rtp_index,
+            rtcp: rtcp_index,
+        });
         let already = dialog
             .chunks_exact(CREATED_LEN)
             .filter_map(Created::decode)
@@ -347,6 +389,9 @@ fn expect_media(
     }
     if !dialog.is_empty() {
         let _ = store.insert(key, &dialog);
+    }
+    if translated {
+        nat::sdp(frame, msg, &session, &expected, plan, edits);
     }
 }
 
@@ -366,9 +411,19 @@ fn is_sdp(msg: &Message<'_>) -> bool {
 }
 
 /// The signalling expectation of a registered contact: from the registrar (or any
-/// address) to the phone.
+/// address) to the phone. Behind NAT the contact is the phone's translated address
+/// with the port the registrar was given; the call is translated back to the phone's
+/// real address, on its signalling port when the contact named that (the Contact
+/// rewrite maps it), else on the same port.
 fn registration_expectation(ct: &Conntrack, r: &Registration) -> Expectation {
-    let dst = ct.tuple(r.phone).src;
+    let phone = ct.tuple(r.phone);
+    let seen = ct.tuple(r.phone.opposite());
+    let dst = seen.dst;
+    let saved_port = if r.port == seen.dst_port {
+        phone.src_port
+    } else {
+        r.port
+    };
     Expectation {
         class: Class::Signalling as u32,
         proto: match r.transport {
@@ -378,13 +433,17 @@ fn registration_expectation(ct: &Conntrack, r: &Registration) -> Expectation {
         src: if r.any_source {
             Expectation::any_source_like(dst)
         } else {
-            ct.tuple(r.phone.opposite()).src
+            seen.src
         },
         src_port: None,
         dst,
         dst_port: r.port,
         flags: expect_flags::PERMANENT,
-        nat: None,
+        nat: (dst != phone.src).then_some(ExpectNat {
+            dir: r.phone.opposite(),
+            saved_addr: phone.src,
+            saved_port,
+        }),
         // The call it admits is SIP too, and its INVITE carries the SDP.
         helper: Some(crate::helpers::registry::SIP.name),
     }
@@ -412,9 +471,10 @@ fn handle_register_answer(
     } else {
         media::Transport::Udp
     };
+    // The registrar knows the phone by its translated address behind NAT.
     media::register_bindings(
         msg,
-        ctx.ct.tuple(phone_dir).src,
+        ctx.ct.tuple(ctx.dir).dst,
         signalling,
         &mut bindings,
         &mut refused,
@@ -440,7 +500,17 @@ fn handle_register_answer(
     }
 }
 
-fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, plan: &mut Plan) {
+/// Handle one message. `base`: where it starts in the packet's payload, None when it
+/// began in an earlier segment (a TCP message reassembled here, already partly sent:
+/// it cannot be rewritten for NAT).
+fn handle(
+    ctx: &Ctx<'_>,
+    msg: &Message<'_>,
+    base: Option<usize>,
+    st: &mut State,
+    store: &mut Store,
+    plan: &mut Plan,
+) {
     let Some(cseq) = msg
         .header(Name::CSeq)
         .and_then(|h| parse_cseq(msg.bytes(&h.value)))
@@ -453,6 +523,30 @@ fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, p
         .map(|h| msg.bytes(&h.value))
         .unwrap_or(&[]);
     let key = ctx.store_key(super::message::trim(call_id));
+    let nated = ctx.ct.is_nated();
+    let frame = Frame {
+        ct: ctx.ct,
+        dir: ctx.dir,
+        base: base.unwrap_or(0),
+    };
+    let mut edits = Edits::default();
+    let sides = st.sides;
+    let first_expectation = plan.expectations.len();
+    if nated {
+        nat::headers(&frame, msg, &mut st.sides, plan, &mut edits);
+    }
+    let rewritable = base.is_some();
+    let media = |tx, store: &mut Store, plan: &mut Plan, edits: &mut Edits| {
+        expect_media(ctx, msg, tx, key, store, plan, &frame, edits, rewritable);
+    };
+    let own = Transaction {
+        cseq: cseq.0,
+        requester: ctx.dir,
+    };
+    let answer = Transaction {
+        cseq: cseq.0,
+        requester: ctx.dir.opposite(),
+    };
     match &msg.start {
         Start::Request { method, .. } => match method {
             Method::Invite => {
@@ -462,11 +556,9 @@ fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, p
                 delete_streams(ctx, store, key, plan, |c| {
                     !(c.requester == ctx.dir && c.cseq == cseq.0)
                 });
-                expect_media(ctx, msg, cseq.0, ctx.dir, key, store, plan);
+                media(own, store, plan, &mut edits);
             }
-            Method::Update | Method::Prack | Method::Ack => {
-                expect_media(ctx, msg, cseq.0, ctx.dir, key, store, plan)
-            }
+            Method::Update | Method::Prack | Method::Ack => media(own, store, plan, &mut edits),
             Method::Bye | Method::Cancel => delete_streams(ctx, store, key, plan, |_| true),
             _ => {}
         },
@@ -478,10 +570,31 @@ fn handle(ctx: &Ctx<'_>, msg: &Message<'_>, st: &mut State, store: &mut Store, p
                 });
             }
             Method::Invite | Method::Update | Method::Prack if *code >= 101 => {
-                expect_media(ctx, msg, cseq.0, ctx.dir.opposite(), key, store, plan);
+                media(answer, store, plan, &mut edits);
             }
             _ => {}
         },
+    }
+    if !nated || (edits.is_empty() && !edits.overflow) {
+        return;
+    }
+    if !(rewritable && edits.commit(plan)) {
+        // Passed as it is (counted): nothing it announces through the NAT is opened,
+        // and the connection's sides stay as they were.
+        plan.unrewritten = true;
+        st.sides = sides;
+        let mut i = first_expectation;
+        while i < plan.expectations.len() {
+            if plan
+                .expectations
+                .get(i)
+                .is_some_and(|e| e.exp.nat.is_some())
+            {
+                plan.expectations.remove(i);
+            } else {
+                i += 1;
+            }
+        }
     }
 }
 
@@ -518,7 +631,7 @@ impl Helper for Sip {
                 // connection outlives the idle timeout of UDP.
                 plan.master_timeout = Some(policy.sip.timeout);
                 match Message::parse(pkt.payload, Framing::Datagram) {
-                    Ok(msg) => handle(&ctx, &msg, &mut st, store, &mut plan),
+                    Ok(msg) => handle(&ctx, &msg, Some(0), &mut st, store, &mut plan),
                     Err(_) => plan.parse_error = stream::starts_like_sip(pkt.payload),
                 }
             }
@@ -534,12 +647,14 @@ impl Helper for Sip {
                         streams: [DirState::default(); 2],
                         ..st
                     };
-                    let outcome = pool.feed(dir_state, key, seq, pkt.payload, |data, _| {
-                        stream::complete_messages(data, |m, _| {
-                            handle(&ctx, m, &mut handled, store, &mut plan);
+                    let outcome = pool.feed(dir_state, key, seq, pkt.payload, |data, from| {
+                        stream::complete_messages(data, |m, at| {
+                            let base = at.checked_sub(from);
+                            handle(&ctx, m, base, &mut handled, store, &mut plan);
                         })
                     });
                     st.registration = handled.registration;
+                    st.sides = handled.sides;
                     if outcome == stream::Outcome::Lost {
                         plan.parse_error = true;
                     }
@@ -552,5 +667,7 @@ impl Helper for Sip {
     }
 }
 
+#[cfg(test)]
+mod nat_tests;
 #[cfg(test)]
 mod tests;

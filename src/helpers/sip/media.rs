@@ -69,10 +69,13 @@ pub struct Refused {
 /// The media targets of `session`, sent by `sender`. Only the sender's own address is
 /// ever a target, whatever `sip_direct_media` says (that option widens where media may
 /// come from, never where they go): anything else would let whoever can put an SDP body
-/// on a helped port open a door to another host.
+/// on a helped port open a door to another host. Behind NAT, media announced on the
+/// sender's translated address (`public`: a phone that learned it by STUN and keeps
+/// its own mapping open) need nothing from us: skipped, not refused.
 pub fn media_targets(
     session: &Session,
     sender: IpAddr,
+    public: IpAddr,
     targets: &mut heapless::Vec<MediaTarget, MAX_TARGETS>,
     refused: &mut heapless::Vec<Refused, MAX_REFUSALS>,
 ) {
@@ -89,7 +92,7 @@ pub fn media_targets(
         let Some(addr) = session.media_address(m).map(|a| a.addr) else {
             continue;
         };
-        if addr.is_unspecified() {
+        if addr.is_unspecified() || (addr == public && addr != sender) {
             continue;
         }
         let mut refuse = |reason, port| {
@@ -233,7 +236,7 @@ mod tests {
         let s = sdp::parse(sdp_text, 0..sdp_text.len());
         let mut t = heapless::Vec::new();
         let mut r = heapless::Vec::new();
-        media_targets(&s, ip(sender), &mut t, &mut r);
+        media_targets(&s, ip(sender), ip(sender), &mut t, &mut r);
         (t.to_vec(), r.to_vec())
     }
 
@@ -328,6 +331,20 @@ mod tests {
             "192.0.2.2");
         assert_eq!(t.len(), 1);
         assert_eq!(t[0].media, 1);
+    }
+
+    /// Behind NAT a phone that announces its public address (learned by STUN) is left
+    /// to its own traversal: nothing expected, nothing refused.
+    #[test]
+    fn media_on_the_senders_public_address_are_skipped() {
+        let sdp = b"c=IN IP4 203.0.113.1\nm=audio 4000 RTP/AVP 0\n";
+        let s = sdp::parse(sdp, 0..sdp.len());
+        let (mut t, mut r) = (heapless::Vec::new(), heapless::Vec::new());
+        media_targets(&s, ip("192.0.2.2"), ip("203.0.113.1"), &mut t, &mut r);
+        assert!(t.is_empty() && r.is_empty());
+        // Another address is still a third party.
+        media_targets(&s, ip("192.0.2.2"), ip("203.0.113.9"), &mut t, &mut r);
+        assert_eq!(r.len(), 1);
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! - `sdp`: o=, c=, m=, a=rtcp and direction attributes
 //! - `stream`: message starts in a TCP stream (only streams that began as SIP), reassembly
 //! - `media`: what a message asks to have opened: media streams, confirmed registrations
+//! - `nat`: what a message on a translated connection has rewritten
 
 mod helper;
 pub mod media;
 pub mod message;
+pub mod nat;
 pub mod sdp;
 pub mod stream;
 pub mod uri;

@@ -465,6 +465,7 @@ fn private_data_round_trips_and_garbage_is_fresh() {
             port: 5070,
             any_source: false,
         }),
+        sides: nat::Sides(0b10),
     };
     let mut private = [0u8; PRIVATE_LEN];
     assert!(st.encode(&mut private));
@@ -473,6 +474,7 @@ fn private_data_round_trips_and_garbage_is_fresh() {
     // The layout before sip_direct_signalling (bit 1 of the direction byte zero)
     // reads as an exact-source registration.
     assert_eq!(private[REGISTRATION + 1], 1);
+    assert_eq!(private[NAT_SIDES], 0b10);
     let any = State {
         registration: Some(Registration {
             any_source: true,
