@@ -682,6 +682,14 @@ fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
             None => {}
         }
     }
+    let missing = dels
+        .iter()
+        .zip(masters)
+        .filter(|(_, m)| *m != Some(ex.conntrack.orig))
+        .map(|(t, _)| *t);
+    if ex.conntrack.is_nated() && missing.clone().next().is_some() {
+        moved_ones(ex, missing, &mut ours, ctl);
+    }
     let outcomes = ctl.requests(
         ours.len(),
         |w, i, seq| {
@@ -704,6 +712,38 @@ fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
             Err(e) => deletion_failed(slot, t, "", &e),
         }
     }
+}
+
+/// Behind NAT a planned deletion names the expectation on its announced port, but the
+/// port search may have moved it (another inside host expected that port): find this
+/// master's pending expectations that translate back to that port (one dump of the
+/// master's expectations) and add them to `ours`.
+fn moved_ones(
+    ex: &Examined,
+    missing: impl Iterator<Item = Tuple> + Clone,
+    ours: &mut heapless::Vec<Tuple, MAX_BATCH>,
+    ctl: &mut Ctl<'_>,
+) {
+    let master = &ex.conntrack.orig;
+    let _ = ctl.request(
+        |w, seq| ctnetlink::write_exp_dump_of(w, seq, master, ex.conntrack.zone),
+        |msg| {
+            let Ok((_, attrs)) = msg.nfnl() else {
+                return;
+            };
+            let Ok((t, Some(saved_port))) = ctnetlink::parse_exp_tuple_nat(attrs) else {
+                return;
+            };
+            let moved_from = |d: &Tuple| {
+                d.dst_port == saved_port
+                    && t.dst_port != saved_port
+                    && (d.src, d.dst, d.proto) == (t.src, t.dst, t.proto)
+            };
+            if missing.clone().any(|d| moved_from(&d)) && !ours.contains(&t) {
+                let _ = ours.push(t);
+            }
+        },
+    );
 }
 
 /// Delete the expectations `apply` created over ctnetlink for a packet that is dropped

@@ -4,7 +4,9 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::attr::{Attr, Attrs, Writer};
-use super::msg::{NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NfGenMsg};
+use super::msg::{
+    NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NfGenMsg,
+};
 use super::{Error, Result, nfnl_type, subsys};
 use crate::model::{Conntrack, Direction, ExpectNat, Expectation, Family, SeqAdj, Tuple};
 
@@ -324,6 +326,50 @@ fn exp_by_tuple(w: &mut Writer<'_>, seq: u32, msg: u8, t: &Tuple, zone: Option<u
         w.put_be16(CTA_EXPECT_ZONE, z)?;
     }
     w.end_msg(m)
+}
+
+/// IPCTNL_MSG_EXP_GET with NLM_F_DUMP and CTA_EXPECT_MASTER: the pending expectations of
+/// the master whose original tuple is `master` (ctnetlink_dump_exp_ct), ended by
+/// NLMSG_DONE.
+pub fn write_exp_dump_of(
+    w: &mut Writer<'_>,
+    seq: u32,
+    master: &Tuple,
+    zone: Option<u16>,
+) -> Result<()> {
+    let m = w.begin_nfnl(
+        nfnl_type(subsys::CTNETLINK_EXP, IPCTNL_MSG_EXP_GET),
+        NLM_F_REQUEST | NLM_F_DUMP | NLM_F_ACK,
+        seq,
+        NfGenMsg {
+            family: Family::of(&master.src).af(),
+            version: NFNETLINK_V0,
+            res_id: 0,
+        },
+    )?;
+    put_tuple(w, CTA_EXPECT_MASTER, master)?;
+    if let Some(z) = zone {
+        w.put_be16(CTA_EXPECT_ZONE, z)?;
+    }
+    w.end_msg(m)
+}
+
+/// An expectation message's tuple and, when it has a NAT section, the real port it
+/// translates to (exp->saved_proto, dumped as the NAT tuple's source port).
+pub fn parse_exp_tuple_nat(attrs: super::attr::Attrs<'_>) -> Result<(Tuple, Option<u16>)> {
+    let t: [Option<Attr>; 12] = attrs.table()?;
+    let tuple =
+        parse_tuple(t[usize::from(CTA_EXPECT_TUPLE)].ok_or(Error::Missing("CTA_EXPECT_TUPLE"))?)?;
+    let saved_port = match t[usize::from(CTA_EXPECT_NAT)] {
+        Some(nat) => {
+            let n: [Option<Attr>; 3] = nat.nested().table()?;
+            let saved = n[usize::from(CTA_EXPECT_NAT_TUPLE)]
+                .ok_or(Error::Missing("CTA_EXPECT_NAT_TUPLE"))?;
+            Some(parse_tuple(saved)?.src_port)
+        }
+        None => None,
+    };
+    Ok((tuple, saved_port))
 }
 
 /// The master's original tuple in an expectation message.

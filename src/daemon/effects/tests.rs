@@ -516,18 +516,21 @@ fn deletions_come_first_and_touch_only_this_connections_expectations() {
             (IPCTNL_MSG_EXP_GET, 7002),
             (IPCTNL_MSG_EXP_GET, 7004),
             (IPCTNL_MSG_EXP_GET, 7006),
+            // NATed master, 7002 not found: the master's expectations are dumped in
+            // case the port search moved it (it did not).
+            (IPCTNL_MSG_EXP_GET, 0),
             (IPCTNL_MSG_EXP_DELETE, 7000),
             (IPCTNL_MSG_EXP_DELETE, 7004),
             (IPCTNL_MSG_EXP_NEW, 7000),
         ]
     );
-    assert_eq!(kernel.sent.borrow().len(), 3, "three datagrams");
+    assert_eq!(kernel.sent.borrow().len(), 4, "four datagrams (with the dump)");
     assert_eq!(applied.ports[0], Some(7000));
     let s = slot.stats;
     assert_eq!((s.deleted, s.expectation_errors, s.expectations), (1, 1, 1));
     // The deletion names the tuple only (and the zone): the kernel finds it so.
     let sent = kernel.sent.borrow();
-    let m = Messages::new(&sent[1]).next().unwrap().unwrap();
+    let m = Messages::new(&sent[2]).next().unwrap().unwrap();
     assert_eq!(m.header.nf_msg(), IPCTNL_MSG_EXP_DELETE);
     let t: [Option<crate::netlink::attr::Attr>; 12] = m.nfnl().unwrap().1.table().unwrap();
     assert_eq!(
@@ -622,6 +625,57 @@ fn an_unconfirmed_master_attaches_the_first_and_defers_the_rest() {
         ]
     );
     assert_eq!(slot.stats.expectations, 1, "the others count when created");
+}
+
+/// Behind NAT a deletion names the expectation by its announced port; one the port
+/// search moved is found in a dump of the master's expectations by the real port its
+/// NAT section translates to, and deleted; another one of the master stays.
+#[test]
+fn a_moved_nat_expectation_is_deleted_by_its_announced_port() {
+    let mut plan = Plan::default();
+    assert!(plan.delete(media(5004).tuple()));
+    assert!(plan.delete(media(7000).tuple()));
+    let (mut slots, ex) = with_plan(plan);
+    assert!(ex.conntrack.is_nated());
+    let master = ex.conntrack.orig;
+    let moved = Expectation {
+        dst_port: 5006,
+        ..media(5004)
+    };
+    let mut kernel = FakeKernel::new(move |m| match (m.header.nf_msg(), exp_port_of(m)) {
+        (IPCTNL_MSG_EXP_GET, 5004) => Reply::Errno(Errno::ENOENT),
+        (IPCTNL_MSG_EXP_GET, 7000) => held_by(m.header.seq, &media(7000), &master),
+        // The dump of the master's expectations (no tuple of its own).
+        (IPCTNL_MSG_EXP_GET, 0) => {
+            let mut b = vec![0u8; 1024];
+            let mut w = Writer::new(&mut b);
+            for e in [moved, media(8000)] {
+                ctnetlink::write_exp_new(&mut w, m.header.seq, &e, &master, None, false, 1)
+                    .unwrap();
+            }
+            let n = w.len();
+            Reply::Then(b[..n].to_vec())
+        }
+        _ => Reply::Ack,
+    });
+    let slot = &mut slots[ex.slot];
+    apply_with(&mut kernel, slot, &ex);
+    let deleted: Vec<u16> = requests(&kernel)
+        .into_iter()
+        .filter(|&(kind, _)| kind == IPCTNL_MSG_EXP_DELETE)
+        .map(|(_, port)| port)
+        .collect();
+    assert_eq!(deleted, [7000, 5006]);
+    assert_eq!(slot.stats.deleted, 2);
+
+    // Without NAT nothing is dumped: an expectation that is gone is gone.
+    let mut plan = Plan::default();
+    assert!(plan.delete(media(5004).tuple()));
+    let (mut slots, mut ex) = with_plan(plan);
+    ex.conntrack.status &= !status::NAT_MASK;
+    let mut kernel = FakeKernel::new(|_| Reply::Errno(Errno::ENOENT));
+    apply_with(&mut kernel, &mut slots[ex.slot], &ex);
+    assert_eq!(requests(&kernel), [(IPCTNL_MSG_EXP_GET, 5004)]);
 }
 
 /// Behind NAT an unconfirmed master's ports are looked up before its verdict names
