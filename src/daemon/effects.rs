@@ -97,13 +97,20 @@ pub(super) fn answer(
                 a.seq_adjust = len != payload.len();
             }
         }
+        Translated::Drop if ex.plan.pass_unrewritable => {
+            // SIP: the message passes as it is, and what it announced through the NAT
+            // is not opened (the peer was not told the translated endpoint).
+            a.attached = a.attached.filter(|e| e.nat.is_none());
+            a.deferred.retain(|e| e.exp.nat.is_none());
+            withdraw(slot, ex, &applied, |e| e.nat.is_some(), ctl);
+        }
         Translated::Drop => {
             // As nf_nat_ftp: the announcement cannot go out right, so it does not go
             // out at all, and nothing stays open for it; the sender retransmits.
             a.verdict = queue::NF_DROP;
             a.attached = None;
             a.deferred.clear();
-            withdraw(slot, ex, &applied, ctl);
+            withdraw(slot, ex, &applied, |_| true, ctl);
         }
     }
     a
@@ -749,7 +756,13 @@ fn moved_ones(
 /// Delete the expectations `apply` created over ctnetlink for a packet that is dropped
 /// after all (as nf_nat_ftp's nf_ct_unexpect_related): nothing may stay open for an
 /// announcement the peer never receives.
-pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &mut Ctl<'_>) {
+pub(super) fn withdraw(
+    slot: &mut Slot,
+    ex: &Examined,
+    applied: &Applied,
+    which: impl Fn(&Expectation) -> bool,
+    ctl: &mut Ctl<'_>,
+) {
     if applied.attached.is_some() {
         // Unconfirmed master: attached to the verdict, which is now a drop without it,
         // or deferred, and now never created.
@@ -759,6 +772,9 @@ pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &
         let Some(port) = applied.ports.get(i).copied().flatten() else {
             continue;
         };
+        if !which(&e.exp) {
+            continue;
+        }
         let t = Tuple {
             dst_port: port,
             ..e.exp.tuple()
@@ -767,7 +783,7 @@ pub(super) fn withdraw(slot: &mut Slot, ex: &Examined, applied: &Applied, ctl: &
             slot,
             &t,
             ex.conntrack.zone,
-            (" of a dropped packet", false),
+            (" of a packet whose rewrite failed", false),
             ctl,
         )
         .is_ok()
@@ -793,6 +809,15 @@ pub(super) fn expectation_master(ctl: &mut Ctl<'_>, t: &Tuple, zone: Option<u16>
     master
 }
 
+/// What happens to a packet whose NAT rewrite failed, for the log.
+fn failed_verb(plan: &crate::helpers::Plan) -> &'static str {
+    if plan.pass_unrewritable {
+        "passed unchanged (its NAT expectations withdrawn)"
+    } else {
+        "dropped"
+    }
+}
+
 /// Rewrite the announcements of a packet on a NATed connection into `buf`, with the
 /// ports `apply` got for their expectations.
 pub(super) fn rewrite(
@@ -815,7 +840,8 @@ pub(super) fn rewrite(
     });
     if unexpected {
         slot.rewrite_failed(format_args!(
-            "dropped a packet of {master}: no expectation for its NATed announcement"
+            "{} a packet of {master}: no expectation for its NATed announcement",
+            failed_verb(plan)
         ));
         return Rewritten::Drop;
     }
@@ -845,7 +871,8 @@ pub(super) fn rewrite(
             // Passing it unchanged would leak the inside endpoint and leave a pinhole
             // nobody was told about.
             slot.rewrite_failed(format_args!(
-                "dropped a packet of {master}: cannot rewrite its announcement for NAT: {e}"
+                "{} a packet of {master}: cannot rewrite its announcement for NAT: {e}",
+                failed_verb(plan)
             ));
             Rewritten::Drop
         }
@@ -915,7 +942,8 @@ pub(super) fn translate(
         let delta = len as i64 - packet.len() as i64;
         if let Err(e) = adjust_sequence(slot, ex, delta, ctl) {
             slot.rewrite_failed(format_args!(
-                "dropped a packet of {}: cannot set its sequence adjustment: {e}",
+                "{} a packet of {}: cannot set its sequence adjustment: {e}",
+                failed_verb(&ex.plan),
                 Endpoints(&ex.conntrack.orig)
             ));
             return Translated::Drop;

@@ -161,6 +161,12 @@ pub struct Plan {
     /// already sent, or its rewrites did not fit the plan. Nothing it announced
     /// through the NAT was expected.
     pub unrewritten: bool,
+    /// When the daemon cannot make the rewrites (no room, no port for an expectation),
+    /// pass the packet as it is and withdraw only its NAT expectations, instead of
+    /// dropping it and withdrawing them all (FTP, as nf_nat_ftp: the sender retransmits
+    /// the one line). SIP: a message carries more than the announcement, and a dropped
+    /// INVITE would only be retransmitted into the same failure.
+    pub pass_unrewritable: bool,
     /// Seconds the connection itself is to live from this packet on, instead of its
     /// protocol's idle timeout (SIP's `sip_timeout`: a UDP signalling connection must
     /// outlive the registration whose expectation it holds, and the kernel removes a

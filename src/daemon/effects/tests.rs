@@ -228,6 +228,47 @@ fn a_rewrite_that_fails_drops_the_packet_and_deletes_its_expectation() {
     assert_eq!(slot.stats.rewritten, 0);
 }
 
+/// A plan that asks to pass an unrewritable packet (SIP) gets an accept of the
+/// original packet; only its NAT expectations are withdrawn, one of the other side's
+/// media (no NAT section) stays.
+#[test]
+fn a_rewrite_that_fails_passes_the_packet_when_the_plan_says_so() {
+    let (mut slots, ex, payload) = forwarded_227();
+    let mut plan = Plan {
+        pass_unrewritable: true,
+        ..Plan::default()
+    };
+    let mut direct = media(7000);
+    direct.nat = None;
+    plan.expect(direct).unwrap();
+    plan.expect(media(5004)).unwrap();
+    let spelling = EndpointText::Port
+        .spelling(SERVER.into(), &mut plan)
+        .unwrap();
+    assert!(plan.rewrite(
+        0,
+        3,
+        crate::helpers::Replacement::Endpoint {
+            expectation: 1,
+            spelling
+        }
+    ));
+    let ex = Examined { plan, ..ex };
+    let mut kernel = FakeKernel::acking();
+    let mut tiny = [0u8; 40];
+    let slot = &mut slots[ex.slot];
+    let a = answer_with(&mut kernel, slot, &ex, &payload, &mut tiny);
+    assert_eq!(a.verdict, queue::NF_ACCEPT);
+    assert_eq!(a.rewritten_len, None);
+    let deleted: Vec<u16> = requests(&kernel)
+        .into_iter()
+        .filter(|&(kind, _)| kind == IPCTNL_MSG_EXP_DELETE)
+        .map(|(_, port)| port)
+        .collect();
+    assert_eq!(deleted, [5004]);
+    assert_eq!((slot.stats.rewrite_errors, slot.stats.withdrawn), (1, 1));
+}
+
 #[test]
 fn a_failed_ipv6_sequence_adjustment_drops_and_withdraws() {
     // An IPv6 master whose rewrite changes the length: the daemon must read the
@@ -524,7 +565,11 @@ fn deletions_come_first_and_touch_only_this_connections_expectations() {
             (IPCTNL_MSG_EXP_NEW, 7000),
         ]
     );
-    assert_eq!(kernel.sent.borrow().len(), 4, "four datagrams (with the dump)");
+    assert_eq!(
+        kernel.sent.borrow().len(),
+        4,
+        "four datagrams (with the dump)"
+    );
     assert_eq!(applied.ports[0], Some(7000));
     let s = slot.stats;
     assert_eq!((s.deleted, s.expectation_errors, s.expectations), (1, 1, 1));

@@ -618,7 +618,10 @@ impl Helper for Sip {
         store: &mut Store,
         policy: Policy,
     ) -> Plan {
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            pass_unrewritable: true,
+            ..Plan::default()
+        };
         let mut st = State::decode(private);
         let ctx = Ctx {
             ct,
