@@ -98,6 +98,27 @@ pub fn ruleset(cfg: &Config) -> String {
                 );
             }
         }
+        // Expected connections whose first packet is the helper's own protocol, on
+        // any port (see Builtin::expected_rule).
+        for h in &helpers {
+            let Some((proto, first_packet)) = h.builtin.expected_rule else {
+                continue;
+            };
+            if !h.protos.iter().any(|p| p == proto) {
+                continue;
+            }
+            let family = match h.families {
+                Families::Any => "",
+                Families::Ipv4 => "meta nfproto ipv4 ",
+                Families::Ipv6 => "meta nfproto ipv6 ",
+            };
+            let _ = writeln!(
+                s,
+                "\t\t{family}ct status expected meta l4proto {} {first_packet} ct helper set \"{}\"",
+                proto_name(proto),
+                object_name(h.builtin, proto)
+            );
+        }
         let _ = writeln!(s, "\t}}");
     }
     let _ = writeln!(s, "}}");
@@ -180,6 +201,7 @@ table inet cthelperd {
 \t\tudp dport 69 ct helper set \"tftp\"
 \t\ttcp dport 5060 ct helper set \"sip-tcp\"
 \t\tudp dport 5060 ct helper set \"sip-udp\"
+\t\tct status expected meta l4proto udp @th,64,48 0x494e56495445 ct helper set \"sip-udp\"
 \t}
 \tchain output {
 \t\ttype filter hook output priority mangle; policy accept;
@@ -187,6 +209,7 @@ table inet cthelperd {
 \t\tudp dport 69 ct helper set \"tftp\"
 \t\ttcp dport 5060 ct helper set \"sip-tcp\"
 \t\tudp dport 5060 ct helper set \"sip-udp\"
+\t\tct status expected meta l4proto udp @th,64,48 0x494e56495445 ct helper set \"sip-udp\"
 \t}
 }
 "

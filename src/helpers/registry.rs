@@ -110,6 +110,13 @@ pub struct Builtin {
     /// Whether some packets of its expected connections are analysed (the code's
     /// `Helper::helps_expected` decides which); otherwise they are accepted unparsed.
     pub helps_expected: bool,
+    /// Expected connections the firewall wiring assigns the helper to whatever their
+    /// port: (protocol, nft match on the first packet). Kernels from the 2026 stable
+    /// changes ignore the helper an expectation names (CTA_EXPECT_HELP_NAME), so the
+    /// call a SIP registration admits on a contact port no rule covers would go
+    /// unhelped; its first datagram is the INVITE, which a media stream never starts
+    /// with.
+    pub expected_rule: Option<(u8, &'static str)>,
     /// Part of the default configuration (and so of the shipped file, which equals it).
     pub default_on: bool,
     /// The code.
@@ -202,6 +209,7 @@ pub const FTP: Builtin = Builtin {
     store_entries: 0,
     stream_buffers: false,
     helps_expected: false,
+    expected_rule: None,
     default_on: true,
     helper: &ftp::Ftp,
 };
@@ -215,6 +223,7 @@ pub const TFTP: Builtin = Builtin {
     store_entries: 0,
     stream_buffers: false,
     helps_expected: false,
+    expected_rule: None,
     default_on: true,
     helper: &tftp::Tftp,
 };
@@ -263,6 +272,8 @@ pub const SIP: Builtin = Builtin {
     store_entries: crate::helpers::STORE_ENTRIES,
     stream_buffers: true,
     helps_expected: true,
+    // UDP payload (after the 8-byte header) beginning "INVITE".
+    expected_rule: Some((IPPROTO_UDP, "@th,64,48 0x494e56495445")),
     default_on: true,
     helper: &sip::Sip,
 };
@@ -331,6 +342,7 @@ pub mod test_entry {
         store_entries: crate::helpers::STORE_ENTRIES,
         stream_buffers: false,
         helps_expected: false,
+        expected_rule: None,
         default_on: false,
         helper: &tftp::Tftp,
     };

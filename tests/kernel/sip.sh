@@ -41,8 +41,9 @@
 #      (it enters through the registration's signalling expectation and must
 #      itself be helped for its media): contact on port 5060 (the daemon's
 #      rule assigns the helper to the expected connection); contact on port
-#      5062 (no rule matches: only the helper the expectation names can help
-#      it; a known failure where the kernel ignores that, issue #15)
+#      5062 (no port rule matches: the helper the expectation names helps it
+#      where the kernel honours that, the daemon's rule for expected connections
+#      that begin with an INVITE everywhere)
 #   Stop  status counters, SIGTERM exit 0
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
 set -u
@@ -89,15 +90,6 @@ table inet filter {
 EOF
 
 # ---------------------------------------------------------------- tools
-# known_fail NAME RC REASON: a check that fails on this kernel for a known
-# reason: a failure is reported as KNOWN-FAIL and not counted; a pass counts.
-known_fail() {
-    if [ "$2" = 0 ]; then
-        PASSES=$((PASSES + 1)); say "ok   $1: pass (rc=0; listed as a known failure: $3)"
-    else
-        say "KNOWN-FAIL $1: fail (rc=$2) [known failure: $3]"
-    fi
-}
 
 # uas NAME NS ADDR TRANSPORT [sipp args...]: a sipp UAS (sip-uas.xml unless
 # -sf follows) on ADDR:5060 in namespace NS, in the background; UAS_PID[NAME]
@@ -503,11 +495,10 @@ check "C contact 5060: media of the incoming call flows both ways" pass $MEDIA_R
 grep -E 'sip: (expecting|refused)' "$DAEMON_LOG" | tail -n 12 | indent
 rx conntrack -F >/dev/null 2>&1
 register_call "C contact 5062" 5062 42100 42110
-# No rule assigns the helper to port 5062: only the helper the expectation names
-# (CTA_EXPECT_HELP_NAME) could help it, and the kernel ignores that on some versions
-# (6.1.0-57 here); issue #15 makes it work on every kernel.
-known_fail "C contact 5062: media of the incoming call flows both ways" $MEDIA_RC \
-    "the expected connection to $C4:5062 matches no helper rule and this kernel ignores the expectation's helper"
+# No port rule covers 5062: the helper the expectation names (CTA_EXPECT_HELP_NAME)
+# helps it where the kernel honours that, and elsewhere (6.1.192, 6.12.117, 7.3.4 ignore
+# it) the daemon's rule for expected connections whose first datagram is an INVITE.
+check "C contact 5062: media of the incoming call flows both ways" pass $MEDIA_RC
 
 # ================================================================ stop
 kill $EV_PID 2>/dev/null; wait $EV_PID 2>/dev/null
