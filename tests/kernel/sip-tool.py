@@ -27,9 +27,44 @@
         APORT+10000, VPORT+10000; then the caller sends the same INVITE again, as a
         caller does whose 200 is late (the router sees INVITE, 200, INVITE), and
         the callee stays silent; ACK; touches DIR/acked, waits for DIR/bye, BYE, 200.
+    sip-tool.py media-to GO OUT MIN SECS STREAM...
+        (sip-nat.sh) like media, but each side sends where its SDP told it, which
+        is not where the receiver is bound when a router translates:
+        STREAM = NS,ADDR,PORT,FROMNS,SRC,DST,DPORT: a receiver in NS bound on
+        ADDR:PORT, fed from a socket in FROMNS (bound to SRC, any port; "-":
+        unbound) that sends to DST:DPORT (DST "none": nothing is sent). GO "-":
+        start at once; else wait for the file GO, whose lines name what is not
+        known before the call is up, in order:
+          "wait FILE WORD": wait until a line of FILE ends in the word WORD;
+          "KEY ADDR PORT";
+          "KEY sdp PLUS LOG received|sent REGEX": KEY-a and KEY-v are the c=
+          address and the m=audio / m=video port (+ PLUS) of the first complete
+          message in the sipp -trace_msg log LOG that sipp received (sent) whose
+          first line matches REGEX (Python re, the rest of the line).
+        A field "=KEY" is then KEY's address (ADDR, DST) or port (PORT, DPORT;
+        "=KEY+1": the next one); an unknown KEY is address "none" and port 0.
+        The keys are written to OUT.keys. Receivers are bound, and sending
+        starts, once all are known (at most 90 s). A datagram names the
+        DST:DPORT it was sent to and the receiver it is meant for; a receiver
+        counts its own ("got") and any others ("other": another stream
+        translated to it). Writes "NS ADDR PORT got N other M from SRC via DST:DPORT" per
+        receiver to OUT; exits 0 iff every receiver got at least MIN and no other.
+    sip-tool.py stun-call DIR CADDR CPORT SADDR APORT
+        (sip-nat.sh) both ends of a UDP call in one process, from a phone that
+        does its own NAT traversal: the phone (namespace "client", bound to
+        CADDR:CPORT) learns its public address:port from a STUN-like probe to
+        SADDR:3478 (answered by this process in namespace "server"), then calls
+        SADDR:5060 naming only that public address:port (Via, From, Contact, SDP
+        o= and c=, m=audio APORT). The callee answers 200 (SDP on SADDR,
+        APORT+10000). INVITE, 200, ACK, BYE and its 200 are each compared byte
+        for byte between what one end sent and the other received; after the ACK
+        it touches DIR/acked and waits for DIR/bye. Writes each message as sent
+        and as received to DIR/<n>-<name>.sent / .got; prints one line per
+        message ("identical" or "DIFFERENT"); exits 0 iff all are identical.
 """
 import ctypes
 import os
+import re
 import select
 import socket
 import sys
@@ -304,6 +339,226 @@ def retransmit(d, saddr, caddr, aport, vport):
     return 0
 
 
+def sipp_message(path, direction, regex):
+    """The first complete message of a sipp -trace_msg log that sipp received (or
+    sent) whose first line matches regex, as text without CRs; None if none yet."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    for entry in re.split(rb"^-{20,}[^\n]*\n", data, flags=re.M):
+        head, _, msg = entry.partition(b"\n")
+        if (b"message " + direction.encode()) not in head:
+            continue
+        msg = msg.lstrip(b"\r\n")
+        if not re.search(regex.encode(), msg.split(b"\r\n", 1)[0].split(b"\n", 1)[0]):
+            continue
+        hdr, sep, body = msg.partition(b"\r\n\r\n")
+        m = re.search(rb"^(?:Content-Length|l)\s*:\s*(\d+)", hdr, flags=re.M | re.I)
+        if not sep or (m and len(body) < int(m.group(1))):
+            return None     # still being written
+        return msg.decode(errors="replace").replace("\r", "")
+    return None
+
+
+def sdp_of(msg):
+    """(c= address, m=audio port, m=video port) of the first c= / m= lines."""
+    c = re.search(r"^c=IN IP[46] (\S+)", msg, flags=re.M)
+    a = re.search(r"^m=audio (\d+) ", msg, flags=re.M)
+    v = re.search(r"^m=video (\d+) ", msg, flags=re.M)
+    return (c.group(1) if c else "none", int(a.group(1)) if a else None, int(v.group(1)) if v else None)
+
+
+def media_keys(go, deadline):
+    """The destinations media-to learns from its GO file (see the docstring)."""
+    known = {}
+    with open(go) as f:
+        lines = [line.split(None, 5) for line in f if line.strip()]
+    for w in lines:
+        if w[0] == "wait" and len(w) == 3:
+            while time.time() < deadline:
+                try:
+                    with open(w[1]) as f:
+                        if any(line.split()[-1:] == [w[2]] for line in f):
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.02)
+        elif len(w) == 3:
+            known[w[0]] = (w[1], int(w[2]))
+        elif len(w) == 6 and w[1] == "sdp":
+            key, _, plus, log, direction, regex = w
+            msg = None
+            while msg is None and time.time() < deadline:
+                msg = sipp_message(log, direction, regex.strip())
+                if msg is None:
+                    time.sleep(0.02)
+            if msg is None:
+                print("media-to: no %s message /%s/ in %s" % (direction, regex.strip(), log), flush=True)
+                continue
+            c, a, v = sdp_of(msg)
+            if a is not None:
+                known[key + "-a"] = (c, a + int(plus))
+            if v is not None:
+                known[key + "-v"] = (c, v + int(plus))
+    return known
+
+
+def media_to(go, out, need, secs, specs):
+    """sip-nat.sh: receivers bound on one address, fed at another (see the docstring)."""
+    deadline = time.time() + 120
+    print("media-to: %d streams, waiting for %s" % (len(specs), go), flush=True)
+    while go != "-" and not os.path.exists(go):
+        if time.time() > deadline:
+            break
+        time.sleep(0.05)
+    known = {}
+    if go != "-" and os.path.exists(go):
+        known = media_keys(go, time.time() + 90)
+        with open(out + ".keys", "w") as f:
+            for k in sorted(known):
+                f.write("%s %s %d\n" % (k, known[k][0], known[k][1]))
+    print("media-to: %d keys, starting" % len(known), flush=True)
+
+    def addr_of(v):
+        return known.get(v[1:], ("none", 0))[0] if v.startswith("=") else v
+
+    def port_of(v):
+        if not v.startswith("="):
+            return int(v)
+        name, _, plus = v[1:].partition("+")
+        return known[name][1] + int(plus or 0) if name in known else 0
+
+    recv = []   # [ns, addr, port, fromns, sock, got, src, dst, dport, other, sender-key]
+    senders = {}
+    for spec in specs:
+        ns, addr, port, fromns, src, dst, dport = spec.split(",")
+        addr, port, dst, dport = addr_of(addr), port_of(port), addr_of(dst), port_of(dport)
+        netns(ns)
+        s = socket.socket(family(addr), socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        s.setblocking(False)
+        key = (fromns, src, family(addr))
+        recv.append([ns, addr, s.getsockname()[1], fromns, s, 0, "-", dst, dport, 0, key])
+    for r in recv:
+        key = r[10]
+        if key not in senders:
+            netns(key[0])
+            senders[key] = socket.socket(key[2], socket.SOCK_DGRAM)
+            if key[1] != "-":
+                senders[key].bind((key[1], 0))
+    t0 = time.time()
+    end = t0 + secs
+    seq = 0
+    nxt = t0
+    while time.time() < end and any(r[5] < need for r in recv):
+        now = time.time()
+        if now >= nxt:
+            seq += 1
+            for r in recv:
+                if r[5] < need and r[7] != "none" and r[8] > 0:
+                    payload = b"rtp to %s:%d for %s:%d seq %d" % (r[7].encode(), r[8], r[1].encode(), r[2], seq)
+                    try:
+                        senders[r[10]].sendto(payload, (r[7], r[8]))
+                    except OSError:
+                        pass
+            nxt = now + 0.02
+        rl, _, _ = select.select([r[4] for r in recv], [], [], max(0.0, nxt - time.time()))
+        for r in recv:
+            if r[4] in rl:
+                mine = b"rtp to %s:%d for %s:%d seq " % (r[7].encode(), r[8], r[1].encode(), r[2])
+                while True:
+                    try:
+                        data, src = r[4].recvfrom(2048)
+                    except BlockingIOError:
+                        break
+                    if data.startswith(mine):
+                        r[5] += 1
+                    else:
+                        r[9] += 1
+                    r[6] = "%s:%d" % (src[0], src[1])
+    ok = all(r[5] >= need and r[9] == 0 for r in recv)
+    with open(out, "w") as f:
+        for r in recv:
+            f.write("%s %s %d got %d other %d from %s via %s:%d\n"
+                    % (r[0], r[1], r[2], r[5], r[9], r[6], r[7], r[8]))
+        f.write("%s after %.2f s, %d rounds\n" % ("complete" if ok else "incomplete", time.time() - t0, seq))
+    return 0 if ok else 1
+
+
+def stun_call(d, caddr, cport, saddr, aport):
+    """A phone that already names its public address (see the docstring)."""
+    netns("server")
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind((saddr, 5060))
+    srv.settimeout(15)
+    stun = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stun.bind((saddr, 3478))
+    stun.settimeout(15)
+    netns("client")
+    cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cli.bind((caddr, cport))
+    cli.settimeout(15)
+    cli.sendto(b"binding request", (saddr, 3478))
+    _, seen = stun.recvfrom(2048)
+    stun.sendto(("%s %d" % seen).encode(), seen)
+    pub, pport = cli.recv(2048).decode().split()
+    pport = int(pport)
+    print("phone %s:%d learned its public address %s:%d" % (caddr, cport, pub, pport), flush=True)
+    call_id = "stun-%d@phone" % os.getpid()
+    same = []
+
+    def hop(n, name, data, sender, receiver, to):
+        sender.sendto(data, to)
+        got, src = receiver.recvfrom(65536)
+        for ext, what in (("sent", data), ("got", got)):
+            with open(os.path.join(d, "%d-%s.%s" % (n, name, ext)), "wb") as f:
+                f.write(what)
+        ok = got == data
+        same.append(ok)
+        print("%s: %s (sent %d bytes, received %d from %s:%d)"
+              % (name, "identical" if ok else "DIFFERENT", len(data), len(got), src[0], src[1]), flush=True)
+        return got, src
+
+    def req(method, cseq, body="", tag=""):
+        return ("%s sip:service@%s:5060 SIP/2.0\r\n"
+                "Via: SIP/2.0/UDP %s:%d;rport;branch=z9hG4bK-stun-%d-%s\r\n"
+                "From: <sip:phone@%s:%d>;tag=stun1\r\n"
+                "To: <sip:service@%s:5060>%s\r\n"
+                "Call-ID: %s\r\nCSeq: %d %s\r\nContact: <sip:phone@%s:%d>\r\nMax-Forwards: 70\r\n"
+                "%sContent-Length: %d\r\n\r\n%s"
+                % (method, saddr, pub, pport, cseq, method.lower(), pub, pport, saddr,
+                   (";tag=" + tag) if tag else "", call_id, cseq, method, pub, pport,
+                   "Content-Type: application/sdp\r\n" if body else "", len(body), body)).encode()
+
+    def resp(got, body=""):
+        head = got.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+        keep = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+        keep = [h + ";tag=callee1" if h.lower().startswith("to:") and ";tag=" not in h else h for h in keep]
+        return ("SIP/2.0 200 OK\r\n%s\r\nContact: <sip:service@%s:5060>\r\n%sContent-Length: %d\r\n\r\n%s"
+                % ("\r\n".join(keep), saddr, "Content-Type: application/sdp\r\n" if body else "",
+                   len(body), body)).encode()
+
+    offer = ("v=0\r\no=phone 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+             "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % (pub, pub, aport))
+    answer = ("v=0\r\no=service 1 1 IN IP4 %s\r\ns=-\r\nc=IN IP4 %s\r\nt=0 0\r\n"
+              "m=audio %d RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n" % (saddr, saddr, aport + 10000))
+    got, src = hop(1, "INVITE", req("INVITE", 1, offer), cli, srv, (saddr, 5060))
+    print("the server received the INVITE from %s:%d; the phone names %s:%d" % (src[0], src[1], pub, pport),
+          flush=True)
+    hop(2, "200-INVITE", resp(got, answer), srv, cli, src)
+    hop(3, "ACK", req("ACK", 1, tag="callee1"), cli, srv, (saddr, 5060))
+    open(os.path.join(d, "acked"), "w").close()
+    end = time.time() + 60
+    while not os.path.exists(os.path.join(d, "bye")) and time.time() < end:
+        time.sleep(0.05)
+    got, src = hop(4, "BYE", req("BYE", 2, tag="callee1"), cli, srv, (saddr, 5060))
+    hop(5, "200-BYE", resp(got), srv, cli, src)
+    return 0 if all(same) else 1
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "media":
@@ -316,6 +571,10 @@ def main(argv):
         return sink(argv[2], int(argv[3]))
     if cmd == "retransmit":
         return retransmit(argv[2], argv[3], argv[4], int(argv[5]), int(argv[6]))
+    if cmd == "media-to":
+        return media_to(argv[2], argv[3], int(argv[4]), float(argv[5]), argv[6:])
+    if cmd == "stun-call":
+        return stun_call(argv[2], argv[3], int(argv[4]), argv[5], int(argv[6]))
     print(__doc__, file=sys.stderr)
     return 2
 
