@@ -3,7 +3,8 @@
 //! loads it with `nft -f -` after its helpers are registered (nft refuses an
 //! unknown helper name), on every start and reload, and deletes it on stop. It is a
 //! table of its own, so fw4 flushing and reloading `table inet fw4` leaves it alone.
-//! Runs at startup, reload and stop only, never on the packet path.
+//! Runs at startup, reload and stop only, never on the packet path; at startup the
+//! daemon serves its queues while nft runs ([`spawn`], [`Pending`]).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -125,8 +126,54 @@ pub fn ruleset(cfg: &Config) -> String {
     s
 }
 
-/// Feed `script` to `nft -f -`. The error names nft and carries its message.
+/// Feed `script` to `nft -f -` and wait for it. The error names nft and carries its
+/// message.
 pub fn apply(nft: &str, script: &str) -> Result<(), String> {
+    spawn(nft, script)?.finish()
+}
+
+/// An `nft -f -` run in progress.
+pub struct Pending {
+    child: std::process::Child,
+    nft: String,
+}
+
+impl Pending {
+    /// Becomes readable (end of file, or nft's error text) when nft is done: its
+    /// stderr pipe, for the daemon's poll loop.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.child.stderr.as_ref().map(|e| e.as_fd())
+    }
+
+    /// Wait for nft (it has exited, or is about to, once [`Pending::fd`] is readable)
+    /// and say whether it loaded the script.
+    pub fn finish(self) -> Result<(), String> {
+        let nft = self.nft;
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| format!("{nft} failed: {e}"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg: Vec<&str> = msg
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        Err(format!(
+            "{nft} -f refused the table ({}): {}",
+            out.status,
+            msg.join(" | ")
+        ))
+    }
+}
+
+/// Start `nft -f -` on `script` without waiting for it (the script goes into the pipe
+/// at once: it is far smaller than a pipe's buffer).
+pub fn spawn(nft: &str, script: &str) -> Result<Pending, String> {
     let mut child = Command::new(nft)
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -140,26 +187,13 @@ pub fn apply(nft: &str, script: &str) -> Result<(), String> {
             _ => format!("cannot run {nft}: {e}"),
         })?;
     if let Some(mut stdin) = child.stdin.take() {
-        // A write error shows up as nft's failure below.
+        // A write error shows up as nft's failure in `finish`.
         let _ = stdin.write_all(script.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("{nft} failed: {e}"))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let msg = String::from_utf8_lossy(&out.stderr);
-    let msg: Vec<&str> = msg
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    Err(format!(
-        "{nft} -f refused the table ({}): {}",
-        out.status,
-        msg.join(" | ")
-    ))
+    Ok(Pending {
+        child,
+        nft: nft.into(),
+    })
 }
 
 /// Remove the table (whether or not it exists).

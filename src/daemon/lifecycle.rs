@@ -152,6 +152,21 @@ pub fn unblock_signals() -> Result<(), Errno> {
     handled_signals().thread_unblock()
 }
 
+impl Buffers {
+    /// All of them, allocated once at start.
+    pub(super) fn new() -> Buffers {
+        Buffers {
+            rx: vec![0u8; RX_BUF].into_boxed_slice(),
+            tx: vec![0u8; TX_BUF].into_boxed_slice(),
+            ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
+            ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
+            mangle: vec![0u8; MANGLE_BUF].into_boxed_slice(),
+            report: vec![0u8; status::REPORT_MAX].into_boxed_slice(),
+            proc_queues: vec![0u8; PROC_QUEUES_BUF].into_boxed_slice(),
+        }
+    }
+}
+
 impl Daemon {
     /// Open sockets, bind the queues, register and enable the helpers.
     pub fn start(cfg: Config) -> Result<Daemon, StartError> {
@@ -182,20 +197,14 @@ impl Daemon {
             ctl_sock,
             slots,
             cfg,
-            bufs: Buffers {
-                rx: vec![0u8; RX_BUF].into_boxed_slice(),
-                tx: vec![0u8; TX_BUF].into_boxed_slice(),
-                ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
-                ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
-                mangle: vec![0u8; MANGLE_BUF].into_boxed_slice(),
-                report: vec![0u8; status::REPORT_MAX].into_boxed_slice(),
-                proc_queues: vec![0u8; PROC_QUEUES_BUF].into_boxed_slice(),
-            },
+            bufs: Buffers::new(),
             opts,
             control: None,
             verdict_errors: 0,
             wakeups: 0,
             greedy_reads: false,
+            firewall_pending: None,
+            registered_ms: None,
             unhandled: 0,
             private_cache: PrivateCache::new(),
             recorder: None,
@@ -225,16 +234,7 @@ impl Daemon {
         for i in 0..d.slots.len() {
             d.register(i)?;
         }
-        let registered_ms = PROCESS_START.get().map(|t0| t0.elapsed().as_millis());
-        if d.cfg.firewall {
-            if let Err(what) = firewall::apply(&d.opts.nft, &firewall::ruleset(&d.cfg)) {
-                // Without the table the helpers would sit unused; fail the start so
-                // that procd and the log say so, and leave the kernel clean.
-                d.disable_helpers();
-                return Err(StartError { what, cause: None });
-            }
-            info!("firewall: table {} loaded", firewall::TABLE);
-        }
+        d.registered_ms = PROCESS_START.get().map(|t0| t0.elapsed().as_millis());
         if let Some(path) = d.opts.control_socket.clone() {
             // Status is a convenience: without it the helpers still work.
             match status::Server::bind(&path) {
@@ -242,25 +242,70 @@ impl Daemon {
                 Err(e) => warn!("status socket disabled: {e}"),
             }
         }
+        if d.cfg.firewall {
+            // The queues are served while nft runs (`run` finishes it): on a restart
+            // after a crash the old table still assigns the helpers, and their packets
+            // wait for us. nft refuses unknown helper names, so it runs after the
+            // registration.
+            match firewall::spawn(&d.opts.nft, &firewall::ruleset(&d.cfg)) {
+                Ok(p) => d.firewall_pending = Some(p),
+                Err(what) => {
+                    d.disable_helpers();
+                    return Err(StartError { what, cause: None });
+                }
+            }
+            if let Some(t0) = PROCESS_START.get() {
+                info!(
+                    "serving the queues {} ms after start; loading table {}",
+                    t0.elapsed().as_millis(),
+                    firewall::TABLE
+                );
+            }
+        } else {
+            d.announce_ready();
+        }
+        Ok(d)
+    }
+
+    /// The start's nft run is done: the table is loaded (say that everything is in
+    /// place), or the error.
+    pub(super) fn firewall_loaded(&mut self) -> Result<(), String> {
+        let Some(pending) = self.firewall_pending.take() else {
+            return Ok(());
+        };
+        pending.finish()?;
+        info!("firewall: table {} loaded", firewall::TABLE);
+        self.announce_ready();
+        Ok(())
+    }
+
+    /// Wait for the start's nft run if it is still going (before a reload or stop
+    /// runs nft again).
+    pub(super) fn settle_firewall(&mut self) {
+        if let Err(e) = self.firewall_loaded() {
+            error!("{e}");
+        }
+    }
+
+    /// Logged once everything is in place (the test harness waits for this line); the
+    /// kernel registration itself and the firewall step (an nft process) are timed
+    /// apart because only the first is ours to make fast.
+    fn announce_ready(&self) {
         let names: heapless::String<REGISTERED_NAMES> =
-            d.slots.iter().fold(heapless::String::new(), |mut acc, s| {
+            self.slots.iter().fold(heapless::String::new(), |mut acc, s| {
                 if !acc.is_empty() {
                     let _ = acc.push_str(", ");
                 }
                 let _ = acc.push_str(s.name);
                 acc
             });
-        // Logged once everything is in place (the test harness waits for this line);
-        // the kernel registration itself and the firewall step (an nft process) are
-        // timed apart because only the first is ours to make fast.
-        match (registered_ms, PROCESS_START.get()) {
+        match (self.registered_ms, PROCESS_START.get()) {
             (Some(reg), Some(t0)) => info!(
-                "helpers registered: {names} (in the kernel {reg} ms after start, serving after {} ms)",
+                "helpers registered: {names} (in the kernel {reg} ms after start, ready after {} ms)",
                 t0.elapsed().as_millis()
             ),
             _ => info!("helpers registered: {names}"),
         }
-        Ok(d)
     }
 
     /// Send one ACKed request built by `build` on the control socket.
@@ -357,6 +402,7 @@ impl Daemon {
     /// SIGHUP: re-read the file; refuse a bad one and keep running unchanged;
     /// otherwise apply only what changed (reload::plan).
     pub(super) fn reload(&mut self) {
+        self.settle_firewall();
         let file = self
             .opts
             .config_path
@@ -540,6 +586,7 @@ impl Daemon {
     /// Clean stop: disable the helpers so the kernel stops queueing, answer what is
     /// already queued, then let the queue go with the socket.
     pub(super) fn stop(&mut self) {
+        self.settle_firewall();
         self.disable_helpers();
         self.drain();
         // After disabling (the kernel skips the helpers, so nothing depends on the

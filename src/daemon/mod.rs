@@ -37,7 +37,7 @@ use crate::status;
 
 use lifecycle::handled_signals;
 pub use lifecycle::{block_signals, unblock_signals};
-pub use serve::{Examined, Skip, examine};
+pub use serve::{Examined, PacketPath, Skip, examine};
 pub use slots::{LogLimit, Slot, Stats, slots_from_config};
 
 /// Receive buffer: a whole 64 KiB packet plus netlink and conntrack attributes.
@@ -116,6 +116,11 @@ pub struct Daemon {
     /// Queue wakeups so far, and whether the last one found a burst (see `run`).
     wakeups: u32,
     greedy_reads: bool,
+    /// The start's `nft -f -`, while it runs: the queues are served meanwhile (after a
+    /// crash the old table is still in place and packets already wait).
+    firewall_pending: Option<crate::firewall::Pending>,
+    /// Milliseconds from process start to the helpers' registration.
+    registered_ms: Option<u128>,
 }
 
 /// Writes the first datagrams received from the queue to a file (each preceded by
@@ -213,17 +218,24 @@ impl Daemon {
             }
         };
         loop {
-            let (queue_ready, signal_ready, control_ready) = {
-                // The status socket, when there is one, is polled too; without one
-                // the third entry watches the signal fd twice (harmless).
+            let (queue_ready, signal_ready, control_ready, firewall_ready) = {
+                // The status socket and a running nft, when there are, are polled
+                // too; without them their entries watch the signal fd again
+                // (harmless).
                 let control_fd = match &self.control {
                     Some(c) => c.listener().as_fd(),
                     None => sfd.as_fd(),
                 };
+                let nft_fd = self
+                    .firewall_pending
+                    .as_ref()
+                    .and_then(|p| p.fd())
+                    .unwrap_or(sfd.as_fd());
                 let mut fds = [
                     PollFd::new(self.queue_sock.as_fd(), PollFlags::POLLIN),
                     PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
                     PollFd::new(control_fd, PollFlags::POLLIN),
+                    PollFd::new(nft_fd, PollFlags::POLLIN),
                 ];
                 match poll(&mut fds, PollTimeout::NONE) {
                     Ok(_) => {}
@@ -239,8 +251,17 @@ impl Daemon {
                     ready(&fds[0]),
                     ready(&fds[1]),
                     self.control.is_some() && ready(&fds[2]),
+                    self.firewall_pending.is_some() && ready(&fds[3]),
                 )
             };
+            if firewall_ready && let Err(e) = self.firewall_loaded() {
+                // As a failed start: without the table the helpers would sit unused.
+                error!("{e}");
+                self.disable_helpers();
+                self.drain();
+                self.control = None;
+                return 1;
+            }
             if control_ready {
                 let len = self.status_report();
                 if let Some(c) = &self.control {
