@@ -364,4 +364,60 @@ table inet cthelperd {
         let e = apply("/nonexistent/nft", "").unwrap_err();
         assert!(e.contains("cannot run /nonexistent/nft: not found"), "{e}");
     }
+
+    /// A stand-in for nft: reads the script, waits, then succeeds or fails with a
+    /// message, as the script's first line says.
+    fn fake_nft(dir: &std::path::Path) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("nft");
+        std::fs::write(
+            &path,
+            "#!/bin/sh
+read first
+sleep 0.3
+[ \"$first\" = ok ] && exit 0
+             echo \"Error: $first\" >&2
+exit 1
+",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.to_str().unwrap().into()
+    }
+
+    /// The daemon's poll loop waits on `Pending::fd` while it serves: spawn returns at
+    /// once, the fd turns readable when nft is done, and finish reports its outcome.
+    #[test]
+    fn a_spawned_nft_is_waited_for_through_its_fd() {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let dir = std::env::temp_dir().join(format!("cthelperd-nft-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let nft = fake_nft(&dir);
+        for (script, ok) in [("ok\n", true), ("no such helper\n", false)] {
+            let t0 = std::time::Instant::now();
+            let pending = spawn(&nft, script).unwrap();
+            assert!(
+                t0.elapsed() < std::time::Duration::from_millis(250),
+                "did not wait"
+            );
+            let mut fds = [PollFd::new(pending.fd().unwrap(), PollFlags::POLLIN)];
+            assert_eq!(
+                poll(&mut fds, PollTimeout::ZERO).unwrap(),
+                0,
+                "not done yet"
+            );
+            assert_eq!(poll(&mut fds, PollTimeout::from(5000u16)).unwrap(), 1);
+            match pending.finish() {
+                Ok(()) => assert!(ok),
+                Err(e) => {
+                    assert!(!ok);
+                    assert!(
+                        e.contains("refused the table") && e.contains("Error: no such helper"),
+                        "{e}"
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
