@@ -152,23 +152,104 @@ impl Daemon {
     /// first one — and send their verdicts in one send. Returns how many packets were
     /// handled. Every packet whose id can be read gets a verdict.
     pub(super) fn serve_batch(&mut self, greedy: bool) -> Result<usize, IoError> {
-        Server {
-            queue: &self.queue_sock,
-            ctl: Ctl {
-                link: &mut self.ctl_sock,
-                buf: &mut self.bufs.ctl,
-                rx: &mut self.bufs.ctl_rx,
-            },
-            rx: &mut self.bufs.rx,
-            tx: &mut self.bufs.tx,
-            mangle: &mut self.bufs.mangle,
-            slots: &mut self.slots,
-            cache: &mut self.private_cache,
-            recorder: self.recorder.as_mut(),
-            verdict_errors: &mut self.verdict_errors,
-            unhandled: &mut self.unhandled,
-        }
+        Server::over(
+            &self.queue_sock,
+            &mut self.ctl_sock,
+            &mut self.bufs,
+            &mut self.slots,
+            &mut self.private_cache,
+            self.recorder.as_mut(),
+            (&mut self.verdict_errors, &mut self.unhandled),
+        )
         .batch(greedy)
+    }
+}
+
+/// The daemon's packet path without its sockets: the slots, private-data cache and
+/// buffers `Daemon::start` sets up, served by the code `Daemon::serve_batch` runs, over
+/// links the caller provides. For tests that put a scripted kernel behind both sockets
+/// from outside the crate (tests/no_alloc.rs: no allocation per packet); the daemon
+/// itself does not use it.
+#[doc(hidden)]
+pub struct PacketPath {
+    slots: heapless::Vec<Slot, { crate::config::MAX_HELPERS }>,
+    bufs: super::Buffers,
+    private_cache: PrivateCache,
+    verdict_errors: u64,
+    unhandled: u64,
+}
+
+impl PacketPath {
+    /// What `Daemon::start` allocates for serving packets: the slots of `cfg`'s enabled
+    /// helpers (with their stores), the private-data cache and the buffers.
+    pub fn new(cfg: &crate::config::Config) -> Result<PacketPath, String> {
+        Ok(PacketPath {
+            slots: super::slots_from_config(cfg)?,
+            bufs: super::Buffers::new(),
+            private_cache: PrivateCache::new(),
+            verdict_errors: 0,
+            unhandled: 0,
+        })
+    }
+
+    /// `Daemon::serve_batch` with `queue` as the queue socket and `ctl` as the control
+    /// socket (no recorder).
+    pub fn serve_batch(
+        &mut self,
+        queue: &dyn Link,
+        ctl: &mut dyn Link,
+        greedy: bool,
+    ) -> Result<usize, IoError> {
+        Server::over(
+            queue,
+            ctl,
+            &mut self.bufs,
+            &mut self.slots,
+            &mut self.private_cache,
+            None,
+            (&mut self.verdict_errors, &mut self.unhandled),
+        )
+        .batch(greedy)
+    }
+
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// Verdicts the kernel refused, and packets passed without a helper (the daemon's
+    /// `status` globals).
+    pub fn counters(&self) -> (u64, u64) {
+        (self.verdict_errors, self.unhandled)
+    }
+}
+
+impl<'a> Server<'a> {
+    /// The packet path over the `queue` and `ctl` links with the daemon's buffers.
+    fn over(
+        queue: &'a dyn Link,
+        ctl: &'a mut dyn Link,
+        bufs: &'a mut super::Buffers,
+        slots: &'a mut [Slot],
+        cache: &'a mut PrivateCache,
+        recorder: Option<&'a mut Recorder>,
+        (verdict_errors, unhandled): (&'a mut u64, &'a mut u64),
+    ) -> Server<'a> {
+        Server {
+            queue,
+            ctl: Ctl {
+                link: ctl,
+                buf: &mut bufs.ctl,
+                rx: &mut bufs.ctl_rx,
+            },
+            rx: &mut bufs.rx,
+            tx: &mut bufs.tx,
+            mangle: &mut bufs.mangle,
+            slots,
+            cache,
+            recorder,
+            verdict_errors,
+            unhandled,
+        }
     }
 }
 
