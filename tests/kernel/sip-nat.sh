@@ -26,9 +26,11 @@
 # address:port the other side was told; each datagram names where it was sent
 # and which receiver it is meant for, so a phone fed another phone's stream
 # notices. media-to starts before the call and reads the logs itself once the
-# call is up (processes are slow to start under TCG; a call lasts SIP_PAUSE
-# ms, 8000, after its ACK). sip-tool.py stun-call is a phone that already
-# names its public address (byte-for-byte comparison at both ends).
+# call is up (processes are slow to start under TCG). A UDP call
+# (sip-nat-uac.xml) lasts until the scenario sends its phone a NOTIFY, a TCP
+# call SIP_PAUSE ms (8000) after its ACK. sip-tool.py stun-call is a phone that
+# already names its public address (byte-for-byte comparison at both ends),
+# retransmit-nat an INVITE sent twice through the port forward.
 #
 # Phases
 #   A  no daemon: a UDP call's signalling passes the masquerade, the server
@@ -37,7 +39,9 @@
 #      mapped port (Via, From, Contact, SDP o=/c=) and nothing naming the inside
 #      address, the 200 reached the phone with its own Via again, the phone's
 #      media expectations are on the outside address, media both ways, nothing
-#      left after the BYE; a TCP call: SDP rewritten, media both ways
+#      left after the BYE; an INVITE sent again (before and after its 200)
+#      arrives as it did the first time; a TCP call: SDP rewritten, media both
+#      ways
 #   C  REGISTER from behind the NAT: the registrar got the outside address and
 #      mapped port as Contact, the 200 came back mapped to the inside, the
 #      signalling expectation is on the outside address; a call from the
@@ -52,7 +56,8 @@
 #      address, each phone receives its own streams, the server both phones'
 #   F  port forward (DNAT udp/tcp 5060 on 198.51.100.1 to a PBX at 192.0.2.2):
 #      the outside phone calls the public address over UDP and TCP, the PBX's
-#      answer names the public address, media both ways
+#      answer names the public address, media both ways; an INVITE and its 200
+#      sent again (a late 200) arrive as they did the first time
 #   Stop  status: rewrites counted, no expectation or rewrite errors; the
 #      kernel's nf_nat_sip not loaded; SIGTERM: exit status 0
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
@@ -72,8 +77,8 @@ export CTHELPERD_ARGS="--config $CONF --control-socket $SOCK"   # read by lib.sh
 TOOL=$HERE/sip-tool.py
 PUB=$R4S                    # the router's outside address (masquerade)
 C4B=192.0.2.3               # a second inside phone
-# ms a call stays up after its ACK: the media must flow in that time (a second
-# or two; more under TCG on a busy host)
+# ms a TCP call stays up after its ACK (a UDP call until the scenario ends it):
+# the media must flow in that time (a second or two; more under TCG on a busy host)
 PAUSE=${SIP_PAUSE:-8000}
 MIN=3                       # datagrams each receiver must get
 
@@ -132,21 +137,38 @@ uas_stop() { kill "${UAS_PID[$1]}" 2>/dev/null; wait "${UAS_PID[$1]}" 2>/dev/nul
 
 # uac NAME NS TARGET LOCAL TRANSPORT "A;V" [-- sipp args]: a sipp UAC in NS
 # calling sip:NAME@TARGET:${UAC_DPORT:-5060} from LOCAL, offering c= LOCAL,
-# audio A and video V (sip-uac.xml); in the background. /tmp/flag-NAME gets
-# "1 acked", then the call pauses $PAUSE ms, then "1 bye".
+# audio A and video V; in the background. /tmp/flag-NAME gets "1 acked", then
+# the call lasts until hangup NAME (UDP: sip-nat-uac.xml) or $PAUSE ms (TCP:
+# sip-uac.xml; sipp as a TCP client takes no request from elsewhere), then
+# "1 bye".
 declare -A UAC_PID
 uac() {
-    local name=$1 ns=$2 target=$3 local=$4 t=$5 ports=$6
+    local name=$1 ns=$2 target=$3 local=$4 t=$5 ports=$6 xml=sip-nat-uac.xml
     shift 6
     [ "${1:-}" = -- ] && shift
+    [ "$t" = u1 ] || xml=sip-uac.xml
     printf 'SEQUENTIAL\n%s\n' "$ports" >"/tmp/calls-$name.csv"
     : >"/tmp/flag-$name"
-    ip netns exec "$ns" sipp "$target:${UAC_DPORT:-5060}" -sf "$HERE/sip-uac.xml" -inf "/tmp/calls-$name.csv" \
+    ip netns exec "$ns" sipp "$target:${UAC_DPORT:-5060}" -sf "$HERE/$xml" -inf "/tmp/calls-$name.csv" \
         -s "$name" -t "$t" -i "$local" -bind_local -key cnet "IP4 $local" -key flag "/tmp/flag-$name" \
         -m 1 -d "$PAUSE" -recv_timeout 15000 -timeout 60 -timeout_error -nostdin \
         -trace_err -error_file "$RESULTS/sipp-$name.err" -trace_msg -message_file "$RESULTS/sipp-$name.msg" \
         "$@" >"$RESULTS/sipp-$name.out" 2>&1 &
     UAC_PID[$name]=$!
+}
+# hangup NAME NS ADDR PORT: end the UDP call of UAC NAME: a NOTIFY with its
+# Call-ID sent to its own socket ADDR:PORT from inside NS (not through the
+# router: this is the scenario talking to its phone, not SIP under test)
+hangup() {
+    local line cid=''
+    while IFS= read -r line; do
+        case $line in "Call-ID: "*) cid=${line#Call-ID: }; cid=${cid%$'\r'}; break ;; esac
+    done <"$RESULTS/sipp-$1.msg"
+    printf 'NOTIFY sip:sipp@%s:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s:9;branch=z9hG4bK-hangup\r\nFrom: <sip:scenario@%s>;tag=hangup\r\nTo: <sip:sipp@%s>\r\nCall-ID: %s\r\nCSeq: 1 NOTIFY\r\nEvent: hangup\r\nContent-Length: 0\r\n\r\n' \
+        "$3" "$4" "$3" "$3" "$3" "$cid" >"/tmp/hangup-$1"
+    # one write(2), one datagram (bash's printf would send it line by line)
+    # shellcheck disable=SC2016
+    ip netns exec "$2" bash -c 'cat "$1" >"/dev/udp/$2/$3"' _ "/tmp/hangup-$1" "$3" "$4"
 }
 # uac_wait NAME: the UAC's exit status (0: the call completed, BYE answered)
 uac_wait() { local rc; wait "${UAC_PID[$1]}"; rc=$?; unset "UAC_PID[$1]"; return $rc; }
@@ -295,6 +317,7 @@ sdp_vars "$RESULTS/srv-got-A.txt"
 media_wait A
 [ "$MEDIA_GOT" = 0 ]
 check "A media blocked both ways ($MEDIA_GOT datagrams): the server's to $C4 has no route, the phone's are dropped" pass $?
+hangup A client "$C4" 5060
 uac_wait A; check "A call completed (BYE, 200)" pass $?
 uas_stop u4-A
 rx conntrack -F >/dev/null 2>&1
@@ -358,6 +381,7 @@ EOF
     check "$label: no expectation from $S4 to the inside address $C4" pass $?
     media_wait "$name"
     check "$label: media flows both ways (audio + video, RTP + RTCP, each side sends where its SDP says)" pass $?
+    [ "$t" = u1 ] && hangup "$name" client "$C4" 5060
     uac_wait "$name"; check "$label: call completed (BYE, 200)" pass $?
     expect_list "$name-after"
     n=$(listed_ports "$name-after" "${sa:-0}" $((${sa:-0} + 1)) "${sv:-0}" $((${sv:-0} + 1)) \
@@ -365,12 +389,33 @@ EOF
     [ "$n" = 0 ]; check "$label: no expectation of the call left after the BYE ($n)" pass $?
 }
 
+# retransmitted NAME LABEL CALLERNS CADDR TARGET CALLEENS BADDR APORT: a
+# caller whose 200 is slow sends its INVITE again (sip-tool.py retransmit-nat):
+# the callee must get the same bytes each time, and the caller the same 200 (a
+# UAS may recognise a retransmission by its bytes; sipp does, and aborts a
+# call whose INVITE comes again in another form)
+retransmitted() {
+    local name=$1 label=$2 rc
+    shift 2
+    rm -rf "/tmp/retrans-$name"; mkdir -p "/tmp/retrans-$name"
+    $PY "$TOOL" retransmit-nat "/tmp/retrans-$name" "$@" >"$RESULTS/retransmit-$name.log" 2>&1
+    rc=$?
+    indent <"$RESULTS/retransmit-$name.log"
+    mkdir -p "$RESULTS/retransmit-$name" && cp "/tmp/retrans-$name"/* "$RESULTS/retransmit-$name/" 2>/dev/null
+    grep -q '^INVITE sent again before the 200, as the callee received it: identical' "$RESULTS/retransmit-$name.log" &&
+        grep -q '^INVITE sent again after the 200, as the callee received it: identical' "$RESULTS/retransmit-$name.log"
+    check "$label: an INVITE sent again (before and after its 200) reaches the callee byte-identical to the first (exit $rc)" pass $?
+    grep -q '^the 200 sent again, as the caller received it: identical' "$RESULTS/retransmit-$name.log"
+    check "$label: the 200 sent again reaches the caller byte-identical to the first" pass $?
+}
+
 uas u4 server "$S4" u1 || say "no UDP UAS"
 out_call B-udp "B UDP" u4 u1 40100 40110
+uas_stop u4
+retransmitted B "B UDP" client "$C4" "$S4" server "$S4" 40300
 uas t4 server "$S4" t1 || say "no TCP UAS"
 out_call B-tcp "B TCP" t4 t1 40200 40210
 uas_stop t4
-uas_stop u4
 rx conntrack -F >/dev/null 2>&1
 
 # ================================================================ phase C
@@ -405,9 +450,10 @@ check "C the registration's signalling expectation $S4 -> $PUB:${MAPPED:-?} is l
 # its offer + 10000. Keys: tp (where the outside phone sends: the answer as it
 # received it), ts (where the inside side sends), rp (the inside side's ports).
 in_call() {
-    local name=$1 label=$2 phone=$3 t=$4 a=$5 v=$6 target=${7:-$PUB:5060} sgot pgot pa pv
+    local name=$1 label=$2 phone=$3 t=$4 a=$5 v=$6 target=${7:-$PUB:5060} sgot pgot pa pv lport=5060
     shift 6
     [ $# -gt 0 ] && shift
+    [ "${1:-}" = -p ] && lport=$2
     sgot=$RESULTS/srv-got-$name.txt pgot=$RESULTS/phone-got-$name.txt
     # shellcheck disable=SC2046
     media_start "$name" 4 $(streams client "$C4" =rp-a server - tp-a) $(streams client "$C4" =rp-v server - tp-v) \
@@ -433,6 +479,7 @@ EOF
     expect_event "$S4" "$PUB" "$pa" $((${pa:-0} + 1)) "$pv" $((${pv:-0} + 1))
     check "$label: the inside side's media expectations are on $PUB (from $S4 to ports ${pa:-?}, ${pv:-?} and RTCP)" pass $?
     media_wait "$name"; check "$label: media flows both ways" pass $?
+    [ "$t" = u1 ] && hangup "$name" server "$S4" "$lport"
     uac_wait "$name"; check "$label: call completed (BYE, 200)" pass $?
 }
 # the phone answers calls on its contact; the call comes from the registrar's
@@ -477,7 +524,7 @@ media_start E 5 $(streams client "$C4" 44000 server - a-tp-a) $(streams client "
     $(streams server "$S4" =a-rs-a client "$C4" a-ts-a) $(streams server "$S4" =a-rs-v client "$C4" a-ts-v) \
     $(streams server "$S4" =b-rs-a client "$C4B" b-ts-a) $(streams server "$S4" =b-rs-v client "$C4B" b-ts-v)
 # each INVITE is the first packet of its signalling connection (conntrack flushed, no REGISTER)
-PAUSE=12000 uac E-alice client "$S4" "$C4" u1 "44000;44010" -- -p 5060
+uac E-alice client "$S4" "$C4" u1 "44000;44010" -- -p 5060
 u=$RESULTS/sipp-u4-E.msg
 media_go E <<EOF
 wait /tmp/flag-E-alice acked
@@ -490,7 +537,7 @@ b-ts sdp 0 $RESULTS/sipp-E-bob.msg received ^SIP/2.0 200
 b-rs sdp 10000 $u received ^INVITE sip:E-bob@
 EOF
 flag_wait E-alice acked; rc1=$?
-PAUSE=12000 uac E-bob client "$S4" "$C4B" u1 "44000;44010" -- -p 5060
+uac E-bob client "$S4" "$C4B" u1 "44000;44010" -- -p 5060
 flag_wait E-bob acked; rc2=$?
 grep -q ' bye$' /tmp/flag-E-alice && rc1=1
 for p in alice bob; do
@@ -512,6 +559,8 @@ expect_event "$S4" "$PUB" "$aa" $((${aa:-0} + 1)) "$av" $((${av:-0} + 1)) "$ba" 
 check "E both phones' media expectations were created on $PUB (alice ${aa:-?}, ${av:-?}; bob ${ba:-?}, ${bv:-?}; + RTCP)" pass $?
 media_wait E
 check "E each phone receives its own streams (none of the other's) and the server both phones' (16 receivers)" pass $?
+hangup E-alice client "$C4" 5060
+hangup E-bob client "$C4B" 5060
 uac_wait E-alice; rc1=$?
 uac_wait E-bob; rc2=$?
 [ $rc1 = 0 ] && [ $rc2 = 0 ]; check "E both calls completed (BYE, 200)" pass $?
@@ -535,6 +584,7 @@ check "F port forward and its forward rule loaded" pass $rc
 uas pbx-u client "$C4" u1 || say "no PBX (UDP)"
 in_call F-udp "F UDP" pbx-u u1 45000 45010
 uas_stop pbx-u
+retransmitted F "F UDP" server "$S4" "$PUB" client "$C4" 45200
 uas pbx-t client "$C4" t1 || say "no PBX (TCP)"
 in_call F-tcp "F TCP" pbx-t t1 45100 45110
 uas_stop pbx-t

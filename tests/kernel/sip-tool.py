@@ -61,6 +61,17 @@
         it touches DIR/acked and waits for DIR/bye. Writes each message as sent
         and as received to DIR/<n>-<name>.sent / .got; prints one line per
         message ("identical" or "DIFFERENT"); exits 0 iff all are identical.
+    sip-tool.py retransmit-nat DIR CALLERNS CADDR TARGET CALLEENS BADDR APORT
+        (sip-nat.sh) both ends of a UDP call through the router, whose INVITE is
+        sent again as when a 200 is slow: the caller (namespace CALLERNS, CADDR)
+        sends an INVITE (audio APORT, video APORT+10) to TARGET:5060, which
+        reaches the callee (namespace CALLEENS, bound to BADDR:5060); the caller
+        sends it again; the callee answers 200 (SDP on BADDR); the caller sends
+        the INVITE a third time and the callee its 200 again. Compares the later
+        INVITEs with the first as the callee received them and the two 200s as
+        the caller received them (files DIR/invite-1..3, DIR/200-1, -2); then
+        ACK, BYE, 200. Prints one line per comparison; exits 0 iff all are
+        identical.
 """
 import ctypes
 import os
@@ -559,6 +570,70 @@ def stun_call(d, caddr, cport, saddr, aport):
     return 0 if all(same) else 1
 
 
+def retransmit_nat(d, callerns, caddr, target, calleens, baddr, aport):
+    """sip-nat.sh: an INVITE sent again through the router (see the docstring)."""
+    netns(calleens)
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind((baddr, 5060))
+    srv.settimeout(15)
+    netns(callerns)
+    cli = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    cli.bind((caddr, 0))
+    cli.settimeout(15)
+    lport = cli.getsockname()[1]
+    call_id = "retransmit-nat-%d@tool" % os.getpid()
+    same = []
+
+    def keep(name, data):
+        with open(os.path.join(d, name), "wb") as f:
+            f.write(data)
+
+    def compare(name, first, again):
+        ok = first == again
+        same.append(ok)
+        print("%s: %s (%d and %d bytes)" % (name, "identical" if ok else "DIFFERENT", len(first), len(again)),
+              flush=True)
+
+    inv = request("INVITE", target, 5060, caddr, lport, 1, call_id, sdp(caddr, aport, aport + 10), transport="UDP")
+    cli.sendto(inv, (target, 5060))
+    got1, src = srv.recvfrom(65536)
+    keep("invite-1", got1)
+    print("the callee got: %s" % got1.split(b"\r\n", 1)[0].decode(), flush=True)
+    cli.sendto(inv, (target, 5060))
+    got2, src = srv.recvfrom(65536)
+    keep("invite-2", got2)
+    compare("INVITE sent again before the 200, as the callee received it", got1, got2)
+    body = sdp(baddr, aport + 10000, aport + 10010)
+    head = got1.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+    hdrs = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq")]
+    to = [h for h in head[1:] if h.lower().startswith("to:")][0] + ";tag=callee1"
+    ok = ("SIP/2.0 200 OK\r\n%s\r\n%s\r\nContact: <sip:callee@%s:5060>\r\n"
+          "Content-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s"
+          % ("\r\n".join(hdrs), to, baddr, len(body), body)).encode()
+    srv.sendto(ok, src)
+    ok1 = cli.recv(65536)
+    keep("200-1", ok1)
+    print("the caller got: %s, sends the same INVITE again" % ok1.split(b"\r\n", 1)[0].decode(), flush=True)
+    cli.sendto(inv, (target, 5060))
+    got3, src = srv.recvfrom(65536)
+    keep("invite-3", got3)
+    compare("INVITE sent again after the 200, as the callee received it", got1, got3)
+    srv.sendto(ok, src)     # a UAS answers a retransmitted INVITE with its 200 again
+    ok2 = cli.recv(65536)
+    keep("200-2", ok2)
+    compare("the 200 sent again, as the caller received it", ok1, ok2)
+    cli.sendto(request("ACK", target, 5060, caddr, lport, 1, call_id, to_tag="callee1", transport="UDP"),
+               (target, 5060))
+    srv.recvfrom(65536)
+    cli.sendto(request("BYE", target, 5060, caddr, lport, 2, call_id, to_tag="callee1", transport="UDP"),
+               (target, 5060))
+    got, src = srv.recvfrom(65536)
+    head = got.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+    hdrs = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+    srv.sendto(("SIP/2.0 200 OK\r\n%s\r\nContent-Length: 0\r\n\r\n" % "\r\n".join(hdrs)).encode(), src)
+    print("BYE: the caller got %s" % cli.recv(65536).split(b"\r\n", 1)[0].decode(), flush=True)
+    return 0 if all(same) else 1
+
 def main(argv):
     cmd = argv[1]
     if cmd == "media":
@@ -575,6 +650,8 @@ def main(argv):
         return media_to(argv[2], argv[3], int(argv[4]), float(argv[5]), argv[6:])
     if cmd == "stun-call":
         return stun_call(argv[2], argv[3], int(argv[4]), argv[5], int(argv[6]))
+    if cmd == "retransmit-nat":
+        return retransmit_nat(argv[2], argv[3], argv[4], argv[5], argv[6], argv[7], int(argv[8]))
     print(__doc__, file=sys.stderr)
     return 2
 
