@@ -231,6 +231,8 @@ impl Daemon {
                 cause: Some(Box::new(cause)),
             })?;
         }
+        d.check_holders()
+            .map_err(|what| StartError { what, cause: None })?;
         for i in 0..d.slots.len() {
             d.register(i)?;
         }
@@ -292,13 +294,15 @@ impl Daemon {
     /// apart because only the first is ours to make fast.
     fn announce_ready(&self) {
         let names: heapless::String<REGISTERED_NAMES> =
-            self.slots.iter().fold(heapless::String::new(), |mut acc, s| {
-                if !acc.is_empty() {
-                    let _ = acc.push_str(", ");
-                }
-                let _ = acc.push_str(s.name);
-                acc
-            });
+            self.slots
+                .iter()
+                .fold(heapless::String::new(), |mut acc, s| {
+                    if !acc.is_empty() {
+                        let _ = acc.push_str(", ");
+                    }
+                    let _ = acc.push_str(s.name);
+                    acc
+                });
         match (self.registered_ms, PROCESS_START.get()) {
             (Some(reg), Some(t0)) => info!(
                 "helpers registered: {names} (in the kernel {reg} ms after start, ready after {} ms)",

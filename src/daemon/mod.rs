@@ -14,6 +14,7 @@
 mod effects;
 mod kernel;
 mod lifecycle;
+mod owners;
 mod serve;
 mod slots;
 #[cfg(test)]

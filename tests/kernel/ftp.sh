@@ -3,6 +3,7 @@
 # kernel. Runs INSIDE the run-in-kernel.sh guest (tests/kernel/run.sh boots it).
 #
 #   ftp.sh [--reference conntrackd]        (or REFERENCE=conntrackd)
+# packages: conntrackd
 #
 # Default: tests $CTHELPERD. With --reference conntrackd, Debian's conntrackd
 # 1.4.7 in helper mode plays the daemon (its known bugs are expected failures
@@ -25,6 +26,9 @@
 #   Crash  SIGKILL: new control connections fail while the helper stays
 #          registered with nobody on its queue; restart, time until a PASV
 #          transfer works again; a session opened before the kill transfers
+#   Foreign (cthelperd only) conntrackd in helper mode holds the ftp helper:
+#          cthelperd refuses to start and names it, conntrackd keeps its helper;
+#          once conntrackd is gone cthelperd takes the orphaned helper over
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -238,6 +242,35 @@ check "Crash new PASV transfer works after the restart" pass $ok
 sess_cmd crash4 retr; check "Crash session from before the kill transfers after the restart" pass $?
 sess_close crash4
 stop_daemon TERM; check "Crash restarted daemon exits with status 0 on SIGTERM" pass $?
+
+# ================================================================ phase Foreign
+if [ -z "$REFERENCE" ]; then
+    say "=== phase Foreign: conntrackd in helper mode holds the ftp helper"
+    write_conntrackd_conf
+    rm -f /run/lock/conntrackd-helper.lock
+    # It updates the ftp helpers our stop left registered (disabled) to its queue 0.
+    ip netns exec router conntrackd -C /tmp/conntrackd-helper.conf >"$RESULTS/conntrackd-foreign.log" 2>&1 &
+    ctd=$!
+    for ((i = 0; i < 100; i++)); do
+        grep -q 'initialization completed' "$RESULTS/conntrackd-foreign.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    say "helpers with conntrackd running: $(nfct_helpers | tr '\n' ';')"
+    # shellcheck disable=SC2086 # word-split extra arguments, as start_daemon does
+    timeout 30 ip netns exec router "$CTHELPERD" -v ${CTHELPERD_ARGS:-} >"$RESULTS/daemon-4.log" 2>&1
+    rc=$?
+    indent <"$RESULTS/daemon-4.log" | grep -E 'another process|error' | head -n 3
+    [ $rc = 1 ] && grep -q 'registered by another process that listens on queue 0' "$RESULTS/daemon-4.log"
+    check "Foreign cthelperd refuses to take the ftp helper from a running conntrackd (exit $rc) and names it" pass $?
+    [ "$(nfct_helpers | awk '$1 == "ftp" && $4 == 0' | grep -c .)" -ge 1 ]
+    check "Foreign conntrackd keeps its helper (ftp still on its queue 0)" pass $?
+    kill "$ctd" 2>/dev/null; wait "$ctd" 2>/dev/null
+    start_daemon "$RESULTS/daemon-5.log"; check "Foreign once conntrackd is gone cthelperd starts" pass $?
+    grep -q 'no longer listens there; taking it over' "$RESULTS/daemon-5.log"
+    check "Foreign it says it took the orphaned helper over" pass $?
+    xfer Foreign-pasv 4 --disable-epsv; check "Foreign a PASV transfer works through it" pass $?
+    stop_daemon TERM; check "Foreign daemon exits with status 0 on SIGTERM" pass $?
+fi
 
 dmesg | grep -E 'cthd-fwd-drop|nf_conntrack|nfnetlink|cthelper' >"$RESULTS/dmesg.txt"
 say "forward drops logged: $(grep -c cthd-fwd-drop "$RESULTS/dmesg.txt")"
