@@ -126,7 +126,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     apt_install "${need_pkgs[@]}" || die "apt-get install ${need_pkgs[*]} failed"
 fi
-/bin/busybox --list 2>/dev/null | grep -qx switch_root || die "/bin/busybox has no switch_root (need busybox-static)"
+# Not `grep -q`: it exits at the first match, busybox then dies of SIGPIPE and, with
+# pipefail, the pipeline fails (seen once in CI under load).
+/bin/busybox --list 2>/dev/null | grep -x switch_root >/dev/null || die "/bin/busybox has no switch_root (need busybox-static)"
 PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 
 # ---------------------------------------------------------------- kernel
@@ -322,7 +324,7 @@ resolve_version() {
         *) set -- "linux-image-$v-amd64" ;;
     esac
     for c in "$@"; do
-        if apt-cache "${PAPT[@]}" policy "$c" 2>/dev/null | grep -q 'Candidate: [0-9]'; then echo "$c"; return 0; fi
+        if apt-cache "${PAPT[@]}" policy "$c" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then echo "$c"; return 0; fi
     done
     [[ $v =~ ^[0-9]+\.[0-9]+(\.[0-9]+)?$ ]] || return 0
     while read -r u dv p; do
