@@ -192,7 +192,7 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
     };
     let exps = &ex.plan.expectations;
     if !confirmed {
-        let free = free_ports(exps, ex.conntrack.zone, ctl);
+        let free = free_ports(exps, &ex.conntrack.orig, ex.conntrack.zone, ctl);
         for (i, e) in exps.iter().enumerate() {
             // Attached or created after the verdict, each on its announced port or,
             // behind NAT, the first free one.
@@ -268,8 +268,16 @@ pub(super) fn apply(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) -> Applie
 /// up instead, and take the first no other master expects (for an RTP/RTCP pair: both
 /// free). Without this a second phone behind the same NAT announcing the same port
 /// would be told a port whose media go to the first one. None: the announced port.
+///
+/// One expected by a master with this packet's original tuple is this connection's
+/// own: a UDP retransmission queued before the first packet's verdict confirmed the
+/// connection comes with a conntrack of its own (the kernel merges the two when it
+/// confirms), and must name the same ports. Moving it would give the connection a
+/// second set of expectations, and the kernel would evict the first set to keep the
+/// class limits.
 fn free_ports(
     exps: &[Expect],
+    master: &Tuple,
     zone: Option<u16>,
     ctl: &mut Ctl<'_>,
 ) -> [Option<u16>; MAX_EXPECTATIONS_PER_PACKET] {
@@ -291,7 +299,7 @@ fn free_ports(
                 dst_port: port,
                 ..first.exp.tuple()
             };
-            expectation_master(ctl, &t, zone).is_some()
+            expectation_master(ctl, &t, zone).is_some_and(|m| m != *master)
         };
         let port = Search::new(shape, first.exp.dst_port).find(|&port| {
             !taken(ctl, port)

@@ -763,6 +763,20 @@ fn an_unconfirmed_nat_master_looks_its_ports_up_first() {
             (IPCTNL_MSG_EXP_GET, 6000),
         ]
     );
+
+    // A retransmission queued before the first packet's verdict: its own conntrack,
+    // same original tuple. The ports the first one took are this connection's: kept.
+    let mut plan = Plan::default();
+    plan.expect_pair(media(5004), media(5005)).unwrap();
+    let (mut slots, mut ex) = with_plan(plan);
+    ex.conntrack.status &= !status::CONFIRMED;
+    let same = ex.conntrack.orig;
+    let mut kernel = FakeKernel::new(move |m| match (m.header.nf_msg(), exp_port_of(m)) {
+        (IPCTNL_MSG_EXP_GET, port) => held_by(m.header.seq, &media(port), &same),
+        _ => Reply::Ack,
+    });
+    let applied = apply_with(&mut kernel, &mut slots[ex.slot], &ex);
+    assert_eq!(applied.ports[..2], [Some(5004), Some(5005)]);
 }
 
 /// Without NAT a packet's expectations go out in one datagram (one round trip), and an
