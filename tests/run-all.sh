@@ -3,8 +3,8 @@
 #   cargo fmt --check, cargo clippy --all-targets -D warnings, cargo test
 #   (unit + integration), cargo +<rust-version> check (tests/msrv.sh), the cross builds for router CPUs with their unit tests
 #   under qemu-user and the .ipk packages (cross/), cargo build, then the real-kernel VM scenarios
-#   (tests/kernel/run.sh, all scenarios, against target/debug/cthelperd), then ftp and sip on
-#   every pinned kernel (tests/kernel/run.sh --matrix, tests/kernel/kernels.txt).
+#   (tests/kernel/run.sh, all scenarios, against target/debug/cthelperd), then ftp, nat and
+#   sip on every pinned kernel (tests/kernel/run.sh --matrix, tests/kernel/kernels.txt).
 # Runs every step even if an earlier one failed (except that the VM scenarios
 # need a successful build), prints a summary, exits non-zero on any failure.
 # Needs root for the VM part (apt-get, qemu 9p passthrough); .ci/run installs
@@ -45,12 +45,12 @@ if step build cargo build; then
         echo "=== run-all: kernel: skipped (SKIP_KERNEL=1)" >&2
     else
         step kernel tests/kernel/run.sh
-        # ftp and sip on every kernel pinned in tests/kernel/kernels.txt: inside and
-        # after the helper-inheritance window, and the newest (issue #15)
+        # ftp, nat and sip on every kernel pinned in tests/kernel/kernels.txt: inside
+        # and after the helper-inheritance window, and the newest (issue #15)
         if [ "${SKIP_MATRIX:-0}" = 1 ]; then
             echo "=== run-all: kernel-matrix: skipped (SKIP_MATRIX=1)" >&2
         else
-            step kernel-matrix tests/kernel/run.sh --matrix ftp sip
+            step kernel-matrix tests/kernel/run.sh --matrix ftp nat sip
         fi
     fi
 else
