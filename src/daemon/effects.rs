@@ -477,6 +477,21 @@ fn expectation_error_hint(e: &IoError) -> &'static str {
              net.netfilter.nf_conntrack_expect_max; or this connection reached its class's \
              expect_max)"
         }
+        Some(Errno::ENOENT) => {
+            " (its connection is gone: it ended or was removed before the expectation was made)"
+        }
+        Some(Errno::ESHUTDOWN) => " (its connection is being removed)",
+        Some(Errno::EPERM) => " (the daemon needs CAP_NET_ADMIN)",
+        Some(Errno::ENOMEM) => " (the kernel could not allocate it: the router is low on memory)",
+        Some(Errno::EOPNOTSUPP) => {
+            " (the connection lost its helper, or NAT support is missing for a NATed one: \
+             kmod-nf-nat)"
+        }
+        Some(Errno::EINVAL) => {
+            " (the kernel's registration of the helper lacks this expectation class: restart \
+             cthelperd)"
+        }
+        Some(Errno::EAGAIN) => " (the kernel asked to try again; the next announcement will)",
         _ => "",
     }
 }
@@ -1021,6 +1036,21 @@ mod hint_tests {
         };
         assert!(expectation_error_hint(&full).contains("nf_conntrack_expect_max"));
         assert_eq!(expectation_error_hint(&IoError::Timeout), "");
+        // Every errno the kernel answers to EXP_NEW says what it means.
+        for errno in [
+            Errno::EEXIST,
+            Errno::EBUSY,
+            Errno::ENOENT,
+            Errno::ESHUTDOWN,
+            Errno::EPERM,
+            Errno::ENOMEM,
+            Errno::EOPNOTSUPP,
+            Errno::EINVAL,
+            Errno::EAGAIN,
+        ] {
+            let e = IoError::Kernel { errno, text: None };
+            assert!(expectation_error_hint(&e).starts_with(" ("), "{errno:?}");
+        }
     }
 }
 
