@@ -64,14 +64,14 @@
     sip-tool.py retransmit-nat DIR CALLERNS CADDR TARGET CALLEENS BADDR APORT
         (sip-nat.sh) both ends of a UDP call through the router, whose INVITE is
         sent again as when a 200 is slow: the caller (namespace CALLERNS, CADDR)
-        sends an INVITE (audio APORT, video APORT+10) to TARGET:5060, which
-        reaches the callee (namespace CALLEENS, bound to BADDR:5060); the caller
-        sends it again; the callee answers 200 (SDP on BADDR); the caller sends
-        the INVITE a third time and the callee its 200 again. Compares the later
-        INVITEs with the first as the callee received them and the two 200s as
-        the caller received them (files DIR/invite-1..3, DIR/200-1, -2); then
-        ACK, BYE, 200. Prints one line per comparison; exits 0 iff all are
-        identical.
+        sends an INVITE (audio APORT, video APORT+10) twice at once to
+        TARGET:5060, which reaches the callee (namespace CALLEENS, bound to
+        BADDR:5060); the caller sends it again 0.5 s later (T1); the callee
+        answers 200 (SDP on BADDR); the caller sends the INVITE once more and
+        the callee its 200 again. Compares the later INVITEs with the first as
+        the callee received them and the two 200s as the caller received them
+        (files DIR/invite-1..4, DIR/200-1, -2); then ACK, BYE, 200. Prints one
+        line per comparison; exits 0 iff all are identical.
 """
 import ctypes
 import os
@@ -595,14 +595,22 @@ def retransmit_nat(d, callerns, caddr, target, calleens, baddr, aport):
               flush=True)
 
     inv = request("INVITE", target, 5060, caddr, lport, 1, call_id, sdp(caddr, aport, aport + 10), transport="UDP")
+    # twice at once: the second copy reaches the router while the first may
+    # still wait for the helper's verdict (a phone whose router is slower than
+    # its retransmission timer, or a duplicated datagram)
+    cli.sendto(inv, (target, 5060))
     cli.sendto(inv, (target, 5060))
     got1, src = srv.recvfrom(65536)
     keep("invite-1", got1)
     print("the callee got: %s" % got1.split(b"\r\n", 1)[0].decode(), flush=True)
-    cli.sendto(inv, (target, 5060))
     got2, src = srv.recvfrom(65536)
     keep("invite-2", got2)
-    compare("INVITE sent again before the 200, as the callee received it", got1, got2)
+    compare("INVITE sent twice at once, the second as the callee received it", got1, got2)
+    time.sleep(0.5)     # SIP's T1: when a UDP client first sends a request again
+    cli.sendto(inv, (target, 5060))
+    got3, src = srv.recvfrom(65536)
+    keep("invite-3", got3)
+    compare("INVITE sent again 0.5 s later, before the 200, as the callee received it", got1, got3)
     body = sdp(baddr, aport + 10000, aport + 10010)
     head = got1.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
     hdrs = [h for h in head[1:] if h.split(":", 1)[0].lower() in ("via", "from", "call-id", "cseq")]
@@ -615,9 +623,9 @@ def retransmit_nat(d, callerns, caddr, target, calleens, baddr, aport):
     keep("200-1", ok1)
     print("the caller got: %s, sends the same INVITE again" % ok1.split(b"\r\n", 1)[0].decode(), flush=True)
     cli.sendto(inv, (target, 5060))
-    got3, src = srv.recvfrom(65536)
-    keep("invite-3", got3)
-    compare("INVITE sent again after the 200, as the callee received it", got1, got3)
+    got4, src = srv.recvfrom(65536)
+    keep("invite-4", got4)
+    compare("INVITE sent again after the 200, as the callee received it", got1, got4)
     srv.sendto(ok, src)     # a UAS answers a retransmitted INVITE with its 200 again
     ok2 = cli.recv(65536)
     keep("200-2", ok2)
