@@ -9,9 +9,14 @@
 //!   router's outside address and mapped port);
 //! - *back*: the endpoint the other side addressed (`tuple(dir).dst`) becomes the real
 //!   one (`tuple(!dir).src`) — only once this side's peer has had its own endpoint
-//!   rewritten forward. The kernel maps back unconditionally, so a phone that already
-//!   advertises its public endpoint (learned by STUN) gets responses whose Via names an
-//!   inside address it never sent, and drops them (RFC 3261 §18.1.2).
+//!   rewritten forward in a request of its own (its Via, or the Contact it registered):
+//!   then the responses to it and the requests to that contact are mapped back. The
+//!   kernel maps back unconditionally, so a phone that already advertises its public
+//!   endpoint (learned by STUN) gets responses whose Via names an inside address it
+//!   never sent, and drops them (RFC 3261 §18.1.2). A side rewritten only in its
+//!   responses (a port-forwarded PBX answering) keeps its public address in the
+//!   requests it gets: so an outside phone's INVITE sent again after the PBX answered
+//!   leaves the router as the first copy did.
 //!
 //! Anything else (another host's address, a host name, an address a phone learned by
 //! STUN) is left as it is, so a message that needs no change leaves byte-identical.
@@ -174,7 +179,7 @@ fn default_port(scheme: Scheme) -> u16 {
 
 /// The header rewrites of `msg`: Request-URI, top Via (with received= and rport= of a
 /// response), every Contact, From and To. Marks the sender's side in `sides` when its
-/// own endpoint was rewritten forward in a Via or Contact.
+/// own endpoint was rewritten forward in the Via or a Contact of a request.
 pub fn headers(
     f: &Frame<'_>,
     msg: &Message<'_>,
@@ -218,7 +223,7 @@ pub fn headers(
             }
         }
     }
-    if own {
+    if own && matches!(msg.start, Start::Request { .. }) {
         sides.mark(f.dir);
     }
 }

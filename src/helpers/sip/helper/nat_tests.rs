@@ -326,8 +326,8 @@ fn register_through_nat_expects_calls_on_the_public_contact() {
 
 /// A PBX behind a port forward answers an outside phone: its Contact and SDP name the
 /// public address, its media are expected there (the port forward's address) and
-/// translated back to the PBX; the phone's later requests to that Contact reach the
-/// PBX's real address.
+/// translated back to the PBX. Requests to it are mapped back to its real address only
+/// once it has sent a request itself.
 #[test]
 fn a_port_forwarded_pbx_answers_with_the_public_address() {
     let mut c = Conn::new(forwarded());
@@ -371,9 +371,25 @@ fn a_port_forwarded_pbx_answers_with_the_public_address() {
             saved_port: 20000
         })
     );
+    // The PBX was rewritten only in a response: requests to its public contact keep
+    // it (the INVITE sent again after the answer leaves as the first copy did).
+    let plan = c.send(Direction::Original, &invite);
+    assert!(plan.rewrites.is_empty(), "{:?}", plan.rewrites);
     let ack = format!(
         "ACK sip:pbx@{PUBLIC}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {outside}:5062;branch=z9hG4bK4\r\n\
          Call-ID: fw-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let plan = c.send(Direction::Original, ack.as_bytes());
+    assert!(plan.rewrites.is_empty(), "{:?}", plan.rewrites);
+    // Once the PBX sends a request of its own (a BYE, its Via rewritten), requests to
+    // its public contact are mapped back to its real address.
+    let bye = "BYE sip:x@198.51.100.9:5062 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK5\r\n\
+               Call-ID: fw-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let plan = c.send(Direction::Reply, bye.as_bytes());
+    let out = rewritten(bye.as_bytes(), &plan, &[], false);
+    assert!(
+        out.contains(&format!("Via: SIP/2.0/UDP {PUBLIC}:5060;")),
+        "{out}"
     );
     let plan = c.send(Direction::Original, ack.as_bytes());
     let out = rewritten(ack.as_bytes(), &plan, &[], false);
