@@ -3,8 +3,8 @@ use crate::config::Config;
 use crate::daemon::kernel::fake::*;
 use crate::daemon::test_fixtures::*;
 use crate::daemon::{CTL_BUF, MANGLE_BUF, examine, slots_from_config};
-use crate::helpers::Plan;
 use crate::helpers::ftp::EndpointText;
+use crate::helpers::{Plan, Replacement};
 use crate::nat::ports::NAT_PORT_ATTEMPTS;
 use crate::netlink::attr::Writer;
 use crate::netlink::ctnetlink::{
