@@ -1,6 +1,7 @@
 //! The SIP helper on translated connections (issue #14): what it rewrites, to the byte,
 //! and the expectations it asks for.
 
+use super::tests::Call;
 use super::*;
 use crate::helpers::Pairing;
 use crate::model::{Tuple, status};
@@ -65,51 +66,6 @@ fn forwarded() -> Conntrack {
     }
 }
 
-struct Conn {
-    ct: Conntrack,
-    private: [u8; PRIVATE_LEN],
-    store: Store,
-    seq: [u32; 2],
-}
-
-impl Conn {
-    fn new(ct: Conntrack) -> Conn {
-        Conn {
-            ct,
-            private: [0; PRIVATE_LEN],
-            store: Store::for_helper(&crate::helpers::registry::SIP),
-            seq: [1000, 9000],
-        }
-    }
-
-    fn send(&mut self, dir: Direction, payload: &[u8]) -> Plan {
-        let t = self.ct.tuple(dir);
-        let transport = if self.ct.orig.proto == IPPROTO_TCP {
-            let seq = self.seq[dir.index()];
-            self.seq[dir.index()] = seq.wrapping_add(payload.len() as u32);
-            Transport::Tcp { seq, flags: 0x18 }
-        } else {
-            Transport::Udp
-        };
-        let pkt = Packet {
-            dir,
-            src: t.src,
-            dst: t.dst,
-            src_port: t.src_port,
-            dst_port: t.dst_port,
-            transport,
-            payload,
-        };
-        Sip.analyse(
-            &pkt,
-            &self.ct,
-            &mut self.private,
-            &mut self.store,
-            Policy::default(),
-        )
-    }
-}
-
 /// The payload after the plan's rewrites, each expectation on the port `ports` gives
 /// (by index; default: the announced one).
 fn rewritten(payload: &[u8], plan: &Plan, ports: &[u16], tcp: bool) -> String {
@@ -165,7 +121,7 @@ fn phone_invite(host: &str, port: u16, audio: u16) -> Vec<u8> {
 /// where the port search put it.
 #[test]
 fn masqueraded_invite_is_rewritten_to_the_public_endpoint() {
-    let mut c = Conn::new(masqueraded(IPPROTO_UDP));
+    let mut c = Call::on(masqueraded(IPPROTO_UDP));
     let msg = phone_invite(PHONE, 5060, 40000);
     let plan = c.send(Direction::Original, &msg);
     assert!(!plan.unrewritten);
@@ -214,7 +170,7 @@ fn masqueraded_invite_is_rewritten_to_the_public_endpoint() {
 /// phone without NAT (masquerading translates them as any outgoing connection).
 #[test]
 fn the_answer_gets_the_phones_own_via_back() {
-    let mut c = Conn::new(masqueraded(IPPROTO_UDP));
+    let mut c = Call::on(masqueraded(IPPROTO_UDP));
     c.send(Direction::Original, &phone_invite(PHONE, 5060, 40000));
     let answer = with_sdp(
         &format!(
@@ -249,7 +205,7 @@ fn the_answer_gets_the_phones_own_via_back() {
 /// that public endpoint, is not mapped back to an inside address the phone never sent.
 #[test]
 fn a_phone_that_knows_its_public_endpoint_is_left_alone() {
-    let mut c = Conn::new(masqueraded(IPPROTO_UDP));
+    let mut c = Call::on(masqueraded(IPPROTO_UDP));
     let msg = phone_invite(PUBLIC, MAPPED, 40000);
     let plan = c.send(Direction::Original, &msg);
     assert!(plan.rewrites.is_empty(), "{:?}", plan.rewrites);
@@ -270,7 +226,7 @@ fn a_phone_that_knows_its_public_endpoint_is_left_alone() {
 /// signalling port; the 2xx reaches the phone with its own contact.
 #[test]
 fn register_through_nat_expects_calls_on_the_public_contact() {
-    let mut c = Conn::new(masqueraded(IPPROTO_UDP));
+    let mut c = Call::on(masqueraded(IPPROTO_UDP));
     let register = format!(
         "REGISTER sip:{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:5060;branch=z9hG4bK2\r\n\
          From: <sip:alice@{SERVER}>;tag=r\r\nTo: <sip:alice@{SERVER}>\r\nCall-ID: reg-1\r\n\
@@ -330,7 +286,7 @@ fn register_through_nat_expects_calls_on_the_public_contact() {
 /// once it has sent a request itself.
 #[test]
 fn a_port_forwarded_pbx_answers_with_the_public_address() {
-    let mut c = Conn::new(forwarded());
+    let mut c = Call::on(forwarded());
     let outside = "198.51.100.9";
     let invite = with_sdp(
         &format!(
@@ -404,7 +360,7 @@ fn a_port_forwarded_pbx_answers_with_the_public_address() {
 /// announces through the NAT is expected.
 #[test]
 fn tcp_messages_are_rewritten_whole_or_not_at_all() {
-    let mut c = Conn::new(masqueraded(IPPROTO_TCP));
+    let mut c = Call::on(masqueraded(IPPROTO_TCP));
     let one = phone_invite(PHONE, 5060, 40000);
     let two = String::from_utf8(phone_invite(PHONE, 5060, 42000))
         .unwrap()
@@ -445,7 +401,7 @@ fn untranslated_connections_get_no_rewrites() {
     let mut ct = masqueraded(IPPROTO_UDP);
     ct.reply = ct.orig.reversed();
     ct.status = status::CONFIRMED;
-    let mut c = Conn::new(ct);
+    let mut c = Call::on(ct);
     let plan = c.send(Direction::Original, &phone_invite(PHONE, 5060, 40000));
     assert!(plan.rewrites.is_empty());
     assert!(plan.expectations.iter().all(|e| e.exp.nat.is_none()));

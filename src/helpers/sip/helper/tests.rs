@@ -28,9 +28,9 @@ fn conntrack(proto: u8) -> Conntrack {
 }
 
 /// One side of a call: the helper's private data and store across packets.
-struct Call {
+pub(super) struct Call {
     ct: Conntrack,
-    private: [u8; PRIVATE_LEN],
+    pub(super) private: [u8; PRIVATE_LEN],
     store: Store,
     seq: [u32; 2],
     policy: Policy,
@@ -38,8 +38,13 @@ struct Call {
 
 impl Call {
     fn new(proto: u8) -> Call {
+        Call::on(conntrack(proto))
+    }
+
+    /// A call on the signalling connection `ct`.
+    pub(super) fn on(ct: Conntrack) -> Call {
         Call {
-            ct: conntrack(proto),
+            ct,
             private: [0; PRIVATE_LEN],
             store: Store::for_helper(&crate::helpers::registry::SIP),
             seq: [1000, 9000],
@@ -47,7 +52,7 @@ impl Call {
         }
     }
 
-    fn send(&mut self, dir: Direction, payload: &[u8]) -> Plan {
+    pub(super) fn send(&mut self, dir: Direction, payload: &[u8]) -> Plan {
         let t = self.ct.tuple(dir);
         let transport = if self.ct.orig.proto == IPPROTO_TCP {
             let seq = self.seq[dir.index()];
