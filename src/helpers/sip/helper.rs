@@ -361,9 +361,14 @@ fn expect_media(
             Some(rtcp) if rtcp.dst_port == rtp.dst_port.wrapping_add(1) => {
                 plan.expect_pair(rtp, rtcp).map(|i| (i, Some(i + 1)))
             }
-            Some(rtcp) => plan
-                .expect(rtp)
-                .and_then(|i| Some((i, Some(plan.expect(rtcp)?)))),
+            Some(rtcp) => plan.expect(rtp).and_then(|i| match plan.expect(rtcp) {
+                Some(j) => Some((i, Some(j))),
+                None => {
+                    // No room for its RTCP: the stream is given up whole.
+                    plan.expectations.pop();
+                    None
+                }
+            }),
             None => plan.expect(rtp).map(|i| (i, None)),
         };
         let Some((rtp_index, rtcp_index)) = asked else {
@@ -646,13 +651,17 @@ impl Helper for Sip {
                         reply: pkt.dir == Direction::Reply,
                     };
                     let dir_state = &mut st.streams[pkt.dir.index()];
+                    // A segment that begins with bytes already consumed (a partial
+                    // retransmission) is fed from its new bytes: offsets in what `feed`
+                    // hands over start `skip` bytes into the payload.
+                    let skip = dir_state.retransmitted(seq, pkt.payload.len());
                     let mut handled = State {
                         streams: [DirState::default(); 2],
                         ..st
                     };
                     let outcome = pool.feed(dir_state, key, seq, pkt.payload, |data, from| {
                         stream::complete_messages(data, |m, at| {
-                            let base = at.checked_sub(from);
+                            let base = at.checked_sub(from).map(|b| b + skip);
                             handle(&ctx, m, base, &mut handled, store, &mut plan);
                         })
                     });

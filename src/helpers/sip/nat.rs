@@ -318,12 +318,18 @@ pub fn sdp(
             address(edits, plan, c);
         }
     }
-    if edits.body
-        && let Some(h) = msg.header(Name::ContentLength)
-    {
+    if !edits.body {
+        return;
+    }
+    // Every Content-Length (repeated ones must agree, or the message would not have
+    // parsed; left stating the old length, it would no longer parse).
+    let (body_start, body_end) = f.at(msg.body.clone());
+    for h in msg.headers().flatten() {
+        if h.name != Name::ContentLength {
+            continue;
+        }
         let digits = range_of(msg.buf(), trim(msg.bytes(&h.value)));
         let (start, end) = f.at(digits);
-        let (body_start, body_end) = f.at(msg.body.clone());
         edits.push(
             start,
             end,

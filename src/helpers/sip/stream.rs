@@ -62,6 +62,17 @@ impl DirState {
         out[1..5].copy_from_slice(&self.next.to_be_bytes());
     }
 
+    /// How many leading bytes of a `len`-byte segment at `seq` were consumed already (a
+    /// partial retransmission; `feed` takes only the rest). 0 unless the direction is
+    /// being parsed.
+    pub fn retransmitted(&self, seq: u32, len: usize) -> usize {
+        if self.phase != Phase::Sip {
+            return 0;
+        }
+        let behind = self.next.wrapping_sub(seq) as i32;
+        usize::try_from(behind).map_or(0, |b| b.min(len))
+    }
+
     pub fn decode(bytes: &[u8]) -> DirState {
         let Some(b) = bytes.get(..DIR_STATE_LEN) else {
             return DirState::default();

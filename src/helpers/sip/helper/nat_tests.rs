@@ -4,6 +4,7 @@
 use super::tests::Call;
 use super::*;
 use crate::helpers::Pairing;
+use crate::helpers::sip::message::{Framing, Message};
 use crate::model::{Tuple, status};
 use crate::nat::apply_rewrites;
 use crate::nat::mangle::testing::{in_buf, v4_tcp, v4_udp, verified};
@@ -405,4 +406,79 @@ fn untranslated_connections_get_no_rewrites() {
     let plan = c.send(Direction::Original, &phone_invite(PHONE, 5060, 40000));
     assert!(plan.rewrites.is_empty());
     assert!(plan.expectations.iter().all(|e| e.exp.nat.is_none()));
+}
+
+/// Repeated (agreeing) Content-Length headers all state the new length: left with the
+/// old one the message would no longer parse (found by the sip_nat fuzz target).
+#[test]
+fn every_content_length_is_rewritten() {
+    let mut c = Call::on(masqueraded(IPPROTO_UDP));
+    let msg = String::from_utf8(phone_invite(PHONE, 5060, 40000)).unwrap();
+    let msg = msg.replacen(
+        "Content-Length: 106\r\n",
+        "Content-Length: 106\r\nl: 106\r\n",
+        1,
+    );
+    let plan = c.send(Direction::Original, msg.as_bytes());
+    let out = rewritten(msg.as_bytes(), &plan, &[], false);
+    assert!(out.contains("Content-Length: 110\r\nl: 110\r\n"), "{out}");
+    assert!(Message::parse(out.as_bytes(), Framing::Datagram).is_ok());
+}
+
+/// A stream whose RTCP (on its own a=rtcp port) finds no room left in the plan is given
+/// up whole: no RTP expectation stays behind that no rewrite announces and no dialog
+/// remembers (found by the sip_nat fuzz target).
+#[test]
+fn a_stream_without_room_for_its_rtcp_is_given_up_whole() {
+    let mut c = Call::on(masqueraded(IPPROTO_UDP));
+    // One RTP-only stream (no port after 65535), then six with a=rtcp elsewhere: the
+    // sixth's RTP takes the plan's last place, its RTCP finds none.
+    let mut sdp = format!("v=0\r\no=- 1 1 IN IP4 {PHONE}\r\ns=-\r\nc=IN IP4 {PHONE}\r\nt=0 0\r\n");
+    sdp += "m=audio 65535 RTP/AVP 0\r\n";
+    for k in 0..6u16 {
+        sdp += &format!(
+            "m=audio {} RTP/AVP 0\r\na=rtcp:{}\r\n",
+            40000 + 10 * k,
+            50000 + 10 * k
+        );
+    }
+    let msg = with_sdp(
+        &format!(
+            "INVITE sip:bob@{SERVER} SIP/2.0\r\nVia: SIP/2.0/UDP {PHONE}:5060;branch=z9hG4bK9\r\n\
+             Call-ID: full-1\r\nCSeq: 1 INVITE\r\n"
+        ),
+        &sdp,
+    );
+    let plan = c.send(Direction::Original, &msg);
+    assert_eq!(plan.expectations.len(), 11, "{:?}", plan.expectations);
+    assert!(plan.expectations.iter().all(|e| e.exp.dst_port != 40050));
+    let out = rewritten(&msg, &plan, &[], false);
+    assert!(out.contains("m=audio 40040 RTP/AVP 0\r\na=rtcp:50040\r\n"));
+}
+
+/// A TCP segment that repeats the end of the last one (a partial retransmission)
+/// before a new message: the new message's rewrites land on it, past the repeated
+/// bytes (found by the sip_nat fuzz target).
+#[test]
+fn a_partial_retransmission_is_rewritten_at_its_new_bytes() {
+    let mut c = Call::on(masqueraded(IPPROTO_TCP));
+    let one = phone_invite(PHONE, 5060, 40000);
+    c.send(Direction::Original, &one);
+    let two = String::from_utf8(phone_invite(PHONE, 5060, 42000))
+        .unwrap()
+        .replace("nat-1", "nat-2")
+        .into_bytes();
+    let repeated = &one[one.len() - 10..];
+    let segment = [repeated, &two].concat();
+    let plan = c.resend(Direction::Original, repeated.len(), &segment);
+    assert!(!plan.unrewritten);
+    let out = rewritten(&segment, &plan, &[], true);
+    assert!(out.as_bytes().starts_with(repeated), "{out}");
+    let rest = &out[repeated.len()..];
+    assert!(rest.starts_with("INVITE sip:bob@"), "{out}");
+    assert!(
+        rest.contains(&format!("Contact: <sip:alice@{PUBLIC}:{MAPPED}>")),
+        "{out}"
+    );
+    assert!(!rest.contains(PHONE), "{out}");
 }

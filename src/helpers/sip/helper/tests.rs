@@ -52,6 +52,14 @@ impl Call {
         }
     }
 
+    /// Send a TCP segment whose first `overlap` bytes were sent already (a partial
+    /// retransmission).
+    pub(super) fn resend(&mut self, dir: Direction, overlap: usize, payload: &[u8]) -> Plan {
+        let i = dir.index();
+        self.seq[i] = self.seq[i].wrapping_sub(overlap as u32);
+        self.send(dir, payload)
+    }
+
     pub(super) fn send(&mut self, dir: Direction, payload: &[u8]) -> Plan {
         let t = self.ct.tuple(dir);
         let transport = if self.ct.orig.proto == IPPROTO_TCP {
