@@ -46,7 +46,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 use cthelperd::config::Config;
 use cthelperd::daemon::PacketPath;
@@ -77,9 +77,10 @@ struct Counting;
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
-static FREES: AtomicU64 = AtomicU64::new(0);
+// usize, not u64: 32-bit MIPS has no 64-bit atomics (the suite runs there too).
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATED_BYTES: AtomicUsize = AtomicUsize::new(0);
+static FREES: AtomicUsize = AtomicUsize::new(0);
 /// Backtraces still to print (CTHELPERD_ALLOC_BACKTRACE).
 static BACKTRACES: AtomicUsize = AtomicUsize::new(0);
 
@@ -98,7 +99,7 @@ fn allocated(size: usize) {
         return;
     }
     ALLOCATIONS.fetch_add(1, Relaxed);
-    ALLOCATED_BYTES.fetch_add(size as u64, Relaxed);
+    ALLOCATED_BYTES.fetch_add(size, Relaxed);
     if BACKTRACES.load(Relaxed) > 0 {
         BACKTRACES.fetch_sub(1, Relaxed);
         // The report allocates; that is not the packet path's.
@@ -1071,7 +1072,7 @@ fn build(
 /// A syslog socket the daemon's logger writes to, drained by a thread of its own.
 struct LogSink {
     dir: PathBuf,
-    lines: Arc<AtomicU64>,
+    lines: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -1085,7 +1086,7 @@ impl LogSink {
         socket
             .set_read_timeout(Some(std::time::Duration::from_millis(20)))
             .unwrap();
-        let lines = Arc::new(AtomicU64::new(0));
+        let lines = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (l, s) = (lines.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
@@ -1109,7 +1110,7 @@ impl LogSink {
     }
 
     /// Stop draining (after what is queued); returns how many lines arrived.
-    fn finish(mut self) -> u64 {
+    fn finish(mut self) -> usize {
         self.stop.store(true, Relaxed);
         if let Some(t) = self.thread.take() {
             t.join().unwrap();
