@@ -204,6 +204,8 @@ struct Conn {
 #[derive(Clone, Copy, Debug, Default)]
 struct Observed {
     verdicts: u64,
+    /// NFQNL_MSG_VERDICT_BATCH messages (runs of plain accepts).
+    batch_verdicts: u64,
     drops: u64,
     /// Verdicts with a replacement packet.
     payloads: u64,
@@ -226,6 +228,11 @@ struct Kernel {
     conns: Vec<Conn>,
     /// The conntrack of each packet id.
     conn_of_packet: Vec<usize>,
+    /// The queue of each packet id.
+    queue_of_packet: Vec<u16>,
+    /// Packets handed out and not answered yet, in the order they were (ids; the
+    /// capacity is reserved before serving, so this never allocates).
+    waiting: Vec<usize>,
     /// Verdicts received per packet id.
     verdicts: Vec<u8>,
     /// The conntracks of the capture being served (index range into `conns`).
@@ -292,6 +299,22 @@ impl Kernel {
 
     // ---- queue socket
 
+    /// Count a verdict for packet `id`; its conntrack.
+    fn take_verdict(&mut self, id: usize, verdict: u32) -> Option<usize> {
+        let Some(&conn) = self.conn_of_packet.get(id) else {
+            self.troubled("verdict for an unknown packet id");
+            return None;
+        };
+        self.verdicts[id] = self.verdicts[id].saturating_add(1);
+        self.seen.verdicts += 1;
+        if verdict == queue::NF_DROP {
+            self.seen.drops += 1;
+        } else {
+            self.conns[conn].confirmed = true;
+        }
+        Some(conn)
+    }
+
     /// A datagram of verdicts.
     fn verdicts(&mut self, bytes: &[u8]) {
         for msg in Messages::new(bytes) {
@@ -299,12 +322,14 @@ impl Kernel {
                 self.troubled("undecodable verdict datagram");
                 return;
             };
-            if (msg.header.subsys(), msg.header.nf_msg())
-                != (subsys::QUEUE, queue::NFQNL_MSG_VERDICT)
-            {
-                self.troubled("not a verdict on the queue socket");
-                continue;
-            }
+            let batch = match (msg.header.subsys(), msg.header.nf_msg()) {
+                (subsys::QUEUE, queue::NFQNL_MSG_VERDICT) => false,
+                (subsys::QUEUE, queue::NFQNL_MSG_VERDICT_BATCH) => true,
+                _ => {
+                    self.troubled("not a verdict on the queue socket");
+                    continue;
+                }
+            };
             let Some(t) = attrs::<16>(&msg) else {
                 self.troubled("undecodable verdict");
                 continue;
@@ -316,17 +341,41 @@ impl Kernel {
             };
             let verdict = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
             let id = u32::from_be_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as usize;
-            let Some(&conn) = self.conn_of_packet.get(id) else {
-                self.troubled("verdict for an unknown packet id");
+            if batch {
+                // nfqnl_recv_verdict_batch: every waiting packet of the queue up to the
+                // id, in order; the other attributes count for nothing (but a mark).
+                if [NFQA_CT, NFQA_EXP, NFQA_PAYLOAD]
+                    .iter()
+                    .any(|&a| t[usize::from(a)].is_some())
+                {
+                    self.troubled("a batch verdict carrying what only a single one can");
+                }
+                self.seen.batch_verdicts += 1;
+                let queue = msg.nfnl().map_or(0, |(g, _)| g.res_id);
+                let mut taken = 0;
+                let mut i = 0;
+                while let Some(&w) = self.waiting.get(i) {
+                    if self.queue_of_packet[w] == queue && w <= id {
+                        self.waiting.remove(i);
+                        self.take_verdict(w, verdict);
+                        taken += 1;
+                    } else {
+                        i += 1;
+                    }
+                }
+                if taken == 0 {
+                    self.troubled("a batch verdict matching no waiting packet (ENOENT)");
+                }
+                continue;
+            }
+            let Some(at) = self.waiting.iter().position(|&w| w == id) else {
+                self.troubled("verdict for a packet not waiting");
                 continue;
             };
-            self.verdicts[id] = self.verdicts[id].saturating_add(1);
-            self.seen.verdicts += 1;
-            if verdict == queue::NF_DROP {
-                self.seen.drops += 1;
-            } else {
-                self.conns[conn].confirmed = true;
-            }
+            self.waiting.remove(at);
+            let Some(conn) = self.take_verdict(id, verdict) else {
+                continue;
+            };
             // NFQA_CT: the private data (nfnl_cthelper_from_nlattr).
             if let Some(help) = nested::<16>(t[usize::from(NFQA_CT)])
                 .and_then(|ct| nested::<3>(ct[usize::from(CTA_HELP)]))
@@ -636,6 +685,8 @@ impl Kernel {
 struct Queued {
     /// The NFQNL_MSG_PACKET message, private data zeroed.
     message: Vec<u8>,
+    /// Its packet id.
+    id: usize,
     conn: usize,
     /// Where in `message` the private data goes (CTA_HELP_INFO's payload).
     info_at: Option<usize>,
@@ -685,6 +736,11 @@ impl Link for QueueLink<'_> {
         let out = buf.get_mut(..n).ok_or(IoError::Timeout)?;
         out.copy_from_slice(&p.message);
         let mut k = self.kernel.borrow_mut();
+        if k.waiting.len() == k.waiting.capacity() {
+            k.troubled("more packets waiting than the model reserved room for");
+        } else {
+            k.waiting.push(p.id);
+        }
         let conn = &mut k.conns[p.conn];
         conn.started = true;
         // Confirmed once a verdict accepted one of its packets: a packet queued before
@@ -1055,10 +1111,12 @@ fn build(
         }
         message.truncate(len);
         kernel.conn_of_packet.push(t.conn);
+        kernel.queue_of_packet.push(queue);
         built.packets += 1;
         built.helped += usize::from(t.helper.is_some());
         out.push(Queued {
             message,
+            id: id as usize,
             conn: t.conn,
             info_at,
             status_at,
@@ -1163,6 +1221,8 @@ fn the_packet_path_allocates_nothing_over_every_capture() {
     let mut kernel = Kernel {
         conns: Vec::new(),
         conn_of_packet: vec![usize::MAX], // packet ids start at 1
+        queue_of_packet: vec![u16::MAX],
+        waiting: Vec::new(),
         verdicts: Vec::new(),
         scope: (0, 0),
         expectations: Vec::with_capacity(EXPECTATIONS_MAX),
@@ -1191,6 +1251,7 @@ fn the_packet_path_allocates_nothing_over_every_capture() {
         }
     }
     kernel.verdicts = vec![0; kernel.conn_of_packet.len()];
+    kernel.waiting = Vec::with_capacity(kernel.conn_of_packet.len());
     let kernel = RefCell::new(kernel);
     let queue = QueueLink {
         kernel: &kernel,
@@ -1283,6 +1344,10 @@ fn the_packet_path_allocates_nothing_over_every_capture() {
     assert_eq!(served, totals.packets, "every queued packet was handled");
     let unanswered = kernel.verdicts.iter().skip(1).filter(|&&n| n != 1).count();
     assert_eq!(unanswered, 0, "packets without exactly one verdict");
+    assert!(
+        s.batch_verdicts > 0,
+        "runs of plain accepts went out as batch verdicts"
+    );
     // Not vacuous: every helper ran, expectations were made and deleted, rewrites and
     // sequence adjustments happened, and the log was on.
     for name in ["ftp", "tftp", "sip"] {

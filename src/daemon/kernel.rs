@@ -47,6 +47,96 @@ pub(super) fn push_verdict(
     Ok(w.len())
 }
 
+/// The verdicts of one batch as they are written into the send buffer. A run of plain
+/// accepts of one queue is held back and written as one NFQNL_MSG_VERDICT_BATCH (one
+/// message for the kernel to parse instead of one per packet). A verdict that carries
+/// more closes the run first, so the kernel, which takes the messages of a send in
+/// order, has answered every packet before it by the time the batch verdict (which
+/// takes every packet still waiting up to its id) arrives.
+pub(super) struct Verdicts<'a> {
+    link: &'a dyn Link,
+    tx: &'a mut [u8],
+    len: usize,
+    run: Option<AcceptRun>,
+}
+
+/// Plain accepts not written yet: packets of `queue` up to `last_id`, `count` of them.
+#[derive(Clone, Copy, Debug)]
+struct AcceptRun {
+    queue: u16,
+    last_id: u32,
+    count: u32,
+}
+
+impl<'a> Verdicts<'a> {
+    pub(super) fn new(link: &'a dyn Link, tx: &'a mut [u8]) -> Verdicts<'a> {
+        Verdicts {
+            link,
+            tx,
+            len: 0,
+            run: None,
+        }
+    }
+
+    /// Add the verdict of the next packet received.
+    pub(super) fn push(&mut self, v: &queue::Verdict<'_>) -> Result<(), IoError> {
+        if v.is_plain_accept() {
+            match &mut self.run {
+                Some(run) if run.queue == v.queue => {
+                    run.last_id = v.id;
+                    run.count += 1;
+                }
+                _ => {
+                    self.close_run()?;
+                    self.run = Some(AcceptRun {
+                        queue: v.queue,
+                        last_id: v.id,
+                        count: 1,
+                    });
+                }
+            }
+            return Ok(());
+        }
+        self.close_run()?;
+        self.len = push_verdict(self.link, self.tx, self.len, v)?;
+        Ok(())
+    }
+
+    /// Send every verdict so far (before creating expectations that wait for them).
+    pub(super) fn send(&mut self) -> Result<(), IoError> {
+        self.close_run()?;
+        if self.len > 0 {
+            self.link.send(&self.tx[..self.len])?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+
+    fn close_run(&mut self) -> Result<(), IoError> {
+        let Some(run) = self.run.take() else {
+            return Ok(());
+        };
+        if run.count == 1 {
+            let v = queue::Verdict::plain(run.queue, run.last_id, queue::NF_ACCEPT);
+            self.len = push_verdict(self.link, self.tx, self.len, &v)?;
+            return Ok(());
+        }
+        let write = |tx: &mut [u8]| {
+            let mut w = Writer::new(tx);
+            queue::write_verdict_batch(&mut w, 0, run.queue, run.last_id, queue::NF_ACCEPT)
+                .map(|()| w.len())
+        };
+        if let Ok(n) = write(&mut self.tx[self.len..]) {
+            self.len += n;
+            return Ok(());
+        }
+        self.link.send(&self.tx[..self.len])?;
+        // An empty buffer holds far more than one batch verdict.
+        self.len = write(self.tx)?;
+        Ok(())
+    }
+}
+
 /// Answer a packet queued while the queue socket waits for the kernel's answer to a
 /// configuration request (binding a further queue at start or reload): it gets an accept
 /// at once, unhelped, because a packet without a verdict stays held in the kernel.
@@ -342,6 +432,101 @@ mod tests {
         let t: [Option<crate::netlink::attr::Attr>; 4] = v.nfnl().unwrap().1.table().unwrap();
         // verdict ACCEPT, id 9 (the fixture's packet id)
         assert_eq!(t[2].unwrap().payload, &[0, 0, 0, 1, 0, 0, 0, 9]);
+    }
+
+    /// (message type, queue, verdict, id) of each message of `datagram`.
+    fn verdicts_in(datagram: &[u8]) -> Vec<(u8, u16, u32, u32)> {
+        Messages::new(datagram)
+            .map(|m| {
+                let m = m.unwrap();
+                let (g, attrs) = m.nfnl().unwrap();
+                let t: [Option<crate::netlink::attr::Attr>; 3] = attrs.table().unwrap();
+                let h = t[2].unwrap().payload;
+                let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                (m.header.nf_msg(), g.res_id, be(&h[..4]), be(&h[4..8]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_of_plain_accepts_go_out_as_one_batch_verdict_each_in_order() {
+        use queue::{NF_ACCEPT, NF_DROP, NFQNL_MSG_VERDICT as ONE, NFQNL_MSG_VERDICT_BATCH as RUN};
+        let kernel = FakeKernel::acking();
+        let mut tx = vec![0u8; TX_BUF];
+        let mut v = Verdicts::new(&kernel, &mut tx);
+        let plain = |q, id| queue::Verdict::plain(q, id, NF_ACCEPT);
+        for id in 1..=3 {
+            v.push(&plain(7, id)).unwrap();
+        }
+        // One with private data: the run before it is written first.
+        let help = queue::Verdict {
+            help: Some(queue::HelpUpdate {
+                helper_name: "ftp",
+                info: &[1; 4],
+            }),
+            ..plain(7, 4)
+        };
+        v.push(&help).unwrap();
+        v.push(&plain(7, 5)).unwrap();
+        // Another queue ends a run; a drop is never merged.
+        v.push(&plain(8, 6)).unwrap();
+        v.push(&plain(8, 7)).unwrap();
+        v.push(&queue::Verdict::plain(8, 8, NF_DROP)).unwrap();
+        v.push(&plain(7, 9)).unwrap();
+        assert!(
+            kernel.sent.borrow().is_empty(),
+            "nothing is sent before `send`"
+        );
+        v.send().unwrap();
+        v.send().unwrap();
+        let sent = kernel.sent.borrow();
+        assert_eq!(
+            sent.len(),
+            1,
+            "one datagram, and nothing more for a second send"
+        );
+        assert_eq!(
+            verdicts_in(&sent[0]),
+            [
+                (RUN, 7, NF_ACCEPT, 3),
+                (ONE, 7, NF_ACCEPT, 4),
+                (ONE, 7, NF_ACCEPT, 5),
+                (RUN, 8, NF_ACCEPT, 7),
+                (ONE, 8, NF_DROP, 8),
+                (ONE, 7, NF_ACCEPT, 9),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_that_does_not_fit_flushes_what_came_before_it() {
+        let kernel = FakeKernel::acking();
+        let mut tx = vec![0u8; TX_BUF];
+        // Fill the buffer with a verdict carrying a rewritten packet, leaving less room
+        // than a batch verdict needs.
+        let packet = vec![0x45u8; MANGLE_BUF];
+        let big = queue::Verdict {
+            payload: Some(&packet),
+            ..queue::Verdict::plain(3, 1, queue::NF_ACCEPT)
+        };
+        let mut v = Verdicts::new(&kernel, &mut tx);
+        v.push(&big).unwrap();
+        v.push(&queue::Verdict::plain(3, 2, queue::NF_ACCEPT))
+            .unwrap();
+        v.push(&queue::Verdict::plain(3, 3, queue::NF_ACCEPT))
+            .unwrap();
+        v.send().unwrap();
+        let sent = kernel.sent.borrow();
+        let all: Vec<_> = sent.iter().flat_map(|d| verdicts_in(d)).collect();
+        assert_eq!(
+            all.iter().map(|m| (m.0, m.3)).collect::<Vec<_>>(),
+            [
+                (queue::NFQNL_MSG_VERDICT, 1),
+                (queue::NFQNL_MSG_VERDICT_BATCH, 3)
+            ],
+            "the rewritten packet's verdict first, then the run, over {} sends",
+            sent.len()
+        );
     }
 
     #[test]

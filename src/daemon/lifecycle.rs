@@ -15,7 +15,7 @@ use super::{
 };
 use crate::config::{Config, class_settings, proto_name};
 use crate::firewall;
-use crate::helpers::registry::{self, MAX_CLASSES};
+use crate::helpers::registry::{self, MAX_CLASSES, Protos};
 use crate::netlink::attr::Writer;
 use crate::netlink::cthelper;
 use crate::netlink::queue;
@@ -325,12 +325,21 @@ impl Daemon {
         .request(build, |_| {})
     }
 
-    pub(super) fn bind_queue(&mut self, q: u16) -> Result<(), IoError> {
-        let cfg = queue::QueueConfig {
+    /// The settings of queue `q`: GSO packets whole only when every helper on it runs
+    /// on TCP alone (see [`queue::QueueConfig::gso`]).
+    fn queue_config(&self, q: u16) -> queue::QueueConfig {
+        let mut on_queue = self.slots.iter().filter(|s| s.queue == q).peekable();
+        let gso = on_queue.peek().is_some() && on_queue.all(|s| s.protos == Protos::TCP);
+        queue::QueueConfig {
             queue: q,
             max_len: self.cfg.queue_maxlen,
             fail_open: self.cfg.fail_open,
-        };
+            gso,
+        }
+    }
+
+    pub(super) fn bind_queue(&mut self, q: u16) -> Result<(), IoError> {
+        let cfg = self.queue_config(q);
         // The queue belongs to the socket that binds it, so this goes on the queue
         // socket. Asking for conntrack data may load a module and answer EAGAIN once.
         let mut attempt = 0;
@@ -450,11 +459,7 @@ impl Daemon {
                     .map(|()| info!("reload: queue {q} bound"))
                     .map_err(|e| format!("cannot bind queue {q}: {e}")),
                 reload::Action::QueueParams(q) => {
-                    let qc = queue::QueueConfig {
-                        queue: q,
-                        max_len: self.cfg.queue_maxlen,
-                        fail_open: self.cfg.fail_open,
-                    };
+                    let qc = self.queue_config(q);
                     self.queue_request(|w, seq| queue::write_params(w, seq, &qc))
                         .map(|()| {
                             info!(

@@ -43,17 +43,20 @@ pub use slots::{LogLimit, Slot, Stats, slots_from_config};
 
 /// Receive buffer: a whole 64 KiB packet plus netlink and conntrack attributes.
 pub(super) const RX_BUF: usize = 0x10000 + 4096;
-/// Verdicts of one batch, each with private data and possibly an expectation.
-pub(super) const TX_BUF: usize = 32 * 1024;
+/// Verdicts of one batch, each with private data and possibly an expectation; room for
+/// the largest one, a whole rewritten packet (see MANGLE_BUF).
+pub(super) const TX_BUF: usize = MANGLE_BUF + queue::VERDICT_OVERHEAD_MAX;
 /// Requests and their answers on the control socket.
 pub(super) const CTL_BUF: usize = 16 * 1024;
 /// How long a stop or reload keeps answering packets that were queued before the
 /// helpers were switched off.
 pub(super) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_millis(500);
-/// Room for a packet whose announcements are rewritten (NAT): as large as a verdict
-/// carrying it can be while still fitting the verdict buffer on its own. A larger packet
-/// cannot be rewritten and is dropped (FTP control segments are a few hundred bytes).
-pub(super) const MANGLE_BUF: usize = TX_BUF - queue::VERDICT_OVERHEAD_MAX;
+/// Room for a packet whose announcements are rewritten (NAT): the most a netlink
+/// attribute carries (its length is 16 bits, header included), which is also the most
+/// the kernel copies to us (NFQNL_MAX_COPY_RANGE). Queues of TCP helpers take GSO
+/// packets whole, so a control segment can come merged with what followed it, up to
+/// that size.
+pub(super) const MANGLE_BUF: usize = 0xffff - crate::netlink::attr::NLA_HDRLEN;
 // The largest verdict (a whole mangled packet and every attribute) fits an empty batch.
 const _: () = assert!(MANGLE_BUF + queue::VERDICT_OVERHEAD_MAX <= TX_BUF);
 /// Packets handled before verdicts are flushed and signals looked at again.

@@ -7,7 +7,7 @@ use log::{debug, info, warn};
 use nix::errno::Errno;
 
 use super::effects::{self, answer};
-use super::kernel::{Ctl, push_verdict};
+use super::kernel::{Ctl, Verdicts};
 use super::{BATCH, Daemon, Recorder, Slot};
 use crate::helpers::{Expect, PRIVATE_DATA_MAX, Packet, Pairing, Plan};
 use crate::model::{Conntrack, Tuple, ctinfo, status};
@@ -31,6 +31,10 @@ pub enum Skip {
     /// of its master, as some kernels do) that the helper of slot `.0` does not analyse:
     /// accepted at once, counted as that helper's `expected_passed`.
     Expected(usize),
+    /// A packet without payload (a pure ACK, a SYN or FIN): nothing for the helper of
+    /// slot `.0` to read. Accepted before the private data is looked up or the helper
+    /// runs; counted in the helper's `packets`.
+    NoPayload(usize),
     NoConntrack,
     BadConntrack(crate::netlink::Error),
     UnknownHelper,
@@ -82,6 +86,9 @@ pub fn examine(
         return Err(Skip::Truncated);
     }
     let d = wire::dissect(pkt.payload).map_err(Skip::Undissectable)?;
+    if d.payload.is_empty() {
+        return Err(Skip::NoPayload(slot));
+    }
     let help_info = cache.newest(conntrack.id, &conntrack.orig, help_info, now);
     let dir = ctinfo::direction(pkt.ct_info.unwrap_or(ctinfo::NEW));
     let packet = Packet::from_dissected(dir, &d);
@@ -258,7 +265,7 @@ impl Server<'_> {
     /// expectations are created.
     pub(super) fn batch(&mut self, greedy: bool) -> Result<usize, IoError> {
         let mut handled = 0;
-        let mut tx_len = 0;
+        let mut verdicts = Verdicts::new(self.queue, self.tx);
         let mut deferred = DeferredList::new();
         let now = std::time::Instant::now();
         while handled < BATCH && (greedy || handled == 0) {
@@ -297,8 +304,7 @@ impl Server<'_> {
                         if let Some((queue, id)) = queue::packet_ref(&msg) {
                             handled += 1;
                             *self.unhandled += 1;
-                            let v = queue::Verdict::plain(queue, id, queue::NF_ACCEPT);
-                            tx_len = push_verdict(self.queue, self.tx, tx_len, &v)?;
+                            verdicts.push(&queue::Verdict::plain(queue, id, queue::NF_ACCEPT))?;
                         }
                         continue;
                     }
@@ -333,6 +339,12 @@ impl Server<'_> {
                         }
                         None
                     }
+                    Err(Skip::NoPayload(slot)) => {
+                        if let Some(s) = self.slots.get_mut(slot) {
+                            s.stats.packets += 1;
+                        }
+                        None
+                    }
                     Err(skip) => {
                         *self.unhandled += 1;
                         debug!("packet {} passed without help: {skip:?}", pkt.id);
@@ -355,15 +367,14 @@ impl Server<'_> {
                     },
                     None => queue::Verdict::plain(pkt.queue, pkt.id, queue::NF_ACCEPT),
                 };
-                tx_len = push_verdict(self.queue, self.tx, tx_len, &v)?;
+                verdicts.push(&v)?;
                 let Some((a, ex)) = answer else {
                     continue;
                 };
                 if deferred.len() + a.deferred.len() > deferred.capacity() {
                     // No room: send the verdicts so far (this packet's too), then create
                     // what waited for them.
-                    self.queue.send(&self.tx[..tx_len])?;
-                    tx_len = 0;
+                    verdicts.send()?;
                     create_deferred(self.slots, &mut self.ctl, &mut deferred);
                 }
                 for exp in a.deferred {
@@ -377,9 +388,7 @@ impl Server<'_> {
                 }
             }
         }
-        if tx_len > 0 {
-            self.queue.send(&self.tx[..tx_len])?;
-        }
+        verdicts.send()?;
         create_deferred(self.slots, &mut self.ctl, &mut deferred);
         Ok(handled)
     }
@@ -777,6 +786,29 @@ mod tests {
             (s.expectations, s.expectation_errors),
             (3 * packets as u64, 0)
         );
+    }
+
+    #[test]
+    fn a_packet_without_payload_is_passed_without_running_the_helper() {
+        let cfg = Config::default();
+        let mut slots = slots_from_config(&cfg).unwrap();
+        let mut cache = PrivateCache::new();
+        let mut buf = [0u8; 1024];
+        // A pure ACK of the control connection, with private data the helper would
+        // otherwise read.
+        let n = queued(&mut buf, Some("ftp"), &[7; 32], 1, b"", true);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        let ftp = slots.iter().position(|s| s.name == "ftp").unwrap();
+        assert!(matches!(
+            examine(&mut slots, &mut cache, &pkt, Instant::now()),
+            Err(Skip::NoPayload(s)) if s == ftp
+        ));
+        // With a payload it runs.
+        let n = queued(&mut buf, Some("ftp"), &[7; 32], 1, b"200 ok\r\n", true);
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = queue::parse_packet(&msg).unwrap();
+        assert!(examine(&mut slots, &mut cache, &pkt, Instant::now()).is_ok());
     }
 
     /// A packet of an expected connection 192.0.2.2:40000 -> 198.51.100.2:`port` (TCP

@@ -9,6 +9,7 @@ use crate::model::Expectation;
 pub const NFQNL_MSG_PACKET: u8 = 0;
 pub const NFQNL_MSG_VERDICT: u8 = 1;
 pub const NFQNL_MSG_CONFIG: u8 = 2;
+pub const NFQNL_MSG_VERDICT_BATCH: u8 = 3;
 
 const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;
@@ -31,6 +32,8 @@ const NFQNL_COPY_PACKET: u8 = 2;
 
 pub const NFQA_CFG_F_FAIL_OPEN: u32 = 1;
 pub const NFQA_CFG_F_CONNTRACK: u32 = 2;
+/// Queue GSO packets whole instead of having the kernel segment them first.
+pub const NFQA_CFG_F_GSO: u32 = 4;
 
 pub const NF_DROP: u32 = 0;
 pub const NF_ACCEPT: u32 = 1;
@@ -58,6 +61,13 @@ pub struct QueueConfig {
     pub max_len: u32,
     /// Accept packets unparsed instead of dropping them when the queue is full.
     pub fail_open: bool,
+    /// Take GSO packets whole (NFQA_CFG_F_GSO): one queued packet for what the sender
+    /// handed over at once (up to 64 KiB of TCP) instead of one per segment, with the
+    /// TCP checksum possibly not computed yet (nothing here reads it; a rewrite
+    /// computes it afresh, and the kernel redoes it when it segments a rewritten
+    /// packet). Only for queues of TCP helpers: a UDP GSO packet holds several
+    /// datagrams, which a UDP helper would read as one message.
+    pub gso: bool,
 }
 
 /// One CONFIG message: bind `queue` to this socket, copy whole packets, deliver the
@@ -83,13 +93,11 @@ fn put_params(w: &mut Writer<'_>, cfg: &QueueConfig) -> Result<()> {
     params[4] = NFQNL_COPY_PACKET;
     w.put(NFQA_CFG_PARAMS, &params)?;
     w.put_be32(NFQA_CFG_QUEUE_MAXLEN, cfg.max_len)?;
-    let mask = NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN;
+    let mask = NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO;
+    let flag = |on: bool, f: u32| if on { f } else { 0 };
     let flags = NFQA_CFG_F_CONNTRACK
-        | if cfg.fail_open {
-            NFQA_CFG_F_FAIL_OPEN
-        } else {
-            0
-        };
+        | flag(cfg.fail_open, NFQA_CFG_F_FAIL_OPEN)
+        | flag(cfg.gso, NFQA_CFG_F_GSO);
     w.put_be32(NFQA_CFG_MASK, mask)?;
     w.put_be32(NFQA_CFG_FLAGS, flags)
 }
@@ -206,6 +214,17 @@ impl<'a> Verdict<'a> {
             timeout: None,
         }
     }
+
+    /// Whether this verdict only accepts the packet as it is (and so may be merged into
+    /// a VERDICT_BATCH with its neighbours).
+    pub fn is_plain_accept(&self) -> bool {
+        self.verdict == NF_ACCEPT
+            && self.help.is_none()
+            && self.expectation.is_none()
+            && self.payload.is_none()
+            && !self.seq_adjust
+            && self.timeout.is_none()
+    }
 }
 
 /// Room a verdict needs besides its payload: netlink and nfgen headers, the verdict
@@ -276,6 +295,35 @@ pub fn write_verdict(w: &mut Writer<'_>, seq: u32, v: &Verdict<'_>) -> Result<()
     if let Some(p) = v.payload {
         w.put(NFQA_PAYLOAD, p)?;
     }
+    w.end_msg(m)
+}
+
+/// Append an NFQNL_MSG_VERDICT_BATCH: `verdict` for every packet of `queue` still
+/// waiting whose id is `max_id` or earlier. Only for a run of packets that all get that
+/// plain verdict: the kernel takes every waiting packet up to `max_id`, so any packet
+/// before it that needs more (private data, a rewrite) must have had its own verdict
+/// earlier in the same send.
+pub fn write_verdict_batch(
+    w: &mut Writer<'_>,
+    seq: u32,
+    queue: u16,
+    max_id: u32,
+    verdict: u32,
+) -> Result<()> {
+    let m = w.begin_nfnl(
+        nfnl_type(subsys::QUEUE, NFQNL_MSG_VERDICT_BATCH),
+        NLM_F_REQUEST,
+        seq,
+        NfGenMsg {
+            family: 0,
+            version: NFNETLINK_V0,
+            res_id: queue,
+        },
+    )?;
+    let mut hdr = [0u8; 8];
+    hdr[..4].copy_from_slice(&verdict.to_be_bytes());
+    hdr[4..].copy_from_slice(&max_id.to_be_bytes());
+    w.put(NFQA_VERDICT_HDR, &hdr)?;
     w.end_msg(m)
 }
 
@@ -565,6 +613,7 @@ mod tests {
                 queue: 2,
                 max_len: 1024,
                 fail_open: false,
+                gso: false,
             },
         )
         .unwrap();
@@ -579,7 +628,8 @@ mod tests {
         assert_eq!(t[5].unwrap().be32().unwrap(), NFQA_CFG_F_CONNTRACK);
         assert_eq!(
             t[4].unwrap().be32().unwrap(),
-            NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN
+            NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO,
+            "every flag we choose is in the mask, so a rebind clears what is off"
         );
         assert_eq!(t[2].unwrap().payload, &[0, 0, 0xff, 0xff, 2]);
     }
@@ -592,6 +642,7 @@ mod tests {
             queue: 3,
             max_len: 4096,
             fail_open: true,
+            gso: true,
         };
         write_params(&mut w, 1, &cfg).unwrap();
         let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
@@ -600,7 +651,45 @@ mod tests {
         assert_eq!(t[3].unwrap().be32().unwrap(), 4096);
         assert_eq!(
             t[5].unwrap().be32().unwrap(),
-            NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN
+            NFQA_CFG_F_CONNTRACK | NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO
         );
+    }
+
+    #[test]
+    fn verdict_batch_names_the_queue_the_last_id_and_the_verdict() {
+        let mut buf = [0u8; 64];
+        let mut w = Writer::new(&mut buf);
+        write_verdict_batch(&mut w, 0, 48001, 0x0102_0304, NF_ACCEPT).unwrap();
+        let msg = Messages::new(w.as_slice()).next().unwrap().unwrap();
+        assert_eq!(msg.header.subsys(), subsys::QUEUE);
+        assert_eq!(msg.header.nf_msg(), NFQNL_MSG_VERDICT_BATCH);
+        let (g, attrs) = msg.nfnl().unwrap();
+        assert_eq!(g.res_id, 48001);
+        let t: [Option<Attr>; 3] = attrs.table().unwrap();
+        assert_eq!(
+            t[usize::from(NFQA_VERDICT_HDR)].unwrap().payload,
+            &[0, 0, 0, 1, 1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn only_a_bare_accept_is_plain() {
+        assert!(Verdict::plain(1, 2, NF_ACCEPT).is_plain_accept());
+        assert!(!Verdict::plain(1, 2, NF_DROP).is_plain_accept());
+        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        v.seq_adjust = true;
+        assert!(!v.is_plain_accept());
+        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        v.payload = Some(&[0x45]);
+        assert!(!v.is_plain_accept());
+        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        v.timeout = Some(30);
+        assert!(!v.is_plain_accept());
+        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        v.help = Some(HelpUpdate {
+            helper_name: "ftp",
+            info: &[],
+        });
+        assert!(!v.is_plain_accept());
     }
 }
