@@ -241,19 +241,22 @@ pub fn packet_ref(msg: &Message<'_>) -> Option<(u16, u32)> {
         return None;
     }
     let (gen_msg, attrs) = msg.nfnl().ok()?;
+    // The last header counts, as in the attribute table `parse_packet` reads (and the
+    // kernel's nla_parse), so both name the same packet; attributes past a damaged
+    // one cannot be found.
+    let mut id = None;
     for attr in attrs {
         let Ok(attr) = attr else {
-            return None;
+            break;
         };
         if attr.kind == NFQA_PACKET_HDR {
-            let id = attr.payload.get(..4)?;
-            return Some((
-                gen_msg.res_id,
-                u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
-            ));
+            id = attr
+                .payload
+                .get(..4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         }
     }
-    None
+    Some((gen_msg.res_id, id?))
 }
 
 /// Append an NFQNL_MSG_VERDICT (several may share one send).
@@ -590,6 +593,29 @@ mod tests {
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         assert!(parse_packet(&msg).is_err());
         assert_eq!(packet_ref(&msg), Some((4, 0x0102)));
+        // Two headers (fuzzing found it): the last one counts, for both readers.
+        let mut w = Writer::new(&mut buf);
+        let m = w
+            .begin_nfnl(
+                nfl(),
+                0,
+                0,
+                NfGenMsg {
+                    family: 2,
+                    version: 0,
+                    res_id: 4,
+                },
+            )
+            .unwrap();
+        w.put(NFQA_PACKET_HDR, &[0xff; 7]).unwrap();
+        w.put(NFQA_PACKET_HDR, &[0, 0x10, 0xff, 0xff, 8, 0, 1])
+            .unwrap();
+        w.end_msg(m).unwrap();
+        let n = w.len();
+        let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
+        let pkt = parse_packet(&msg).unwrap();
+        assert_eq!(pkt.id, 0x0010_ffff);
+        assert_eq!(packet_ref(&msg), Some((4, pkt.id)));
         // Not a packet: no id.
         let mut w = Writer::new(&mut buf);
         write_unbind(&mut w, 1, 4).unwrap();
