@@ -205,6 +205,8 @@ impl Daemon {
             greedy_reads: false,
             firewall_pending: None,
             registered_ms: None,
+            losses: super::losses::Losses::default(),
+            losses_checked: None,
             unhandled: 0,
             private_cache: PrivateCache::new(),
             recorder: None,

@@ -14,6 +14,7 @@
 mod effects;
 mod kernel;
 mod lifecycle;
+mod losses;
 mod owners;
 mod serve;
 mod slots;
@@ -125,6 +126,9 @@ pub struct Daemon {
     firewall_pending: Option<crate::firewall::Pending>,
     /// Milliseconds from process start to the helpers' registration.
     registered_ms: Option<u128>,
+    /// The kernel's loss counters of our queues when last read, and when (losses.rs).
+    losses: losses::Losses,
+    losses_checked: Option<std::time::Instant>,
 }
 
 /// Writes the first datagrams received from the queue to a file (each preceded by
@@ -280,7 +284,10 @@ impl Daemon {
                 self.wakeups = self.wakeups.wrapping_add(1);
                 let greedy = self.greedy_reads || self.wakeups.is_multiple_of(8);
                 match self.serve_batch(greedy) {
-                    Ok(n) => self.greedy_reads = n > 1,
+                    Ok(n) => {
+                        self.greedy_reads = n > 1;
+                        self.watch_losses(std::time::Instant::now());
+                    }
                     Err(e) => {
                         error!("queue socket failed: {e}");
                         self.stop();
