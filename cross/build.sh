@@ -40,6 +40,14 @@ read -ra PROFILE_VARS <<<"$(router_build CTHELPERD_PROFILE_VARS)"
 PROFILE="$(router_build CTHELPERD_PROFILE)"
 [ "$PROFILE" = release ] && [ ${#PROFILE_VARS[@]} -gt 0 ] ||
     die "openwrt/router-build.mk: profile '$PROFILE', vars '${PROFILE_VARS[*]}'"
+# CROSS_OPT_LEVEL=L (bench/opt-levels.sh): the static build at opt-level L instead,
+# into cross/out/opt-L/<target>/cthelperd, in a target directory of its own; no feed
+# build, no size table, no budget check.
+OPT_TRIAL=${CROSS_OPT_LEVEL:-}
+if [ -n "$OPT_TRIAL" ]; then
+    PROFILE_VARS+=("CARGO_PROFILE_RELEASE_OPT_LEVEL=$OPT_TRIAL")
+    CROSS_TARGET_DIR=$CROSS_TARGET_DIR-opt-$OPT_TRIAL
+fi
 STD=std,panic_unwind
 [[ " ${PROFILE_VARS[*]} " == *" CARGO_PROFILE_RELEASE_PANIC=abort "* ]] && STD=std,panic_abort
 log "router build: --profile $PROFILE ${CARGO_ARGS[*]} ${PROFILE_VARS[*]}"
@@ -64,6 +72,12 @@ for t in "${TARGETS[@]}"; do
     log "building $t (static, build-std)"
     start=$(date +%s)
     zigbuild release "$t"
+    if [ -n "$OPT_TRIAL" ]; then
+        mkdir -p "$OUT/opt-$OPT_TRIAL/$t"
+        strip_to "$CROSS_TARGET_DIR/$t/$PROFILE/cthelperd" "$OUT/opt-$OPT_TRIAL/$t/cthelperd"
+        log "$t at opt-level $OPT_TRIAL built in $(( $(date +%s) - start )) s"
+        continue
+    fi
     mkdir -p "$OUT/bin/$t" "$OUT/sym/$t"
     cp "$CROSS_TARGET_DIR/$t/$PROFILE/cthelperd" "$OUT/sym/$t/cthelperd"
     strip_to "$OUT/sym/$t/cthelperd" "$OUT/bin/$t/cthelperd"
@@ -76,6 +90,8 @@ for t in "${TARGETS[@]}"; do
     strip_to "$CROSS_TARGET_DIR-feed/$t/$PROFILE/cthelperd" "$OUT/feed/$t/cthelperd"
     log "$t (feed) built in $(( $(date +%s) - start )) s"
 done
+
+[ -z "$OPT_TRIAL" ] || exit 0
 
 # Size table over every router target that has a binary (so a partial rebuild keeps
 # the rest); a build of extra targets only (the benchmark's x86_64) leaves it alone.
