@@ -574,44 +574,12 @@ mod tests {
         let pkt = parse_packet(&msg).unwrap();
         assert_eq!(packet_ref(&msg), Some((pkt.queue, pkt.id)));
         // A packet header too short for parse_packet still names the id.
-        let mut w = Writer::new(&mut buf);
-        let m = w
-            .begin_nfnl(
-                nfl(),
-                0,
-                0,
-                NfGenMsg {
-                    family: 2,
-                    version: 0,
-                    res_id: 4,
-                },
-            )
-            .unwrap();
-        w.put(NFQA_PACKET_HDR, &[0, 0, 1, 2]).unwrap();
-        w.end_msg(m).unwrap();
-        let n = w.len();
+        let n = packet_with_headers(&mut buf, &[&[0, 0, 1, 2]]);
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         assert!(parse_packet(&msg).is_err());
         assert_eq!(packet_ref(&msg), Some((4, 0x0102)));
         // Two headers (fuzzing found it): the last one counts, for both readers.
-        let mut w = Writer::new(&mut buf);
-        let m = w
-            .begin_nfnl(
-                nfl(),
-                0,
-                0,
-                NfGenMsg {
-                    family: 2,
-                    version: 0,
-                    res_id: 4,
-                },
-            )
-            .unwrap();
-        w.put(NFQA_PACKET_HDR, &[0xff; 7]).unwrap();
-        w.put(NFQA_PACKET_HDR, &[0, 0x10, 0xff, 0xff, 8, 0, 1])
-            .unwrap();
-        w.end_msg(m).unwrap();
-        let n = w.len();
+        let n = packet_with_headers(&mut buf, &[&[0xff; 7], &[0, 0x10, 0xff, 0xff, 8, 0, 1]]);
         let msg = Messages::new(&buf[..n]).next().unwrap().unwrap();
         let pkt = parse_packet(&msg).unwrap();
         assert_eq!(pkt.id, 0x0010_ffff);
@@ -626,6 +594,28 @@ mod tests {
 
     fn nfl() -> u16 {
         nfnl_type(subsys::QUEUE, NFQNL_MSG_PACKET)
+    }
+
+    /// A PACKET message of queue 4 with these NFQA_PACKET_HDR attributes only.
+    fn packet_with_headers(buf: &mut [u8], headers: &[&[u8]]) -> usize {
+        let mut w = Writer::new(buf);
+        let m = w
+            .begin_nfnl(
+                nfl(),
+                0,
+                0,
+                NfGenMsg {
+                    family: 2,
+                    version: 0,
+                    res_id: 4,
+                },
+            )
+            .unwrap();
+        for h in headers {
+            w.put(NFQA_PACKET_HDR, h).unwrap();
+        }
+        w.end_msg(m).unwrap();
+        w.len()
     }
 
     #[test]
