@@ -1,14 +1,15 @@
 #!/bin/bash
 # tests/run-all.sh — every test of cthelperd, in the order a reviewer wants them:
 #   cargo fmt --check, cargo clippy --all-targets -D warnings, cargo test
-#   (unit + integration), cargo +<rust-version> check (tests/msrv.sh), the cross builds for router CPUs with their unit tests
+#   (unit + integration), cargo +<rust-version> check (tests/msrv.sh), a short run of
+#   every fuzz target (tests/fuzz-smoke.sh), the cross builds for router CPUs with their unit tests
 #   under qemu-user and the .ipk packages (cross/), cargo build, then the real-kernel VM scenarios
 #   (tests/kernel/run.sh, all scenarios, against target/debug/cthelperd), then ftp, nat and
 #   sip on every pinned kernel (tests/kernel/run.sh --matrix, tests/kernel/kernels.txt).
 # Runs every step even if an earlier one failed (except that the VM scenarios
 # need a successful build), prints a summary, exits non-zero on any failure.
 # Needs root for the VM part (apt-get, qemu 9p passthrough); .ci/run installs
-# the system packages on a fresh machine. SKIP_KERNEL=1 skips the VM part, SKIP_MATRIX=1 only the kernel matrix, SKIP_CROSS=1 the cross builds.
+# the system packages on a fresh machine. SKIP_KERNEL=1 skips the VM part, SKIP_MATRIX=1 only the kernel matrix, SKIP_CROSS=1 the cross builds, SKIP_FUZZ=1 the fuzz smoke run.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 failed=()
@@ -30,6 +31,13 @@ step msrv tests/msrv.sh
 # OpenWrt service and feed Makefile (stand-ins for procd and the SDK includes)
 step openwrt-init tests/openwrt/test-init.sh
 step openwrt-makefile tests/openwrt/test-makefile.sh
+# Every fuzz target builds and survives a short run (FUZZ_SMOKE_SECONDS each; the long
+# runs are recorded in fuzz/README.md). SKIP_FUZZ=1 skips it.
+if [ "${SKIP_FUZZ:-0}" = 1 ]; then
+    echo "=== run-all: fuzz-smoke: skipped (SKIP_FUZZ=1)" >&2
+else
+    step fuzz-smoke tests/fuzz-smoke.sh
+fi
 # Router builds: static musl for armv7/aarch64/mipsel/mips (size budget checked),
 # the unit tests under qemu-user (little- and big-endian), one .ipk per arch.
 if [ "${SKIP_CROSS:-0}" = 1 ]; then

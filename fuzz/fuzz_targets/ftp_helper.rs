@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
     // flags & 64: the helper's policy allows low ports.
     let policy = Policy {
         allow_low_ports: flags & 64 != 0,
+        ..Policy::default()
     };
     let public = match cli {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
