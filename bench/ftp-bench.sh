@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # bench/ftp-bench.sh — host entry of the FTP helper benchmark (NOT a test: it
 # measures and prints, it asserts nothing about the numbers).
 #
@@ -7,16 +8,24 @@
 # Builds cthelperd as it ships: a static musl binary of the router build
 # (openwrt/router-build.mk; cross/build.sh x86_64-unknown-linux-musl, stripped);
 # BENCH_BINARY=glibc benchmarks the ordinary `cargo build --release` binary
-# instead (dynamically linked against glibc). Then installs the Debian packages
+# instead (dynamically linked against glibc). BENCH_BIN=FILE benchmarks a binary
+# built elsewhere instead (e.g. cross/build.sh in a `git archive` export of a
+# commit, when the work tree has changes that are not to be measured; FILE
+# must be visible in the VM, e.g. under target/), with BENCH_REV naming it and
+# BENCH_BINARY_KIND describing it. Then installs the Debian packages
 # the guest needs (as tests/kernel/run.sh does), then boots ONE VM
 # (tests/kernel/run-in-kernel.sh: Debian's 6.1 kernel under qemu on the host
 # filesystem) that runs bench/ftp-bench-guest.sh: the same FTP workloads
-# through cthelperd and through conntrackd 1.4.7 in helper mode, one after the
-# other. Prints a markdown table and writes it to bench/results/ftp-bench.md;
-# raw logs go to bench/results/*.log.
+# through cthelperd, through conntrackd 1.4.7 in helper mode and through the
+# kernel's nf_conntrack_ftp, one after the other, plus a router without any
+# helper as the baseline of the round-trip and bulk figures. Prints a markdown
+# table and writes it to bench/results/ftp-bench.md; raw logs go to
+# bench/results/*.log.
 # Environment: BENCH_CPUS (2), BENCH_MEM (1024), BENCH_TIMEOUT (900 s), the
-# workload sizes NOOP_CONNS NOOP_COUNT PASV_CONNS PASV_COUNT IDLE_CONNS and
-# DAEMONS (see ftp-bench-guest.sh), and run-in-kernel.sh's RIK_*.
+# workload sizes NOOP_CONNS NOOP_COUNT PASV_CONNS PASV_COUNT IDLE_CONNS
+# LAT_COUNT LAT_BLOCKS BULK_MB BULK_REPS SESS_SEQ SESS_PAR SESS_PAR_N
+# SESS_SIZE SESS_WARM SESS_REPS and SYSTEMS / DAEMONS (see
+# ftp-bench-guest.sh), and run-in-kernel.sh's RIK_*.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -24,7 +33,11 @@ REPO=$(cd "$HERE/.." && pwd)
 cd "$REPO" || exit 2
 
 # ---------------------------------------------------------------- build
-if [ "${BENCH_BINARY:-static}" = glibc ]; then
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN=$(readlink -f "$BENCH_BIN")
+    STRIPPED=$BIN
+    [ -x "$BIN" ] || { echo "ftp-bench.sh: BENCH_BIN $BENCH_BIN is not an executable" >&2; exit 2; }
+elif [ "${BENCH_BINARY:-static}" = glibc ]; then
     cargo build --release || { echo "ftp-bench.sh: cargo build --release failed" >&2; exit 2; }
     BIN=$REPO/target/release/cthelperd
     STRIPPED=$REPO/target/release/cthelperd.stripped
@@ -76,14 +89,18 @@ if [ "$accel" = auto ]; then
 fi
 
 # ---------------------------------------------------------------- run
-if [ "${BENCH_BINARY:-static}" = glibc ]; then
+if [ -n "${BENCH_BIN:-}" ]; then
+    kind=${BENCH_BINARY_KIND:-binary $BIN}
+elif [ "${BENCH_BINARY:-static}" = glibc ]; then
     kind="release build, dynamically linked (glibc)"
 else
     kind="static musl binary (router build of openwrt/router-build.mk, as shipped)"
 fi
 envs=(--env "BENCH_BINARY_KIND=$kind" --env "REPO=$REPO" --env "CTHELPERD_BIN=$BIN" --env "CTHELPERD_STRIPPED=$STRIPPED"
-    --env "BENCH_REV=$(git describe --always --dirty 2>/dev/null || echo '?')" --env "BENCH_ACCEL=$accel")
-for v in NOOP_CONNS NOOP_COUNT PASV_CONNS PASV_COUNT IDLE_CONNS DAEMONS; do
+    --env "BENCH_REV=${BENCH_REV:-$(git describe --always --dirty 2>/dev/null || echo '?')}" --env "BENCH_ACCEL=$accel"
+    --env "BENCH_HOST_LOAD=$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) when the VM started")
+for v in NOOP_CONNS NOOP_COUNT PASV_CONNS PASV_COUNT IDLE_CONNS LAT_COUNT LAT_BLOCKS BULK_MB BULK_REPS \
+    SESS_SEQ SESS_PAR SESS_PAR_N SESS_SIZE SESS_WARM SESS_REPS SYSTEMS DAEMONS; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 t0=${EPOCHREALTIME/./}
@@ -92,6 +109,11 @@ t0=${EPOCHREALTIME/./}
     tee "$HERE/results/output.log"
 rc=${PIPESTATUS[0]}
 d=$((${EPOCHREALTIME/./} - t0))
-echo "ftp-bench.sh: VM run took $((d / 1000000)).$(((d / 100000) % 10))s, exit $rc" >&2
-[ -s "$HERE/results/ftp-bench.md" ] && echo "ftp-bench.sh: table in bench/results/ftp-bench.md" >&2
+echo "ftp-bench.sh: VM run took $((d / 1000000)).$(((d / 100000) % 10))s, exit $rc; host load average now $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+if [ -s "$HERE/results/ftp-bench.md" ] && [ "$HERE/results/ftp-bench.md" -nt "$HERE/results/sizes.log" ]; then
+    # the guest knows the host's load only when the VM started
+    printf '\nHost load average when the VM had finished (%s s later): %s.\n' "$((d / 1000000))" \
+        "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$HERE/results/ftp-bench.md"
+    echo "ftp-bench.sh: table in bench/results/ftp-bench.md" >&2
+fi
 exit "$rc"
