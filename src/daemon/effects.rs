@@ -681,49 +681,55 @@ fn deletion_failed(slot: &mut Slot, t: &Tuple, context: &str, e: &IoError) {
 }
 
 /// Delete the pending expectations the plan names that this connection holds. The kernel
-/// deletes by tuple whatever the master, so each is looked up first: one that is gone
-/// (expired, used, never made) or held by another connection (its creation here was
-/// refused) is left alone.
-/// Both steps are one batch each (all lookups, then all deletions).
+/// deletes by tuple whatever the master, so this connection's expectations are listed
+/// first (one dump by master, however many deletions): one that is gone (expired, used,
+/// never made) or held by another connection (its creation here was refused) is left
+/// alone. Behind NAT a planned deletion names the expectation on its announced port,
+/// but the port search may have moved it (another inside host expected that port): the
+/// master's expectations that translate back to that port are deleted too. The
+/// deletions are then one batch.
 fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
     let dels = &ex.plan.deletions;
     if dels.is_empty() {
         return;
     }
     let zone = ex.conntrack.zone;
-    let mut masters = [None; MAX_BATCH];
-    let _ = ctl.requests(
-        dels.len(),
-        |w, i, seq| {
-            let t = dels.get(i).ok_or(crate::netlink::Error::Truncated)?;
-            ctnetlink::write_exp_get(w, seq, t, zone)
-        },
-        |i, msg| {
-            if let (Ok((_, attrs)), Some(m)) = (msg.nfnl(), masters.get_mut(i)) {
-                *m = ctnetlink::parse_exp_master(attrs).ok();
+    let nated = ex.conntrack.is_nated();
+    let mut ours: heapless::Vec<Tuple, MAX_BATCH> = heapless::Vec::new();
+    let listed = ctl.request(
+        |w, seq| ctnetlink::write_exp_dump_of(w, seq, &ex.conntrack.orig, zone),
+        |msg| {
+            let Ok((_, attrs)) = msg.nfnl() else {
+                return;
+            };
+            let Ok((t, saved_port)) = ctnetlink::parse_exp_tuple_nat(attrs) else {
+                return;
+            };
+            // Live expectations never share a destination (the kernel refuses a
+            // clash), so destination and protocol name one.
+            let planned = |d: &Tuple| (d.proto, d.dst, d.dst_port) == (t.proto, t.dst, t.dst_port);
+            let moved_from = |d: &Tuple| {
+                nated
+                    && saved_port.is_some_and(|saved| {
+                        d.dst_port == saved
+                            && t.dst_port != saved
+                            && (d.src, d.dst, d.proto) == (t.src, t.dst, t.proto)
+                    })
+            };
+            if dels.iter().any(|d| planned(d) || moved_from(d)) && !ours.contains(&t) {
+                let _ = ours.push(t);
             }
         },
     );
-    let mut ours: heapless::Vec<Tuple, MAX_BATCH> = heapless::Vec::new();
-    for (t, m) in dels.iter().zip(masters) {
-        match m {
-            Some(m) if m == ex.conntrack.orig => {
-                let _ = ours.push(*t);
-            }
-            Some(_) => debug!(
-                "{}: not deleting expectation {} -> {}:{}: another connection's",
-                slot.name, t.src, t.dst, t.dst_port
-            ),
-            None => {}
+    if let Err(e) = listed {
+        // ENOENT: the connection is gone, and its expectations with it.
+        if e.errno() != Some(Errno::ENOENT) {
+            debug!(
+                "{}: cannot list this connection's expectations: {e}",
+                slot.name
+            );
         }
-    }
-    let missing = dels
-        .iter()
-        .zip(masters)
-        .filter(|(_, m)| *m != Some(ex.conntrack.orig))
-        .map(|(t, _)| *t);
-    if ex.conntrack.is_nated() && missing.clone().next().is_some() {
-        moved_ones(ex, missing, &mut ours, ctl);
+        return;
     }
     let outcomes = ctl.requests(
         ours.len(),
@@ -742,43 +748,11 @@ fn delete_planned(slot: &mut Slot, ex: &Examined, ctl: &mut Ctl<'_>) {
                     slot.name, t.src, t.dst, t.dst_port
                 );
             }
-            // Gone between the lookup and the deletion (used or expired).
+            // Gone between the listing and the deletion (used or expired).
             Err(e) if e.errno() == Some(Errno::ENOENT) => {}
             Err(e) => deletion_failed(slot, t, "", &e),
         }
     }
-}
-
-/// Behind NAT a planned deletion names the expectation on its announced port, but the
-/// port search may have moved it (another inside host expected that port): find this
-/// master's pending expectations that translate back to that port (one dump of the
-/// master's expectations) and add them to `ours`.
-fn moved_ones(
-    ex: &Examined,
-    missing: impl Iterator<Item = Tuple> + Clone,
-    ours: &mut heapless::Vec<Tuple, MAX_BATCH>,
-    ctl: &mut Ctl<'_>,
-) {
-    let master = &ex.conntrack.orig;
-    let _ = ctl.request(
-        |w, seq| ctnetlink::write_exp_dump_of(w, seq, master, ex.conntrack.zone),
-        |msg| {
-            let Ok((_, attrs)) = msg.nfnl() else {
-                return;
-            };
-            let Ok((t, Some(saved_port))) = ctnetlink::parse_exp_tuple_nat(attrs) else {
-                return;
-            };
-            let moved_from = |d: &Tuple| {
-                d.dst_port == saved_port
-                    && t.dst_port != saved_port
-                    && (d.src, d.dst, d.proto) == (t.src, t.dst, t.proto)
-            };
-            if missing.clone().any(|d| moved_from(&d)) && !ours.contains(&t) {
-                let _ = ours.push(t);
-            }
-        },
-    );
 }
 
 /// Delete the expectations `apply` created over ctnetlink for a packet that is dropped
