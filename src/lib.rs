@@ -3,7 +3,8 @@
 //! The library holds everything that is not process plumbing, so that the daemon, the
 //! tests and the fuzz targets all run the same code.
 // No unsafe code, except the one documented setsockopt call in netlink/socket.rs that
-// nix has no wrapper for (NETLINK_* socket options).
+// nix has no wrapper for (NETLINK_* socket options), and lazy_buf.rs's anonymous mappings
+// (buffers that become resident only where written).
 #![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
@@ -12,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod firewall;
 pub mod helpers;
+pub mod lazy_buf;
 pub mod logging;
 pub mod model;
 pub mod nat;

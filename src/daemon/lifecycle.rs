@@ -10,12 +10,13 @@ use nix::sys::signal::{SigSet, Signal};
 use super::kernel::{Ctl, queue_transact};
 use super::slots::{LogLimit, Stats};
 use super::{
-    Buffers, CTL_BUF, DRAIN_TIME, Daemon, MANGLE_BUF, Options, PROCESS_START, QUEUE_RCVBUF, RX_BUF,
-    Slot, StartError, TX_BUF, family_name, slots_from_config,
+    Buffers, CTL_BUF, DRAIN_TIME, Daemon, Options, PACKET_BUFS, PROCESS_START, QUEUE_RCVBUF, Slot,
+    StartError, family_name, slots_from_config,
 };
 use crate::config::{Config, class_settings, proto_name};
 use crate::firewall;
 use crate::helpers::registry::{self, MAX_CLASSES, Protos};
+use crate::lazy_buf::LazyBuf;
 use crate::netlink::attr::Writer;
 use crate::netlink::cthelper;
 use crate::netlink::queue;
@@ -156,11 +157,9 @@ impl Buffers {
     /// All of them, allocated once at start.
     pub(super) fn new() -> Buffers {
         Buffers {
-            rx: vec![0u8; RX_BUF].into_boxed_slice(),
-            tx: vec![0u8; TX_BUF].into_boxed_slice(),
-            ctl: vec![0u8; CTL_BUF].into_boxed_slice(),
-            ctl_rx: vec![0u8; CTL_BUF].into_boxed_slice(),
-            mangle: vec![0u8; MANGLE_BUF].into_boxed_slice(),
+            packet: LazyBuf::zeroed(PACKET_BUFS),
+            ctl: LazyBuf::zeroed(CTL_BUF),
+            ctl_rx: LazyBuf::zeroed(CTL_BUF),
             report: vec![0u8; status::REPORT_MAX].into_boxed_slice(),
             proc_queues: vec![0u8; PROC_QUEUES_BUF].into_boxed_slice(),
         }
@@ -404,12 +403,8 @@ impl Daemon {
         // Queue configuration goes on the queue socket: a queue belongs to the
         // socket that bound it. Packets of queues already bound may arrive meanwhile
         // (a reload; helpers still registered after a crash): they are answered.
-        let (result, strays) = queue_transact(
-            &mut self.queue_sock,
-            &mut self.bufs.ctl,
-            &mut self.bufs.rx,
-            build,
-        );
+        let (rx, _, _) = super::packet_parts(&mut self.bufs.packet);
+        let (result, strays) = queue_transact(&mut self.queue_sock, &mut self.bufs.ctl, rx, build);
         self.unhandled += strays;
         result
     }

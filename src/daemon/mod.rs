@@ -31,6 +31,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::Config;
 use crate::firewall;
+use crate::lazy_buf::LazyBuf;
 use crate::model::Family;
 use crate::netlink::queue;
 use crate::netlink::socket::{IoError, Socket};
@@ -68,14 +69,25 @@ pub(super) const QUEUE_RCVBUF: usize = 4 << 20;
 /// When main() began, for reporting how long start-up took.
 pub static PROCESS_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
+/// The three packet buffers in one mapping (`packet_parts`): the queue's receive buffer,
+/// the verdict batch and the NAT rewrite buffer. Like every large buffer of the daemon it
+/// becomes resident only where packets write it (`crate::lazy_buf`).
+pub(super) const PACKET_BUFS: usize = RX_BUF + TX_BUF + MANGLE_BUF;
+
+/// The queue's receive buffer, the verdict batch and the NAT rewrite buffer, out of
+/// `Buffers::packet`.
+pub(super) fn packet_parts(packet: &mut [u8]) -> (&mut [u8], &mut [u8], &mut [u8]) {
+    let (rx, rest) = packet.split_at_mut(RX_BUF.min(packet.len()));
+    let (tx, mangle) = rest.split_at_mut(TX_BUF.min(rest.len()));
+    (rx, tx, mangle)
+}
+
 /// Fixed buffers, allocated once at start.
 pub(super) struct Buffers {
-    rx: Box<[u8]>,
-    tx: Box<[u8]>,
-    ctl: Box<[u8]>,
-    ctl_rx: Box<[u8]>,
-    /// A queued packet being rewritten for NAT.
-    mangle: Box<[u8]>,
+    /// rx, tx and mangle (see PACKET_BUFS).
+    packet: LazyBuf,
+    ctl: LazyBuf,
+    ctl_rx: LazyBuf,
     /// The status report and the /proc text it includes.
     report: Box<[u8]>,
     proc_queues: Box<[u8]>,

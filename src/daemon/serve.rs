@@ -241,6 +241,7 @@ impl<'a> Server<'a> {
         recorder: Option<&'a mut Recorder>,
         (verdict_errors, unhandled): (&'a mut u64, &'a mut u64),
     ) -> Server<'a> {
+        let (rx, tx, mangle) = super::packet_parts(&mut bufs.packet);
         Server {
             queue,
             ctl: Ctl {
@@ -248,9 +249,9 @@ impl<'a> Server<'a> {
                 buf: &mut bufs.ctl,
                 rx: &mut bufs.ctl_rx,
             },
-            rx: &mut bufs.rx,
-            tx: &mut bufs.tx,
-            mangle: &mut bufs.mangle,
+            rx,
+            tx,
+            mangle,
             slots,
             cache,
             recorder,

@@ -100,7 +100,8 @@ pub struct StreamKey {
 struct Slot {
     key: Option<StreamKey>,
     len: usize,
-    data: Box<[u8]>,
+    /// Resident only once a message was pooled in it (`crate::lazy_buf`).
+    data: crate::lazy_buf::LazyBuf,
 }
 
 /// The reassembly buffers (allocated once).
@@ -213,7 +214,7 @@ impl Pool {
                 .map(|_| Slot {
                     key: None,
                     len: 0,
-                    data: vec![0u8; STREAM_BUF].into_boxed_slice(),
+                    data: crate::lazy_buf::LazyBuf::zeroed(STREAM_BUF),
                 })
                 .collect(),
             overflows: 0,
