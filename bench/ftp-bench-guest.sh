@@ -768,7 +768,7 @@ table() {
         case $n in
             $a|$b)
                 for c in $IDLE_CONNS; do
-                    echo "- $n opening $c connections at once: ${R[$n.open_drops_$c]:-?} packets dropped by the queue (netlink socket overrun; TCP retransmits them)"
+                    echo "- $n opening $c connections at once: ${R[$n.open_drops_$c]:-?} packets the kernel could not queue (queue full or socket buffer overrun; TCP retransmits them)"
                 done
                 echo "- $n own counters during NOOP: ${R[$n.NOOP.own]:-?}; during PASV: ${R[$n.PASV.own]:-?}; exit status on SIGTERM ${R[$n.stop_rc]:-?}" ;;
         esac
