@@ -259,22 +259,36 @@ pub fn packet_ref(msg: &Message<'_>) -> Option<(u16, u32)> {
     Some((gen_msg.res_id, id?))
 }
 
-/// Append an NFQNL_MSG_VERDICT (several may share one send).
-pub fn write_verdict(w: &mut Writer<'_>, seq: u32, v: &Verdict<'_>) -> Result<()> {
+/// Start a VERDICT or VERDICT_BATCH message of `queue` with its header: `verdict` for
+/// packet `id` (for a batch: every waiting packet up to it).
+fn begin_verdict(
+    w: &mut Writer<'_>,
+    msg: u8,
+    seq: u32,
+    queue: u16,
+    verdict: u32,
+    id: u32,
+) -> Result<super::attr::Mark> {
     let m = w.begin_nfnl(
-        nfnl_type(subsys::QUEUE, NFQNL_MSG_VERDICT),
+        nfnl_type(subsys::QUEUE, msg),
         NLM_F_REQUEST,
         seq,
         NfGenMsg {
             family: 0,
             version: NFNETLINK_V0,
-            res_id: v.queue,
+            res_id: queue,
         },
     )?;
     let mut hdr = [0u8; 8];
-    hdr[..4].copy_from_slice(&v.verdict.to_be_bytes());
-    hdr[4..].copy_from_slice(&v.id.to_be_bytes());
+    hdr[..4].copy_from_slice(&verdict.to_be_bytes());
+    hdr[4..].copy_from_slice(&id.to_be_bytes());
     w.put(NFQA_VERDICT_HDR, &hdr)?;
+    Ok(m)
+}
+
+/// Append an NFQNL_MSG_VERDICT (several may share one send).
+pub fn write_verdict(w: &mut Writer<'_>, seq: u32, v: &Verdict<'_>) -> Result<()> {
+    let m = begin_verdict(w, NFQNL_MSG_VERDICT, seq, v.queue, v.verdict, v.id)?;
     // The kernel looks at NFQA_EXP only after NFQA_CT parsed, so an expectation
     // without a private-data update still needs an (empty) NFQA_CT.
     if v.help.is_some() || v.expectation.is_some() || v.seq_adjust || v.timeout.is_some() {
@@ -313,20 +327,7 @@ pub fn write_verdict_batch(
     max_id: u32,
     verdict: u32,
 ) -> Result<()> {
-    let m = w.begin_nfnl(
-        nfnl_type(subsys::QUEUE, NFQNL_MSG_VERDICT_BATCH),
-        NLM_F_REQUEST,
-        seq,
-        NfGenMsg {
-            family: 0,
-            version: NFNETLINK_V0,
-            res_id: queue,
-        },
-    )?;
-    let mut hdr = [0u8; 8];
-    hdr[..4].copy_from_slice(&verdict.to_be_bytes());
-    hdr[4..].copy_from_slice(&max_id.to_be_bytes());
-    w.put(NFQA_VERDICT_HDR, &hdr)?;
+    let m = begin_verdict(w, NFQNL_MSG_VERDICT_BATCH, seq, queue, verdict, max_id)?;
     w.end_msg(m)
 }
 
