@@ -36,6 +36,10 @@ use cthelperd::model::{
 };
 use libfuzzer_sys::fuzz_target;
 
+#[path = "common/segments.rs"]
+mod segments;
+use segments::{Segment, Segments};
+
 /// The conntrack id the store keys this connection's state by.
 const CT_ID: u32 = 7;
 /// Lowest media port the helper may open (media::MIN_MEDIA_PORT).
@@ -58,7 +62,10 @@ fuzz_target!(|data: &[u8]| {
         let Some(([a, b], tail)) = rest.split_first_chunk::<8>().map(|(ab, t)| {
             let a: [u8; 4] = ab[..4].try_into().unwrap();
             let b: [u8; 4] = ab[4..].try_into().unwrap();
-            ([IpAddr::V4(Ipv4Addr::from(a)), IpAddr::V4(Ipv4Addr::from(b))], t)
+            (
+                [IpAddr::V4(Ipv4Addr::from(a)), IpAddr::V4(Ipv4Addr::from(b))],
+                t,
+            )
         }) else {
             return;
         };
@@ -68,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
         let Some(([a, b], tail)) = rest.split_first_chunk::<32>().map(|(ab, t)| {
             let a: [u8; 16] = ab[..16].try_into().unwrap();
             let b: [u8; 16] = ab[16..].try_into().unwrap();
-            ([IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b))], t)
+            (
+                [IpAddr::V6(Ipv6Addr::from(a)), IpAddr::V6(Ipv6Addr::from(b))],
+                t,
+            )
         }) else {
             return;
         };
@@ -101,37 +111,18 @@ fuzz_target!(|data: &[u8]| {
         id: Some(CT_ID),
         zone: None,
     };
-    let mut seq = [1000u32, 900_000u32];
     STORE.with_borrow_mut(|store| {
         store.remove_conntrack(CT_ID);
         if let Some(pool) = store.streams.as_mut() {
             pool.forget(CT_ID);
         }
-        while let [ctl, hi, lo, tail @ ..] = rest {
-            let dir = if ctl & 1 == 0 {
-                Direction::Original
-            } else {
-                Direction::Reply
-            };
-            let mut tail = tail;
-            let mut delta = 0i32;
-            if tcp && ctl & 2 != 0 {
-                let Some((&d, t)) = tail.split_first() else {
-                    return;
-                };
-                delta = i32::from(d as i8);
-                tail = t;
-            }
-            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
-            let (payload, next) = tail.split_at(len);
-            rest = next;
-            let transport = if tcp {
-                let s = seq[dir.index()].wrapping_add(delta as u32);
-                seq[dir.index()] = s.wrapping_add(len as u32);
-                Transport::Tcp { seq: s, flags: 0x18 }
-            } else {
-                Transport::Udp
-            };
+        for Segment {
+            dir,
+            transport,
+            payload,
+            ..
+        } in Segments::new(rest, tcp)
+        {
             if dir == Direction::Reply {
                 ct.status |= status::SEEN_REPLY;
             }
@@ -232,6 +223,9 @@ fn one_packet(
         ..pkt
     };
     let idle = Sip.analyse(&probe, ct, &mut again, store, policy);
-    assert_eq!(again, *private, "private data does not decode to what was written");
+    assert_eq!(
+        again, *private,
+        "private data does not decode to what was written"
+    );
     assert!(!idle.private_changed && idle.expectations.is_empty() && idle.deletions.is_empty());
 }

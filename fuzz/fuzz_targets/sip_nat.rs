@@ -65,6 +65,10 @@ use cthelperd::model::{
 use cthelperd::nat::{self, MAX_PACKET_LEN, NatError, REPLACEMENT_MAX};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "common/segments.rs"]
+mod segments;
+use segments::{Segment, Segments};
+
 /// The conntrack id the store keys this connection's state by.
 const CT_ID: u32 = 7;
 /// Lowest media port the helper may open (media::MIN_MEDIA_PORT).
@@ -185,40 +189,18 @@ fuzz_target!(|data: &[u8]| {
         id: Some(CT_ID),
         zone: None,
     };
-    let mut seq = [1000u32, 900_000u32];
     STORE.with_borrow_mut(|store| {
         store.remove_conntrack(CT_ID);
         if let Some(pool) = store.streams.as_mut() {
             pool.forget(CT_ID);
         }
-        while let [ctl, hi, lo, tail @ ..] = rest {
-            let dir = if ctl & 1 == 0 {
-                Direction::Original
-            } else {
-                Direction::Reply
-            };
-            let mut tail = tail;
-            let mut delta = 0i32;
-            if tcp && ctl & 2 != 0 {
-                let Some((&d, t)) = tail.split_first() else {
-                    return;
-                };
-                delta = i32::from(d as i8);
-                tail = t;
-            }
-            let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
-            let (payload, next) = tail.split_at(len);
-            rest = next;
-            let transport = if tcp {
-                let s = seq[dir.index()].wrapping_add(delta as u32);
-                seq[dir.index()] = s.wrapping_add(len as u32);
-                Transport::Tcp {
-                    seq: s,
-                    flags: 0x18,
-                }
-            } else {
-                Transport::Udp
-            };
+        for Segment {
+            ctl,
+            dir,
+            transport,
+            payload,
+        } in Segments::new(rest, tcp)
+        {
             if dir == Direction::Reply {
                 ct.status |= status::SEEN_REPLY;
             }
@@ -227,7 +209,7 @@ fuzz_target!(|data: &[u8]| {
                 dir,
                 transport,
                 payload,
-                *ctl >> 2,
+                ctl >> 2,
                 &mut private,
                 store,
                 setup,
