@@ -73,7 +73,7 @@ pub struct HelperConfig {
     pub ports: heapless::Vec<u16, MAX_PORTS>,
     /// Per expectation class: how many may be pending per master, for how long.
     pub classes: ClassLimits,
-    /// Accept announced ports below 1024 on port-forwarded connections (FTP; see
+    /// Accept announced ports below 1024 (FTP, with or without NAT; see
     /// `helpers::Policy`). Off by default.
     pub allow_low_ports: bool,
     /// SIP's options (`sip_direct_media`, `sip_direct_signalling`, `sip_timeout`); only a

@@ -63,8 +63,7 @@ pub enum RefusalReason {
     ThirdPartyAddress,
     /// The announced port is 0 or otherwise unusable.
     BadPort,
-    /// A port below 1024 on a port-forwarded (destination-NATed) connection, refused
-    /// unless the helper's `allow_low_ports` policy is set.
+    /// A port below 1024, refused unless the helper's `allow_low_ports` policy is set.
     LowPort,
 }
 
@@ -72,9 +71,10 @@ pub enum RefusalReason {
 /// and `Copy`: the daemon keeps one per slot and hands it to every run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
-    /// Accept announced ports below 1024 on connections with destination NAT (a port
-    /// forward). Off by default: an FTP server behind a port forward that announces
-    /// port 22 is being abused (issue #11), not serving data. FTP applies it; TFTP has
+    /// Accept announced ports below 1024. Off by default: an FTP server behind a port
+    /// forward that announces port 22 is being abused (issue #11), and so is a client
+    /// announcing its own port 23 (issue #17); neither is serving data. FTP applies it
+    /// with or without NAT; TFTP has
     /// nothing to apply it to (its expectation is towards the client's own port, from the
     /// server), so it ignores it.
     pub allow_low_ports: bool,

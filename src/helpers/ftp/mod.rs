@@ -20,9 +20,9 @@
 //! - Commands are matched case-insensitively ("port" works, as with strncasecmp).
 //! - The announced address must be the sender's own address in its direction's tuple
 //!   (the kernel's default `loose=0`): no expectations towards third parties.
-//! - On a port-forwarded connection (destination NAT) announced ports below 1024 are
-//!   refused unless the helper's `allow_low_ports` policy says otherwise: an expectation
-//!   to port 22 of a forwarded server is never a data connection.
+//! - Announced ports below 1024 are refused unless the helper's `allow_low_ports` policy
+//!   says otherwise, with or without NAT: an expectation to port 22 of a forwarded server,
+//!   or to a client's own port 23, is never a data connection (the kernel accepts both).
 //! - Arguments are validated strictly (each PORT/227 number <= 255, ports 1..=65535,
 //!   exactly six numbers); the kernel only gained the <= 255 check in 2026.
 //! - The kernel drops a packet whose command it recognises but cannot parse ("partial
@@ -49,8 +49,7 @@ use state::{Cursor, Line, seq_before, track};
 /// Well-known FTP control port.
 pub const PORT: u16 = 21;
 
-/// Announced ports below this are refused on port-forwarded connections (see
-/// [`Policy::allow_low_ports`]).
+/// Announced ports below this are refused (see [`Policy::allow_low_ports`]).
 pub const LOW_PORT_LIMIT: u16 = 1024;
 
 /// Bytes of private data registered with the kernel. Fixed at 32 (the maximum) so later
@@ -234,11 +233,11 @@ impl EndpointText {
 /// Turn a parsed announcement into an expectation or a refusal, and on a NATed
 /// connection into a rewrite of the announcement too.
 ///
-/// On a connection whose destination was translated (a port forward), a port below
-/// [`LOW_PORT_LIMIT`] is refused unless `policy.allow_low_ports`: FTP data ports are
-/// not privileged ports, and an expectation to port 22 of a forwarded server is a
-/// pinhole for whoever made the server announce it. Both directions: PORT from an
-/// outside client to its own port 21 is no data connection either.
+/// A port below [`LOW_PORT_LIMIT`] is refused unless `policy.allow_low_ports`: FTP
+/// data ports are not privileged ports. An expectation to port 22 of a forwarded
+/// server is a pinhole for whoever made the server announce it, and one to a client's
+/// own port 23 is a pinhole for whoever steers the server's side (or made the client
+/// send the line); the kernel's helper opens both. Both directions, NAT or not.
 ///
 /// As in the kernel, the data connection is expected from the peer (any source port) to
 /// where this direction's packets appear to come from after NAT: `ct.tuple(!dir).dst`.
@@ -263,7 +262,7 @@ fn announce(
         Some(RefusalReason::ThirdPartyAddress)
     } else if port == 0 {
         Some(RefusalReason::BadPort)
-    } else if port < LOW_PORT_LIMIT && ct.status & status::DST_NAT != 0 && !policy.allow_low_ports {
+    } else if port < LOW_PORT_LIMIT && !policy.allow_low_ports {
         Some(RefusalReason::LowPort)
     } else {
         None

@@ -137,14 +137,14 @@ fn port_creates_expectation_from_server() {
 #[test]
 fn lowercase_and_bare_lf_commands() {
     let mut c = Conn::v4().warmed();
-    assert_eq!(one(&c.client(b"port 192,168,1,10,0,21\n")).dst_port, 21);
+    assert_eq!(one(&c.client(b"port 192,168,1,10,8,21\n")).dst_port, 2069);
     assert_eq!(
         one(&c.client(b"Eprt |1|192.168.1.10|6275|\r\n")).dst_port,
         6275
     );
     assert_eq!(
-        one(&c.client(b"PORT   192,168,1,10,0,22  \r\n")).dst_port,
-        22
+        one(&c.client(b"PORT   192,168,1,10,8,22  \r\n")).dst_port,
+        2070
     );
 }
 
@@ -625,13 +625,43 @@ fn low_ports_are_refused_on_a_port_forward_unless_allowed() {
     };
     let a = c.server(b"227 Entering Passive Mode (198,51,100,2,0,22)\r\n");
     assert_eq!(one(&a).dst_port, 22);
-    // Without destination NAT the policy does not apply (a masqueraded client may
-    // announce any port of its own).
+}
+
+#[test]
+fn low_ports_are_refused_without_nat_too_unless_allowed() {
+    // A client's PORT to its own port 23 would let the server (or whoever steers it)
+    // open a connection to the client's telnet; a masqueraded client likewise. FTP
+    // clients and servers announce ephemeral ports, so nothing legitimate is lost.
     let (cli, public, srv) = MASQ4;
-    let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
-    assert_eq!(one(&c.client(b"PORT 192,0,2,2,0,80\r\n")).dst_port, 80);
+    for (ct, low, first_high) in [
+        (
+            masqueraded(cli, public, srv),
+            &b"PORT 192,0,2,2,0,23\r\n"[..],
+            &b"PORT 192,0,2,2,4,0\r\n"[..],
+        ),
+        (
+            Conn::v4().ct,
+            b"PORT 192,168,1,10,0,23\r\n",
+            b"PORT 192,168,1,10,4,0\r\n",
+        ),
+    ] {
+        let mut c = Conn::new(ct).warmed();
+        let a = c.client(low);
+        assert!(a.expectations.is_empty() && a.rewrites.is_empty(), "{a:?}");
+        assert_eq!(a.refusals[0].reason, RefusalReason::LowPort);
+        assert_eq!(one(&c.client(first_high)).dst_port, 1024);
+    }
     let mut c = Conn::v4().warmed();
+    let a = c.server(b"227 (192,168,1,20,0,22)\r\n");
+    assert_eq!(a.refusals[0].reason, RefusalReason::LowPort);
+    let a = c.server(b"229 (|||1023|)\r\n");
+    assert_eq!(a.refusals[0].reason, RefusalReason::LowPort);
+    c.policy = Policy {
+        allow_low_ports: true,
+        ..Policy::default()
+    };
     assert_eq!(one(&c.server(b"227 (192,168,1,20,0,22)\r\n")).dst_port, 22);
+    assert_eq!(one(&c.client(b"PORT 192,168,1,10,0,23\r\n")).dst_port, 23);
 }
 
 #[test]
@@ -1033,12 +1063,12 @@ fn nat_only_the_first_announcement_of_a_segment_is_rewritten() {
     // expectation stands behind it.
     let (cli, public, srv) = MASQ4;
     let mut c = Conn::new(masqueraded(cli, public, srv)).warmed();
-    let seg = b"PORT 192,0,2,2,0,21\r\nNOOP\r\nEPRT |1|192.0.2.2|22|\r\n";
+    let seg = b"PORT 192,0,2,2,8,21\r\nNOOP\r\nEPRT |1|192.0.2.2|2070|\r\n";
     let a = c.client(seg);
-    assert_eq!(one(&a).dst_port, 21);
+    assert_eq!(one(&a).dst_port, 2069);
     let (text, new) = one_rewrite(&a, seg);
-    assert_eq!(text, b"192,0,2,2,0,21");
-    assert_eq!(new, b"203,0,113,1,0,21");
+    assert_eq!(text, b"192,0,2,2,8,21");
+    assert_eq!(new, b"203,0,113,1,8,21");
 }
 
 #[test]
