@@ -35,6 +35,12 @@
 #   memory    VmRSS fresh, after the workloads, with IDLE_CONNS (list) open
 #             helped control connections; VmHWM at the end
 #   size      stripped cthelperd vs /usr/sbin/conntrackd + its shared libraries
+#   restart   RESTART_REPS times: a session that has transferred once, the
+#             daemon killed with SIGKILL and started again at once (as procd's
+#             respawn; conntrackd's lock file and socket removed first, as it would refuse
+#             to start), the client retrying PASV + a data connection (0.1 s to
+#             connect each) until one opens: ms from the kill to that data
+#             connection (median and all); issue #17
 # The packets and expect loads also run through the kernel helper (rates only:
 # packets = forwarded tcp/21 packets there). For all three systems (issue #16,
 # packet path cost):
@@ -68,7 +74,8 @@
 # CTHELPERD_STRIPPED (stripped copy for the size column), BENCH_OUT (where the
 # table and logs go, default $REPO/bench/results), NOOP_CONNS NOOP_COUNT
 # PASV_CONNS PASV_COUNT IDLE_CONNS LAT_COUNT LAT_BLOCKS BULK_MB BULK_REPS SESS_SEQ SESS_PAR
-# SESS_PAR_N SESS_SIZE SESS_WARM SESS_REPS, SYSTEMS (default "cthelperd conntrackd
+# SESS_PAR_N SESS_SIZE SESS_WARM SESS_REPS RESTART_REPS, PERF (a profile of each
+# daemon during the NOOP load, perf-NAME.log; slows the run), SYSTEMS (default "cthelperd conntrackd
 # kernel"; the baseline always runs; DAEMONS, the older name, sets the daemons
 # and keeps the kernel round).
 set -u
@@ -92,6 +99,7 @@ SESS_PAR=${SESS_PAR:-8}
 SESS_PAR_N=${SESS_PAR_N:-300}
 SESS_SIZE=${SESS_SIZE:-1024}
 SESS_WARM=${SESS_WARM:-10}
+RESTART_REPS=${RESTART_REPS:-5}
 SYSTEMS=${SYSTEMS:-${DAEMONS:-cthelperd conntrackd} kernel}
 LOAD=$HERE/ftp-load.py
 BULK_BYTES=$((BULK_MB * 1024 * 1024))
@@ -261,9 +269,11 @@ wait_log() {
     return 1
 }
 
-# startup NAME: exec -> ready, 1 untimed + 3 timed runs; sets R[NAME.startup_ms]
+# startup NAME: exec -> ready, 1 untimed + 3 timed runs; sets R[NAME.startup_ms];
+# for cthelperd also exec -> "serving the queues" (bound, helpers registered,
+# nft started: its own table loads while packets are served), R[NAME.serving_ms]
 startup() {
-    local name=$1 i pid t0 t1 log=$RESULTS/startup-$1.log pat times=()
+    local name=$1 i pid t0 t1 ts log=$RESULTS/startup-$1.log pat times=() serving=()
     [ "$name" = conntrackd ] && pat='initialization completed' || pat='helpers registered'
     for i in 0 1 2 3; do
         if [ "$name" = conntrackd ]; then
@@ -280,6 +290,8 @@ startup() {
             ip netns exec router "$BIN" --log-level info >"$log.$i" 2>&1 &
         fi
         pid=$!
+        ts=
+        [ "$name" = conntrackd ] || { wait_log "$log.$i" "serving the queues" "$pid" 30 && ts=$(now_us); }
         if ! wait_log "$log.$i" "$pat" "$pid" 30; then
             say "$name: startup run $i: not ready"; indent <"$log.$i"
             stop_pid "$(real_pid "$pid")" "$pid"
@@ -288,7 +300,9 @@ startup() {
         t1=$(now_us)
         stop_pid "$(real_pid "$pid")" "$pid"
         [ "$i" -gt 0 ] && times+=($(((t1 - t0) / 100)))   # tenths of ms
+        [ "$i" -gt 0 ] && [ -n "$ts" ] && serving+=($(((ts - t0) / 100)))
     done
+    [ "${#serving[@]}" = 3 ] && R[$name.serving_ms]=$(printf '%s\n' "${serving[@]}" | sort -n | sed -n 2p | awk '{ printf "%.1f", $1 / 10 }')
     R[$name.startup_ms]=$(printf '%s\n' "${times[@]}" | sort -n | sed -n 2p | awk '{ printf "%.1f", $1 / 10 }')
     say "$name: startup exec -> ready: ${R[$name.startup_ms]} ms (runs: $(printf '%s ' "${times[@]}" | awk '{ for (i = 1; i <= NF; i++) printf "%.1f ", $i / 10 }')ms)"
 }
@@ -419,7 +433,9 @@ bench_daemon() {
     say "$name: fresh VmRSS ${R[$name.rss_fresh]} kB, RssAnon ${R[$name.anon_fresh]} kB"
     # a short warm-up (first packets fault pages in, python compiles)
     cx $PY "$LOAD" client $S4 21 4 20 NOOP >/dev/null 2>&1
+    perf_start "$name"
     workload "$name" NOOP "$NOOP_CONNS" "$NOOP_COUNT"
+    perf_stop "$name"
     workload "$name" PASV "$PASV_CONNS" "$PASV_COUNT"
     path_cost "$name"
     R[$name.rss_after]=$(status_kb "$DAEMON_PID" VmRSS)
@@ -427,6 +443,7 @@ bench_daemon() {
     for n in $IDLE_CONNS; do idle_rss "$name" "$n"; done
     R[$name.hwm]=$(status_kb "$DAEMON_PID" VmHWM)
     say "$name: VmRSS after workloads ${R[$name.rss_after]} kB (RssAnon ${R[$name.anon_after]} kB), VmHWM ${R[$name.hwm]} kB"
+    restart_recovery "$name"
     # not lib.sh's stop_daemon: it signals the subshell (see real_pid)
     stop_pid "$DAEMON_PID" "$JOB_PID"
     R[$name.stop_rc]=$?
@@ -434,6 +451,92 @@ bench_daemon() {
     say "$name: stopped, exit status ${R[$name.stop_rc]}"
     [ "$name" = cthelperd ] && say "$name: at exit: $(grep '^cthelperd: info: ftp: packets' "$RESULTS/daemon-$name.log" | tail -n1)"
     return 0
+}
+
+# ---------------------------------------------------------------- profile (PERF=1)
+# perf_start NAME / perf_stop NAME: with PERF set, a cpu-clock profile of the
+# daemon during the NOOP load (the perf binary of the host filesystem; no PMU
+# under TCG, so a software clock), reported per DSO and symbol to
+# perf-NAME.log. perf costs the daemon time: the figures of such a run are not
+# the benchmark's.
+PERF_JOB=
+perf_start() {
+    [ -n "${PERF:-}" ] || return 0
+    command -v perf >/dev/null || { say "PERF set but no perf binary"; return 0; }
+    perf record -e cpu-clock -F 2000 -p "$DAEMON_PID" -o "$RESULTS/perf-$1.data" >"$RESULTS/perf-$1-record.log" 2>&1 &
+    PERF_JOB=$!
+    nap 1
+}
+perf_stop() {
+    [ -n "$PERF_JOB" ] || return 0
+    kill -INT "$PERF_JOB"; wait "$PERF_JOB"; PERF_JOB=
+    perf report -i "$RESULTS/perf-$1.data" --stdio --sort dso,sym 2>&1 | grep -v '^$' | head -80 >"$RESULTS/perf-$1.log"
+    say "$1: profile during the NOOP load (top 25):"
+    grep -E '^ +[0-9]' "$RESULTS/perf-$1.log" | head -25 | indent
+}
+
+# ---------------------------------------------------------------- restart (issue #17)
+# ready_lines NAME: how many times the daemon's log says it is ready
+ready_lines() {
+    local pat='helpers registered'
+    [ "$1" = conntrackd ] && pat='initialization completed'
+    grep -c "$pat" "$RESULTS/daemon-$1.log" 2>/dev/null
+}
+# respawn NAME: start the daemon again as start_daemon did (same log, same
+# arguments), without waiting; sets JOB_PID (ip netns exec execs the daemon)
+respawn() {
+    if [ "$1" = conntrackd ]; then
+        ip netns exec router conntrackd -C /tmp/conntrackd-helper.conf >>"$RESULTS/daemon-$1.log" 2>&1 &
+    else
+        # shellcheck disable=SC2086 # as lib.sh's start_daemon
+        ip netns exec router "$CTHELPERD" -v ${CTHELPERD_ARGS:-} >>"$RESULTS/daemon-$1.log" 2>&1 &
+    fi
+    JOB_PID=$!
+}
+# restart_recovery NAME: RESTART_REPS x (session ready, kill -9, respawn, time
+# to the first helped data connection); sets R[NAME.recover_ms] (median) and
+# R[NAME.recover_all]; leaves the respawned daemon in DAEMON_PID/JOB_PID
+restart_recovery() {
+    local name=$1 k line t_kill at n0 i ms times=() all=""
+    for ((k = 1; k <= RESTART_REPS; k++)); do
+        coproc REC { cx $PY "$LOAD" recover $S4 21 15 2>>"$RESULTS/recover-$name.err"; }
+        line=
+        read -r -t 30 line <&"${REC[0]}"
+        if [ "$line" != ready ]; then
+            say "$name: restart $k: the session did not get ready (${line:-nothing})"
+            kill "$REC_PID" 2>/dev/null; wait "$REC_PID" 2>/dev/null
+            break
+        fi
+        n0=$(ready_lines "$name")
+        # conntrackd refuses to start while its lock file exists (a kill -9 leaves
+        # it); removed before the kill, as its socket path, so no fork is timed
+        [ "$name" = conntrackd ] && rm -f /run/lock/conntrackd-helper.lock /run/conntrackd-helper.ctl
+        t_kill=$(now_us)
+        kill -KILL "$DAEMON_PID"
+        wait "$JOB_PID" 2>/dev/null
+        respawn "$name"
+        echo go >&"${REC[1]}"
+        line=
+        read -r -t 30 line <&"${REC[0]}"
+        wait "$REC_PID" 2>/dev/null
+        DAEMON_PID=$(real_pid "$JOB_PID")
+        ms="?"
+        if [[ $line =~ ^at\ ([0-9]+)\.([0-9]+)\ attempts\ ([0-9]+) ]]; then
+            at=${BASH_REMATCH[1]}${BASH_REMATCH[2]}
+            ms=$(((at - t_kill) / 1000))
+            times+=("$ms")
+        fi
+        all+="$ms (${line##* } tries) "
+        say "$name: restart $k: first helped data connection ${ms} ms after the kill (${line:-no answer})"
+        for ((i = 0; i < 300; i++)); do [ "$(ready_lines "$name")" -gt "$n0" ] && break; nap 0.1; done
+        [ "$(ready_lines "$name")" -gt "$n0" ] || { say "$name: restart $k: the daemon did not get ready again"; break; }
+        nap 0.5
+    done
+    R[$name.recover_all]=${all% }
+    if [ "${#times[@]}" -gt 0 ]; then
+        R[$name.recover_ms]=$(printf '%s\n' "${times[@]}" | sort -n | sed -n "$(((${#times[@]} + 1) / 2))p")
+    fi
+    [ "${#times[@]}" = "$RESTART_REPS" ] || R[$name.recover_ms]="${R[$name.recover_ms]:-?} (${#times[@]} of $RESTART_REPS recovered)"
 }
 
 # ---------------------------------------------------------------- packet path cost (issue #16)
@@ -736,7 +839,9 @@ table() {
     done
     row "binary (stripped)" "$(kibb "${R[$a.bin]}")" "$(kibb "${R[$b.bin]}") + $(kibb "${R[$b.plugin]}") ct_helper_ftp.so" "—" "$(ratio "${R[$a.bin]}" "$((R[$b.bin] + R[$b.plugin]))")" ""
     row "shared libraries besides libc" "${R[$a.nlibs]}: $(kibb "${R[$a.libs]}")" "${R[$b.nlibs]}: $(kibb "${R[$b.libs]}")" "—" "$(ratio "$((R[$a.bin] + R[$a.libs]))" "$((R[$b.bin] + R[$b.plugin] + R[$b.libs]))") (with binaries)" ""
-    row "startup, exec -> ready (ms, median of 3)" "${R[$a.startup_ms]:-?}" "${R[$b.startup_ms]:-?}" "—" "$(ratio "${R[$a.startup_ms]:-}" "${R[$b.startup_ms]:-}")" ""
+    row "startup, exec -> ready (ms, median of 3; cthelperd: its nft table loaded)" "${R[$a.startup_ms]:-?}" "${R[$b.startup_ms]:-?}" "—" "$(ratio "${R[$a.startup_ms]:-}" "${R[$b.startup_ms]:-}")" ""
+    row "startup, exec -> serving the queues (ms, median of 3; conntrackd: ready)" "${R[$a.serving_ms]:-?}" "${R[$b.startup_ms]:-?}" "—" "$(ratio "${R[$a.serving_ms]:-}" "${R[$b.startup_ms]:-}")" ""
+    row "kill -9 + immediate restart -> first helped data connection (ms, median of $RESTART_REPS)" "**${R[$a.recover_ms]:-?}**" "${R[$b.recover_ms]:-?}" "—" "**$(ratio "${R[$a.recover_ms]:-}" "${R[$b.recover_ms]:-}")**" ""
     echo
     echo "Targets: helped packets/s >= 2x conntrackd's (capacity ratio above; achieved rates are bounded by the load generator, see sanity);"
     echo "memory <= 1/4 of conntrackd's (peak RSS ratio above); memory flat in the number of connections (RSS rows above)."
@@ -747,6 +852,9 @@ table() {
     echo "vCPU 0 (the forwarding runs in softirq there too), $LAT_BLOCKS blocks of $LAT_COUNT after 50 untimed, the block with the lowest"
     echo "mean counts; the no-helper figure is the mean of the first and the last round of the run. Sessions and bulk: best of"
     echo "$SESS_REPS and $BULK_REPS runs. A session whose data connection does not open within 5 s (no expectation) fails."
+    echo "Issue #17 (reliability), bold above: kill -9 + restart recovers at least as fast as conntrackd (ratio <= 1): a control session"
+    echo "that has transferred once, the daemon killed and started again at once, the client retrying PASV + data connection (0.1 s"
+    echo "to connect each) until one opens; per restart: ${R[$a.recover_all]:-?} (cthelperd), ${R[$b.recover_all]:-?} (conntrackd)."
     echo
     echo "### Sanity"
     echo

@@ -42,6 +42,13 @@
       address and port, RETR SIZE, read SIZE bytes to the end, 150 + 226,
       QUIT, 221. Prints "sessions N ok K failed F seconds S"; the first
       failure goes to stderr.
+  ftp-load.py recover ADDR PORT SECS
+      One real session (banner, TYPE I, one PASV + RETR 1024 that must work),
+      then prints "ready" and waits for a line on stdin (the caller kills and
+      restarts the daemon meanwhile). Then PASV + data connection (0.1 s to
+      connect) until one connects, at most SECS seconds; that transfer runs to
+      its 226. Prints "at T attempts N" (T: time.time() when the data
+      connection was established) or "failed attempts N".
 Single-threaded (selectors): the guest has 2 vCPUs shared with the daemon.
 """
 import os
@@ -462,6 +469,63 @@ def sessions(addr, port, total, parallel, size):
     return 0 if res["ok"] == total else 1
 
 
+def pasv_transfer(c, buf, fam, connect_timeout, size=1024):
+    """PASV, then the data connection to the announced port within
+    connect_timeout s (OSError if its SYN is dropped: no expectation), then RETR
+    SIZE to the 226. Returns time.time() when the data connection was up."""
+    c.sendall(b"PASV\r\n")
+    line = expect(c, buf, b"227")
+    nums = line[line.index(b"(") + 1:line.index(b")")].split(b",")
+    host = ".".join(n.decode() for n in nums[:4])
+    dport = int(nums[4]) * 256 + int(nums[5])
+    d = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        d.settimeout(connect_timeout)
+        d.connect((host, dport))
+        up = time.time()
+        d.settimeout(10)
+        c.sendall(b"RETR %d\r\n" % size)
+        expect(c, buf, b"150")
+        got = 0
+        while True:
+            x = d.recv(65536)
+            if not x:
+                break
+            got += len(x)
+    finally:
+        d.close()
+    expect(c, buf, b"226")
+    if got != size:
+        raise OSError("data connection carried %d bytes, not %d" % (got, size))
+    return up
+
+
+def recover(addr, port, secs):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    c = socket.create_connection((addr, port), timeout=10)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buf = [b""]
+    expect(c, buf, b"220")
+    c.sendall(b"TYPE I\r\n")
+    expect(c, buf, b"200")
+    pasv_transfer(c, buf, fam, 5)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    limit = time.monotonic() + secs
+    tries = 0
+    while time.monotonic() < limit:
+        tries += 1
+        try:
+            up = pasv_transfer(c, buf, fam, 0.1)
+        except socket.timeout:
+            continue
+        print("at %.6f attempts %d" % (up, tries), flush=True)
+        c.close()
+        return 0
+    print("failed attempts %d" % tries, flush=True)
+    return 1
+
+
 def main(argv):
     if len(argv) >= 4 and argv[1] == "server":
         return server(argv[2], int(argv[3]))
@@ -475,6 +539,8 @@ def main(argv):
         return bulk(argv[2], int(argv[3]), int(argv[4]))
     if len(argv) == 7 and argv[1] == "sessions":
         return sessions(argv[2], int(argv[3]), int(argv[4]), int(argv[5]), int(argv[6]))
+    if len(argv) == 5 and argv[1] == "recover":
+        return recover(argv[2], int(argv[3]), float(argv[4]))
     print(__doc__, file=sys.stderr)
     return 2
 
