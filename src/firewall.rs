@@ -13,6 +13,9 @@ use crate::config::{Config, Families, proto_name};
 use crate::helpers::registry::Builtin;
 
 pub const TABLE: &str = "inet cthelperd";
+/// [`TABLE`] as nf_tables names it: family and name.
+pub const TABLE_FAMILY: u8 = crate::netlink::nftables::NFPROTO_INET;
+pub const TABLE_NAME: &str = "cthelperd";
 
 /// The nft program run for the wiring (a path, or a name looked up in PATH).
 pub const NFT: &str = "nft";
@@ -30,10 +33,42 @@ pub fn object_name(b: &Builtin, proto: u8) -> String {
     }
 }
 
+/// What the table's comment starts with; the rest is the fingerprint of the script.
+const COMMENT_PREFIX: &str = "cthelperd ruleset ";
+
 /// The script that replaces the table atomically (one nft transaction): declaring
 /// the table first makes the delete succeed whether or not it existed. With no
 /// helper to assign (or `firewall '0'`) it only removes the table.
+///
+/// The table carries a comment with a fingerprint of the rest of the script
+/// ([`comment`]): a daemon restarted after a crash finds it in the kernel and keeps
+/// the table instead of running nft again (lifecycle.rs).
 pub fn ruleset(cfg: &Config) -> String {
+    let mut s = ruleset_body(cfg);
+    let open = format!("table {TABLE} {{\n");
+    if let Some(at) = s.find(&open) {
+        let line = format!("\tcomment \"{COMMENT_PREFIX}{:016x}\"\n", fingerprint(&s));
+        s.insert_str(at + open.len(), &line);
+    }
+    s
+}
+
+/// The comment `ruleset` gave its table (None when it only removes the table).
+pub fn comment(script: &str) -> Option<&str> {
+    let start = script.find(&format!("\tcomment \"{COMMENT_PREFIX}"))? + "\tcomment \"".len();
+    let len = script.get(start..)?.find('"')?;
+    script.get(start..start + len)
+}
+
+/// FNV-1a, 64 bits: a change of the script changes the comment (not a defence
+/// against anyone: whoever can write the table can write its comment too).
+fn fingerprint(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn ruleset_body(cfg: &Config) -> String {
     use core::fmt::Write;
     let mut s = format!("table {TABLE}\ndelete table {TABLE}\n");
     let helpers: Vec<_> = if cfg.enabled && cfg.firewall {
@@ -206,10 +241,63 @@ mod tests {
     use super::*;
     use crate::config::HelperConfig;
 
+    /// `ruleset` without its comment line, after checking that it has exactly one, of
+    /// the expected form, right after the table's opening line.
+    fn uncommented(script: &str) -> String {
+        let lines: Vec<&str> = script.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == "table inet cthelperd {")
+            .expect("the table");
+        let c = lines[at + 1];
+        let hex = c
+            .strip_prefix("\tcomment \"cthelperd ruleset ")
+            .and_then(|r| r.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("no comment after the table's line: {c:?}"));
+        assert!(hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(script.matches("comment").count(), 1);
+        let mut out: String = lines
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != at + 1)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect();
+        if !script.ends_with('\n') {
+            out.pop();
+        }
+        out
+    }
+
+    #[test]
+    fn the_comment_fingerprints_the_script() {
+        let d = ruleset(&Config::default());
+        assert_eq!(
+            d,
+            ruleset(&Config::default()),
+            "the same for the same config"
+        );
+        let want = comment(&d).unwrap();
+        assert!(want.starts_with("cthelperd ruleset "));
+        assert!(d.contains(&format!("table inet cthelperd {{\n\tcomment \"{want}\"\n")));
+        // Any change of what the table holds changes the comment.
+        let mut c = Config::default();
+        c.helpers[0].ports = heapless::Vec::from_slice(&[2121]).unwrap();
+        assert_ne!(comment(&ruleset(&c)), Some(want));
+        let mut c = Config::default();
+        c.helpers[1].enabled = false;
+        assert_ne!(comment(&ruleset(&c)), Some(want));
+        // A script that only removes the table has none.
+        let c = Config {
+            firewall: false,
+            ..Config::default()
+        };
+        assert_eq!(comment(&ruleset(&c)), None);
+    }
+
     #[test]
     fn default_configuration_gives_this_table() {
         assert_eq!(
-            ruleset(&Config::default()),
+            uncommented(&ruleset(&Config::default())),
             "table inet cthelperd
 delete table inet cthelperd
 table inet cthelperd {
@@ -284,7 +372,7 @@ table inet cthelperd {
         let c = Config::parse(&text, "t").unwrap();
         let rules = ruleset(&c);
         assert_eq!(
-            rules,
+            uncommented(&rules),
             "table inet cthelperd
 delete table inet cthelperd
 table inet cthelperd {

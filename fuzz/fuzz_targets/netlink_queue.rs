@@ -1,11 +1,14 @@
 //! Arbitrary bytes as a datagram from the queue socket, through everything the daemon
 //! does with one before any I/O: netlink message iteration, error decoding, the queued
-//! packet and its conntrack attributes, and the helper dispatch (`daemon::examine`).
+//! packet and its conntrack attributes, and the helper dispatch (`daemon::examine`);
+//! also the readers of the control socket's answers (a helper listed by
+//! nfnetlink_cthelper, a table and its comment from nf_tables).
 #![no_main]
 
 use cthelperd::config::Config;
 use cthelperd::daemon::{examine, slots_from_config};
 use cthelperd::netlink::ctnetlink::parse_conntrack;
+use cthelperd::netlink::{cthelper, nftables};
 use cthelperd::netlink::msg::Messages;
 use cthelperd::netlink::queue::{packet_ref, parse_packet};
 use cthelperd::private_cache::PrivateCache;
@@ -25,6 +28,10 @@ fuzz_target!(|data: &[u8]| {
     for msg in Messages::new(data) {
         let Ok(msg) = msg else { break };
         let _ = msg.error();
+        let _ = cthelper::parse_helper(&msg);
+        if let Ok(t) = nftables::parse_table(&msg) {
+            assert!(t.comment.is_none_or(|c| !c.contains('\0')));
+        }
         let id = packet_ref(&msg);
         let Ok(pkt) = parse_packet(&msg) else {
             continue;

@@ -19,6 +19,7 @@ use crate::helpers::registry::{self, MAX_CLASSES, Protos};
 use crate::lazy_buf::LazyBuf;
 use crate::netlink::attr::Writer;
 use crate::netlink::cthelper;
+use crate::netlink::nftables;
 use crate::netlink::queue;
 use crate::netlink::socket::{IoError, Socket};
 use crate::private_cache::PrivateCache;
@@ -125,6 +126,24 @@ pub(super) fn register_with(
 }
 
 /// The signals the daemon handles through its signalfd: stop, stop, reload, log counters.
+/// Is the kernel's table the one `script` loads? Its comment says which script loaded
+/// it ([`firewall::comment`]). No table, a table without comment (kernels before 5.10
+/// drop it) or any error: no, and nft runs as on a first start.
+pub(super) fn table_is_current(ctl: &mut Ctl<'_>, script: &str) -> bool {
+    let Some(want) = firewall::comment(script) else {
+        return false;
+    };
+    let mut found = false;
+    let asked = ctl.request(
+        |w, seq| nftables::write_get_table(w, seq, firewall::TABLE_FAMILY, firewall::TABLE_NAME),
+        |msg| {
+            found |= nftables::parse_table(msg)
+                .is_ok_and(|t| t.name == firewall::TABLE_NAME && t.comment == Some(want));
+        },
+    );
+    asked.is_ok() && found
+}
+
 pub(super) fn handled_signals() -> SigSet {
     let mut mask = SigSet::empty();
     for s in [
@@ -246,11 +265,27 @@ impl Daemon {
             }
         }
         if d.cfg.firewall {
+            let script = firewall::ruleset(&d.cfg);
+            if d.table_is_current(&script) {
+                // A restart after a crash (procd's respawn): the table the last run
+                // loaded is there and is the one this configuration gives. Running
+                // nft again would change nothing, and under load it takes the CPU
+                // the first packets need.
+                if let Some(t0) = PROCESS_START.get() {
+                    info!(
+                        "serving the queues {} ms after start; table {} kept (already loaded for this configuration)",
+                        t0.elapsed().as_millis(),
+                        firewall::TABLE
+                    );
+                }
+                d.announce_ready();
+                return Ok(d);
+            }
             // The queues are served while nft runs (`run` finishes it): on a restart
             // after a crash the old table still assigns the helpers, and their packets
             // wait for us. nft refuses unknown helper names, so it runs after the
             // registration.
-            match firewall::spawn(&d.opts.nft, &firewall::ruleset(&d.cfg)) {
+            match firewall::spawn(&d.opts.nft, &script) {
                 Ok(p) => d.firewall_pending = Some(p),
                 Err(what) => {
                     d.disable_helpers();
@@ -268,6 +303,16 @@ impl Daemon {
             d.announce_ready();
         }
         Ok(d)
+    }
+
+    /// See [`table_is_current`].
+    fn table_is_current(&mut self, script: &str) -> bool {
+        let mut ctl = Ctl {
+            link: &mut self.ctl_sock,
+            buf: &mut self.bufs.ctl,
+            rx: &mut self.bufs.ctl_rx,
+        };
+        table_is_current(&mut ctl, script)
     }
 
     /// The start's nft run is done: the table is loaded (say that everything is in
@@ -653,6 +698,66 @@ mod tests {
             register_with(&mut ctl, key, settings)?;
         }
         Ok(())
+    }
+
+    /// table_is_current against a kernel whose table inet cthelperd answers `reply`.
+    fn current_with(script: &str, reply: impl Fn(u32) -> Reply + 'static) -> (bool, Vec<(u8, u8)>) {
+        let mut kernel = FakeKernel::new(move |m| reply(m.header.seq));
+        let (mut buf, mut rx) = (vec![0u8; CTL_BUF], vec![0u8; CTL_BUF]);
+        let mut ctl = Ctl {
+            link: &mut kernel,
+            buf: &mut buf,
+            rx: &mut rx,
+        };
+        let current = table_is_current(&mut ctl, script);
+        (current, kernel.kinds())
+    }
+
+    #[test]
+    fn a_table_is_kept_only_when_its_comment_names_this_script() {
+        let script = firewall::ruleset(&Config::default());
+        let want = firewall::comment(&script).unwrap().to_string();
+        let get = vec![(nftables::SUBSYS, nftables::NFT_MSG_GETTABLE)];
+        let w = want.clone();
+        let table = move |seq| {
+            Reply::Then(nftables::table_message(
+                seq,
+                "cthelperd",
+                Some(&nftables::comment_udata(&w)),
+            ))
+        };
+        assert_eq!(current_with(&script, table), (true, get.clone()));
+        // No table (a first start, or after a clean stop).
+        let none = |_| Reply::Errno(Errno::ENOENT);
+        assert_eq!(current_with(&script, none), (false, get.clone()));
+        // Loaded for another configuration, or by hand without our comment, or by a
+        // kernel that keeps no comments.
+        let other = |seq| {
+            Reply::Then(nftables::table_message(
+                seq,
+                "cthelperd",
+                Some(&nftables::comment_udata(
+                    "cthelperd ruleset 0123456789abcdef",
+                )),
+            ))
+        };
+        assert_eq!(current_with(&script, other).0, false);
+        let bare = |seq| Reply::Then(nftables::table_message(seq, "cthelperd", None));
+        assert_eq!(current_with(&script, bare).0, false);
+        // A script that only removes the table asks nothing.
+        let removal = firewall::ruleset(&Config {
+            firewall: false,
+            ..Config::default()
+        });
+        let w = want.clone();
+        let table = move |seq| {
+            Reply::Then(nftables::table_message(
+                seq,
+                "cthelperd",
+                Some(&nftables::comment_udata(&w)),
+            ))
+        };
+        assert_eq!(current_with(&removal, table), (false, vec![]));
     }
 
     fn policy(name: &str, max_expected: u32, timeout_secs: u32) -> cthelper::ExpectPolicy<'_> {

@@ -6,6 +6,7 @@ pub mod attr;
 pub mod cthelper;
 pub mod ctnetlink;
 pub mod msg;
+pub mod nftables;
 pub mod queue;
 pub mod socket;
 

@@ -16,7 +16,8 @@
 #      transfers; per kill: the time from the kill to the first new helped data
 #      connection established (ms; at most RECOVERY_MAX_MS = 3000 under TCG,
 #      the goal on hardware being 1 s), the transfer under way completes, the
-#      session answers; after the restart one table inet cthelperd, 8 helpers
+#      session answers; after the restart the table its predecessor loaded
+#      kept (its comment names the configuration: no nft run), one table inet cthelperd, 8 helpers
 #      each once and enabled, the 3 queues bound once by one socket, one daemon
 #      process; the session transfers again
 #   F  queue full (queue_maxlen 8): the daemon stopped (SIGSTOP) with 8 packets
@@ -358,6 +359,10 @@ for ((k = 1; k <= KILLS; k++)); do
         SERVING+=("?")
     fi
     say "daemon $old killed, respawned as $new: $(grep -E 'serving the queues|helpers registered|taking it over' "$RLOG" | tail -n 3 | sed 's/^cthelperd: //' | tr '\n' ';')"
+    # a respawn finds the table its predecessor loaded (its comment names this
+    # configuration) and keeps it instead of running nft while packets wait
+    [ "$(grep -c 'table inet cthelperd kept' "$RLOG")" -ge "$k" ]
+    check "R kill #$k: the new daemon kept the table its predecessor loaded (no nft run)" pass $?
     leftovers; check "R kill #$k: nothing left behind: $LEFT" pass $?
     spid=$("$CTHELPERD" status --control-socket $SOCK 2>/dev/null | sed -n 's/^cthelperd .* pid \([0-9]*\)$/\1/p')
     [ "$spid" = "$new" ] && [ "$new" != "$old" ]
