@@ -741,9 +741,9 @@ mod tests {
                 )),
             ))
         };
-        assert_eq!(current_with(&script, other).0, false);
+        assert!(!current_with(&script, other).0);
         let bare = |seq| Reply::Then(nftables::table_message(seq, "cthelperd", None));
-        assert_eq!(current_with(&script, bare).0, false);
+        assert!(!current_with(&script, bare).0);
         // A script that only removes the table asks nothing.
         let removal = firewall::ruleset(&Config {
             firewall: false,
