@@ -482,14 +482,14 @@ ready_lines() {
     [ "$1" = conntrackd ] && pat='initialization completed'
     grep -c "$pat" "$RESULTS/daemon-$1.log" 2>/dev/null
 }
-# respawn NAME: start the daemon again as start_daemon did (same log, same
-# arguments), without waiting; sets JOB_PID (ip netns exec execs the daemon)
+# respawn NAME: start the daemon again as procd would (the binary itself, no
+# wrapper script: a shell's exec would be timed too), same log, without
+# waiting; sets JOB_PID (ip netns exec execs the daemon)
 respawn() {
     if [ "$1" = conntrackd ]; then
         ip netns exec router conntrackd -C /tmp/conntrackd-helper.conf >>"$RESULTS/daemon-$1.log" 2>&1 &
     else
-        # shellcheck disable=SC2086 # as lib.sh's start_daemon
-        ip netns exec router "$CTHELPERD" -v ${CTHELPERD_ARGS:-} >>"$RESULTS/daemon-$1.log" 2>&1 &
+        ip netns exec router "$BIN" --log-level info >>"$RESULTS/daemon-$1.log" 2>&1 &
     fi
     JOB_PID=$!
 }

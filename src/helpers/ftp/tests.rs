@@ -1090,3 +1090,25 @@ fn without_nat_nothing_is_rewritten() {
     assert_eq!(one(&a).nat, None);
     assert!(a.rewrites.is_empty());
 }
+
+#[test]
+fn after_packets_passed_unseen_the_second_reply_is_parsed_again() {
+    // A daemon restart: the kernel passed a few PASV/227 exchanges without a helper
+    // (queue bypass), so the recorded line starts are stale. As in the kernel, the
+    // first reply seen is not at a known line start and is not parsed; its end is
+    // recorded, so the next one is.
+    let mut c = Conn::v4().warmed();
+    one(&c.server(b"227 Entering Passive Mode (192,168,1,20,4,1)\r\n"));
+    for _ in 0..3 {
+        let seq = c.next_seq;
+        c.next_seq[0] = seq[0].wrapping_add(6);
+        c.next_seq[1] = seq[1].wrapping_add(47);
+    }
+    c.client(b"PASV\r\n");
+    nothing(&c.server(b"227 Entering Passive Mode (192,168,1,20,4,2)\r\n"));
+    c.client(b"PASV\r\n");
+    assert_eq!(
+        one(&c.server(b"227 Entering Passive Mode (192,168,1,20,4,3)\r\n")).dst_port,
+        1027
+    );
+}
