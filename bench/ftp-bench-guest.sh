@@ -74,8 +74,7 @@
 # CTHELPERD_STRIPPED (stripped copy for the size column), BENCH_OUT (where the
 # table and logs go, default $REPO/bench/results), NOOP_CONNS NOOP_COUNT
 # PASV_CONNS PASV_COUNT IDLE_CONNS LAT_COUNT LAT_BLOCKS BULK_MB BULK_REPS SESS_SEQ SESS_PAR
-# SESS_PAR_N SESS_SIZE SESS_WARM SESS_REPS RESTART_REPS, PERF (a profile of each
-# daemon during the NOOP load, perf-NAME.log; slows the run), SYSTEMS (default "cthelperd conntrackd
+# SESS_PAR_N SESS_SIZE SESS_WARM SESS_REPS RESTART_REPS, SYSTEMS (default "cthelperd conntrackd
 # kernel"; the baseline always runs; DAEMONS, the older name, sets the daemons
 # and keeps the kernel round).
 set -u
@@ -433,9 +432,7 @@ bench_daemon() {
     say "$name: fresh VmRSS ${R[$name.rss_fresh]} kB, RssAnon ${R[$name.anon_fresh]} kB"
     # a short warm-up (first packets fault pages in, python compiles)
     cx $PY "$LOAD" client $S4 21 4 20 NOOP >/dev/null 2>&1
-    perf_start "$name"
     workload "$name" NOOP "$NOOP_CONNS" "$NOOP_COUNT"
-    perf_stop "$name"
     workload "$name" PASV "$PASV_CONNS" "$PASV_COUNT"
     path_cost "$name"
     R[$name.rss_after]=$(status_kb "$DAEMON_PID" VmRSS)
@@ -451,28 +448,6 @@ bench_daemon() {
     say "$name: stopped, exit status ${R[$name.stop_rc]}"
     [ "$name" = cthelperd ] && say "$name: at exit: $(grep '^cthelperd: info: ftp: packets' "$RESULTS/daemon-$name.log" | tail -n1)"
     return 0
-}
-
-# ---------------------------------------------------------------- profile (PERF=1)
-# perf_start NAME / perf_stop NAME: with PERF set, a cpu-clock profile of the
-# daemon during the NOOP load (the perf binary of the host filesystem; no PMU
-# under TCG, so a software clock), reported per DSO and symbol to
-# perf-NAME.log. perf costs the daemon time: the figures of such a run are not
-# the benchmark's.
-PERF_JOB=
-perf_start() {
-    [ -n "${PERF:-}" ] || return 0
-    command -v perf >/dev/null || { say "PERF set but no perf binary"; return 0; }
-    perf record -e cpu-clock -F 2000 -p "$DAEMON_PID" -o "$RESULTS/perf-$1.data" >"$RESULTS/perf-$1-record.log" 2>&1 &
-    PERF_JOB=$!
-    nap 1
-}
-perf_stop() {
-    [ -n "$PERF_JOB" ] || return 0
-    kill -INT "$PERF_JOB"; wait "$PERF_JOB"; PERF_JOB=
-    perf report -i "$RESULTS/perf-$1.data" --stdio --sort dso,sym 2>&1 | grep -v '^$' | head -80 >"$RESULTS/perf-$1.log"
-    say "$1: profile during the NOOP load (top 25):"
-    grep -E '^ +[0-9]' "$RESULTS/perf-$1.log" | head -25 | indent
 }
 
 # ---------------------------------------------------------------- restart (issue #17)

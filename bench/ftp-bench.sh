@@ -24,7 +24,7 @@
 # Environment: BENCH_CPUS (2), BENCH_MEM (1024), BENCH_TIMEOUT (900 s), the
 # workload sizes NOOP_CONNS NOOP_COUNT PASV_CONNS PASV_COUNT IDLE_CONNS
 # LAT_COUNT LAT_BLOCKS BULK_MB BULK_REPS SESS_SEQ SESS_PAR SESS_PAR_N
-# SESS_SIZE SESS_WARM SESS_REPS RESTART_REPS PERF BENCH_OUT and SYSTEMS / DAEMONS (see
+# SESS_SIZE SESS_WARM SESS_REPS RESTART_REPS BENCH_OUT and SYSTEMS / DAEMONS (see
 # ftp-bench-guest.sh), and run-in-kernel.sh's RIK_*.
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -100,7 +100,7 @@ envs=(--env "BENCH_BINARY_KIND=$kind" --env "REPO=$REPO" --env "CTHELPERD_BIN=$B
     --env "BENCH_REV=${BENCH_REV:-$(git describe --always --dirty 2>/dev/null || echo '?')}" --env "BENCH_ACCEL=$accel"
     --env "BENCH_HOST_LOAD=$(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) when the VM started")
 for v in NOOP_CONNS NOOP_COUNT PASV_CONNS PASV_COUNT IDLE_CONNS LAT_COUNT LAT_BLOCKS BULK_MB BULK_REPS \
-    SESS_SEQ SESS_PAR SESS_PAR_N SESS_SIZE SESS_WARM SESS_REPS RESTART_REPS PERF SYSTEMS DAEMONS BENCH_OUT; do
+    SESS_SEQ SESS_PAR SESS_PAR_N SESS_SIZE SESS_WARM SESS_REPS RESTART_REPS SYSTEMS DAEMONS BENCH_OUT; do
     [ -n "${!v:-}" ] && envs+=(--env "$v=${!v}")
 done
 t0=${EPOCHREALTIME/./}
