@@ -374,56 +374,67 @@ def bulk(addr, port, nbytes):
     return 0
 
 
+def pasv_transfer(c, buf, fam, connect_timeout, size=1024, step=None):
+    """PASV, then the data connection to the announced port within
+    connect_timeout s (OSError if its SYN is dropped: no expectation), then RETR
+    SIZE to the 226. Returns time.time() when the data connection was up. The
+    step under way is kept in step[0] for the caller's error message."""
+    step = step if step is not None else [""]
+    step[0] = "PASV"
+    c.sendall(b"PASV\r\n")
+    line = expect(c, buf, b"227")
+    nums = line[line.index(b"(") + 1:line.index(b")")].split(b",")
+    host = ".".join(n.decode() for n in nums[:4])
+    dport = int(nums[4]) * 256 + int(nums[5])
+    d = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        step[0] = "data connection to port %d" % dport
+        d.settimeout(connect_timeout)
+        d.connect((host, dport))
+        up = time.time()
+        d.settimeout(10)
+        step[0] = "RETR"
+        c.sendall(b"RETR %d\r\n" % size)
+        expect(c, buf, b"150")
+        step[0] = "data"
+        got = 0
+        while True:
+            x = d.recv(65536)
+            if not x:
+                break
+            got += len(x)
+    finally:
+        d.close()
+    step[0] = "226"
+    expect(c, buf, b"226")
+    if got != size:
+        raise OSError("data connection carried %d bytes, not %d" % (got, size))
+    return up
+
+
 def one_session(addr, port, size):
     """One complete session; raises OSError naming the step that failed. A data
     connection that cannot be opened within 5 s (its SYN dropped: no
     expectation) fails the session; TCP retries its SYN after 1 and 3 s."""
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
     c = socket.socket(fam, socket.SOCK_STREAM)
-    step = "connect"
+    step = ["connect"]
     try:
         c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.settimeout(10)
         c.connect((addr, port))
         buf = [b""]
-        step = "banner"
+        step[0] = "banner"
         expect(c, buf, b"220")
-        step = "TYPE I"
+        step[0] = "TYPE I"
         c.sendall(b"TYPE I\r\n")
         expect(c, buf, b"200")
-        step = "PASV"
-        c.sendall(b"PASV\r\n")
-        line = expect(c, buf, b"227")
-        nums = line[line.index(b"(") + 1:line.index(b")")].split(b",")
-        host = ".".join(n.decode() for n in nums[:4])
-        dport = int(nums[4]) * 256 + int(nums[5])
-        d = socket.socket(fam, socket.SOCK_STREAM)
-        try:
-            step = "data connection to port %d" % dport
-            d.settimeout(5)
-            d.connect((host, dport))
-            d.settimeout(10)
-            step = "RETR"
-            c.sendall(b"RETR %d\r\n" % size)
-            expect(c, buf, b"150")
-            step = "data"
-            got = 0
-            while True:
-                x = d.recv(65536)
-                if not x:
-                    break
-                got += len(x)
-        finally:
-            d.close()
-        step = "226"
-        expect(c, buf, b"226")
-        step = "QUIT"
+        pasv_transfer(c, buf, fam, 5, size, step)
+        step[0] = "QUIT"
         c.sendall(b"QUIT\r\n")
         expect(c, buf, b"221")
-        if got != size:
-            raise OSError("data connection carried %d bytes, not %d" % (got, size))
     except OSError as e:
-        raise OSError("%s: %s" % (step, e)) from e
+        raise OSError("%s: %s" % (step[0], e)) from e
     finally:
         c.close()
 
@@ -467,37 +478,6 @@ def sessions(addr, port, total, parallel, size):
         print("sessions: first failure: %s" % res["first"], file=sys.stderr)
     print("sessions %d ok %d failed %d seconds %.3f %s" % (total, res["ok"], res["failed"], dt, vm))
     return 0 if res["ok"] == total else 1
-
-
-def pasv_transfer(c, buf, fam, connect_timeout, size=1024):
-    """PASV, then the data connection to the announced port within
-    connect_timeout s (OSError if its SYN is dropped: no expectation), then RETR
-    SIZE to the 226. Returns time.time() when the data connection was up."""
-    c.sendall(b"PASV\r\n")
-    line = expect(c, buf, b"227")
-    nums = line[line.index(b"(") + 1:line.index(b")")].split(b",")
-    host = ".".join(n.decode() for n in nums[:4])
-    dport = int(nums[4]) * 256 + int(nums[5])
-    d = socket.socket(fam, socket.SOCK_STREAM)
-    try:
-        d.settimeout(connect_timeout)
-        d.connect((host, dport))
-        up = time.time()
-        d.settimeout(10)
-        c.sendall(b"RETR %d\r\n" % size)
-        expect(c, buf, b"150")
-        got = 0
-        while True:
-            x = d.recv(65536)
-            if not x:
-                break
-            got += len(x)
-    finally:
-        d.close()
-    expect(c, buf, b"226")
-    if got != size:
-        raise OSError("data connection carried %d bytes, not %d" % (got, size))
-    return up
 
 
 def recover(addr, port, secs):

@@ -713,51 +713,38 @@ mod tests {
         (current, kernel.kinds())
     }
 
+    /// A kernel whose table inet cthelperd has `comment` (None: no user data).
+    fn table_with(comment: Option<&str>) -> impl Fn(u32) -> Reply + 'static {
+        let udata = comment.map(nftables::comment_udata);
+        move |seq| Reply::Then(nftables::table_message(seq, "cthelperd", udata.as_deref()))
+    }
+
     #[test]
     fn a_table_is_kept_only_when_its_comment_names_this_script() {
         let script = firewall::ruleset(&Config::default());
-        let want = firewall::comment(&script).unwrap().to_string();
+        let want = firewall::comment(&script).unwrap();
         let get = vec![(nftables::SUBSYS, nftables::NFT_MSG_GETTABLE)];
-        let w = want.clone();
-        let table = move |seq| {
-            Reply::Then(nftables::table_message(
-                seq,
-                "cthelperd",
-                Some(&nftables::comment_udata(&w)),
-            ))
-        };
-        assert_eq!(current_with(&script, table), (true, get.clone()));
+        assert_eq!(
+            current_with(&script, table_with(Some(want))),
+            (true, get.clone())
+        );
         // No table (a first start, or after a clean stop).
         let none = |_| Reply::Errno(Errno::ENOENT);
-        assert_eq!(current_with(&script, none), (false, get.clone()));
+        assert_eq!(current_with(&script, none), (false, get));
         // Loaded for another configuration, or by hand without our comment, or by a
         // kernel that keeps no comments.
-        let other = |seq| {
-            Reply::Then(nftables::table_message(
-                seq,
-                "cthelperd",
-                Some(&nftables::comment_udata(
-                    "cthelperd ruleset 0123456789abcdef",
-                )),
-            ))
-        };
+        let other = table_with(Some("cthelperd ruleset 0123456789abcdef"));
         assert!(!current_with(&script, other).0);
-        let bare = |seq| Reply::Then(nftables::table_message(seq, "cthelperd", None));
-        assert!(!current_with(&script, bare).0);
+        assert!(!current_with(&script, table_with(None)).0);
         // A script that only removes the table asks nothing.
         let removal = firewall::ruleset(&Config {
             firewall: false,
             ..Config::default()
         });
-        let w = want.clone();
-        let table = move |seq| {
-            Reply::Then(nftables::table_message(
-                seq,
-                "cthelperd",
-                Some(&nftables::comment_udata(&w)),
-            ))
-        };
-        assert_eq!(current_with(&removal, table), (false, vec![]));
+        assert_eq!(
+            current_with(&removal, table_with(Some(want))),
+            (false, vec![])
+        );
     }
 
     fn policy(name: &str, max_expected: u32, timeout_secs: u32) -> cthelper::ExpectPolicy<'_> {
