@@ -472,7 +472,7 @@ respawn() {
 # to the first helped data connection); sets R[NAME.recover_ms] (median) and
 # R[NAME.recover_all]; leaves the respawned daemon in DAEMON_PID/JOB_PID
 restart_recovery() {
-    local name=$1 k line t_kill at n0 i ms times=() all=""
+    local name=$1 k line t_kill t_spawn at n0 i ms times=() all=""
     for ((k = 1; k <= RESTART_REPS; k++)); do
         coproc REC { cx $PY "$LOAD" recover $S4 21 15 2>>"$RESULTS/recover-$name.err"; }
         line=
@@ -490,6 +490,7 @@ restart_recovery() {
         kill -KILL "$DAEMON_PID"
         wait "$JOB_PID" 2>/dev/null
         respawn "$name"
+        t_spawn=$(now_us)
         echo go >&"${REC[1]}"
         line=
         read -r -t 30 line <&"${REC[0]}"
@@ -502,7 +503,7 @@ restart_recovery() {
             times+=("$ms")
         fi
         all+="$ms (${line##* } tries) "
-        say "$name: restart $k: first helped data connection ${ms} ms after the kill (${line:-no answer})"
+        say "$name: restart $k: first helped data connection ${ms} ms after the kill (${line:-no answer}); respawned $(((t_spawn - t_kill) / 1000)) ms after the kill"
         for ((i = 0; i < 300; i++)); do [ "$(ready_lines "$name")" -gt "$n0" ] && break; nap 0.1; done
         [ "$(ready_lines "$name")" -gt "$n0" ] || { say "$name: restart $k: the daemon did not get ready again"; break; }
         nap 0.5

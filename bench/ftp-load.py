@@ -491,14 +491,22 @@ def recover(addr, port, secs):
     pasv_transfer(c, buf, fam, 5)
     print("ready", flush=True)
     sys.stdin.readline()
-    limit = time.monotonic() + secs
+    t0 = time.monotonic()
+    limit = t0 + secs
     tries = 0
     while time.monotonic() < limit:
         tries += 1
+        start = time.monotonic()
         try:
             up = pasv_transfer(c, buf, fam, 0.1)
         except socket.timeout:
+            # the timeline of each try, for the caller's log
+            print("try %d from %.0f ms: no data connection (%.0f ms)"
+                  % (tries, (start - t0) * 1000, (time.monotonic() - start) * 1000), file=sys.stderr, flush=True)
             continue
+        print("try %d from %.0f ms: data connection after %.0f ms"
+              % (tries, (start - t0) * 1000, (up - time.time() + time.monotonic() - start) * 1000),
+              file=sys.stderr, flush=True)
         print("at %.6f attempts %d" % (up, tries), flush=True)
         c.close()
         return 0
