@@ -109,6 +109,12 @@ BULK_BYTES=$((BULK_MB * 1024 * 1024))
 # 9p would be charged for it), and are copied to $OUT at the end.
 RESULTS=/tmp/bench
 mkdir -p "$RESULTS" "$OUT"
+# The work tree reaches the guest over 9p without a page cache (cache=none, see
+# tests/kernel/initramfs-init.sh): every new process would fetch its code pages from
+# the host again on first use, and the first packets after a restart would pay for it.
+# A router runs its binary from flash through the page cache; conntrackd here comes
+# from the host root, mounted with cache=loose. So the daemon runs from guest memory.
+mkdir -p /tmp/bench-bin && cp "$BIN" /tmp/bench-bin/cthelperd && BIN=/tmp/bench-bin/cthelperd
 
 declare -A R   # results: R[daemon.metric]
 BAD=0          # workloads or daemons that could not run
