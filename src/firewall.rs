@@ -1,7 +1,9 @@
 //! Firewall wiring: `table inet cthelperd`, one nft `ct helper` object per enabled
 //! helper and protocol, and prerouting/output chains assigning them to their ports. The daemon
 //! loads it with `nft -f -` after its helpers are registered (nft refuses an
-//! unknown helper name), on every start and reload, and deletes it on stop. It is a
+//! unknown helper name), on every start and reload, and deletes it on stop; a start that
+//! finds the table a crashed predecessor loaded for the same configuration keeps it
+//! (its comment, [`comment`], names the script). It is a
 //! table of its own, so fw4 flushing and reloading `table inet fw4` leaves it alone.
 //! Runs at startup, reload and stop only, never on the packet path; at startup the
 //! daemon serves its queues while nft runs ([`spawn`], [`Pending`]).

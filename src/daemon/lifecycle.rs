@@ -125,7 +125,6 @@ pub(super) fn register_with(
     Ok(())
 }
 
-/// The signals the daemon handles through its signalfd: stop, stop, reload, log counters.
 /// Is the kernel's table the one `script` loads? Its comment says which script loaded
 /// it ([`firewall::comment`]). No table, a table without comment (kernels before 5.10
 /// drop it) or any error: no, and nft runs as on a first start.
@@ -144,6 +143,7 @@ pub(super) fn table_is_current(ctl: &mut Ctl<'_>, script: &str) -> bool {
     asked.is_ok() && found
 }
 
+/// The signals the daemon handles through its signalfd: stop, stop, reload, log counters.
 pub(super) fn handled_signals() -> SigSet {
     let mut mask = SigSet::empty();
     for s in [
