@@ -271,6 +271,12 @@ mod tests {
     }
 
     #[test]
+    fn the_table_is_named_the_same_for_nft_and_for_nf_tables() {
+        assert_eq!(TABLE, format!("inet {TABLE_NAME}"));
+        assert_eq!(TABLE_FAMILY, 1); // NFPROTO_INET
+    }
+
+    #[test]
     fn the_comment_fingerprints_the_script() {
         let d = ruleset(&Config::default());
         assert_eq!(

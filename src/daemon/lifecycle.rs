@@ -266,7 +266,7 @@ impl Daemon {
         }
         if d.cfg.firewall {
             let script = firewall::ruleset(&d.cfg);
-            if d.table_is_current(&script) {
+            if table_is_current(&mut d.ctl(), &script) {
                 // A restart after a crash (procd's respawn): the table the last run
                 // loaded is there and is the one this configuration gives. Running
                 // nft again would change nothing, and under load it takes the CPU
@@ -303,16 +303,6 @@ impl Daemon {
             d.announce_ready();
         }
         Ok(d)
-    }
-
-    /// See [`table_is_current`].
-    fn table_is_current(&mut self, script: &str) -> bool {
-        let mut ctl = Ctl {
-            link: &mut self.ctl_sock,
-            buf: &mut self.bufs.ctl,
-            rx: &mut self.bufs.ctl_rx,
-        };
-        table_is_current(&mut ctl, script)
     }
 
     /// The start's nft run is done: the table is loaded (say that everything is in
@@ -358,17 +348,21 @@ impl Daemon {
         }
     }
 
-    /// Send one ACKed request built by `build` on the control socket.
-    pub(super) fn request(
-        &mut self,
-        build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
-    ) -> Result<(), IoError> {
+    /// The control socket with its buffers.
+    pub(super) fn ctl(&mut self) -> Ctl<'_> {
         Ctl {
             link: &mut self.ctl_sock,
             buf: &mut self.bufs.ctl,
             rx: &mut self.bufs.ctl_rx,
         }
-        .request(build, |_| {})
+    }
+
+    /// Send one ACKed request built by `build` on the control socket.
+    pub(super) fn request(
+        &mut self,
+        build: impl FnOnce(&mut Writer<'_>, u32) -> crate::netlink::Result<()>,
+    ) -> Result<(), IoError> {
+        self.ctl().request(build, |_| {})
     }
 
     /// The settings of queue `q`: GSO packets whole only when every helper on it runs
@@ -427,12 +421,7 @@ impl Daemon {
         key: reload::Key,
         settings: reload::Settings,
     ) -> Result<(), StartError> {
-        let mut ctl = Ctl {
-            link: &mut self.ctl_sock,
-            buf: &mut self.bufs.ctl,
-            rx: &mut self.bufs.ctl_rx,
-        };
-        register_with(&mut ctl, key, settings)
+        register_with(&mut self.ctl(), key, settings)
     }
 
     pub(super) fn disable_one(&mut self, key: reload::Key) -> Result<(), IoError> {

@@ -99,11 +99,7 @@ impl Daemon {
     /// Refuse to take a helper from a process that is still using it (see the module
     /// documentation); note the ones taken over from a process that is gone.
     pub(super) fn check_holders(&mut self) -> Result<(), String> {
-        let listed = list(&mut Ctl {
-            link: &mut self.ctl_sock,
-            buf: &mut self.bufs.ctl,
-            rx: &mut self.bufs.ctl_rx,
-        });
+        let listed = list(&mut self.ctl());
         if listed.is_empty() {
             return Ok(());
         }

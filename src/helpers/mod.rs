@@ -74,9 +74,8 @@ pub struct Policy {
     /// Accept announced ports below 1024. Off by default: an FTP server behind a port
     /// forward that announces port 22 is being abused (issue #11), and so is a client
     /// announcing its own port 23 (issue #17); neither is serving data. FTP applies it
-    /// with or without NAT; TFTP has
-    /// nothing to apply it to (its expectation is towards the client's own port, from the
-    /// server), so it ignores it.
+    /// with or without NAT; TFTP has nothing to apply it to (its expectation is towards
+    /// the client's own port, from the server), so it ignores it.
     pub allow_low_ports: bool,
     /// SIP's options (the other helpers ignore them).
     pub sip: sip::Options,
