@@ -202,6 +202,76 @@ pub fn kernel_helpers_finding(
     }
 }
 
+/// The first kernel whose nft payload expression reads a packet's payload after its
+/// TCP/UDP header (`@ih`, the inner-header base), which the table's queue rules use.
+const INNER_HEADER_SINCE: quirks::Version = quirks::Version {
+    major: 5,
+    minor: 16,
+    patch: 0,
+};
+
+/// Whether nft_queue is loaded or installed for the running kernel (OpenWrt keeps its
+/// modules flat in /lib/modules/<release>, Debian under kernel/net/netfilter).
+fn nft_queue_module_present() -> bool {
+    if std::path::Path::new("/sys/module/nft_queue").exists() {
+        return true;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let base = format!("/lib/modules/{}", release.trim());
+    ["", "/kernel/net/netfilter"].iter().any(|dir| {
+        [".ko", ".ko.xz", ".ko.zst", ".ko.gz"]
+            .iter()
+            .any(|ext| std::path::Path::new(&format!("{base}{dir}/nft_queue{ext}")).exists())
+    })
+}
+
+/// What the table's queue rules need (firewall.rs): nft_queue, and the payload match
+/// of Linux 5.16. With `firewall '0'` there is no table and the helpers' hook queues.
+pub fn table_queue_finding(
+    firewall: bool,
+    version: Option<quirks::Version>,
+    config: Option<&str>,
+    module_present: bool,
+) -> Finding {
+    let what = "table queue rules";
+    if !firewall {
+        return Finding {
+            what,
+            ok: true,
+            detail: "not used (option firewall '0': the helpers' own hook queues)".into(),
+        };
+    }
+    const FIX: &str = "or set option firewall '0' and assign the helpers in your own rules";
+    if let Some(v) = version
+        && v < INNER_HEADER_SINCE
+    {
+        return Finding {
+            what,
+            ok: false,
+            detail: format!(
+                "Linux {v} lacks nft's payload match after the TCP/UDP header (@ih, Linux \
+                 {INNER_HEADER_SINCE}) that the table's queue rules use: upgrade, {FIX}"
+            ),
+        };
+    }
+    let state = config_state(config, "CONFIG_NFT_QUEUE");
+    let (ok, detail) = match state.as_deref() {
+        _ if module_present => (true, "nft_queue available".to_string()),
+        Some(s) if s.ends_with("=y") || s.ends_with("=m") => (true, s.to_string()),
+        Some(s) => (
+            false,
+            format!("needs CONFIG_NFT_QUEUE (OpenWrt: kmod-nft-queue), {FIX}; this kernel: {s}"),
+        ),
+        None => (
+            false,
+            format!("nft_queue not found; needs CONFIG_NFT_QUEUE (OpenWrt: kmod-nft-queue), {FIX}"),
+        ),
+    };
+    Finding { what, ok, detail }
+}
+
 /// The kernel's upstream version and the known behaviours of it that matter here
 /// (informational: never a failure).
 pub fn kernel_version_finding(proc_version: Option<&str>) -> Finding {
@@ -246,7 +316,8 @@ pub fn run() -> Vec<Finding> {
     let modules = std::fs::read_to_string("/proc/modules").ok();
     // The helpers the configuration enables (all built-in ones if it cannot be read:
     // the daemon would not start then anyway, and the check stays on the safe side).
-    let configured: Vec<&str> = match crate::config::Config::load(None) {
+    let loaded = crate::config::Config::load(None);
+    let configured: Vec<&str> = match &loaded {
         Ok(c) => c
             .helpers
             .iter()
@@ -262,6 +333,15 @@ pub fn run() -> Vec<Finding> {
         std::path::Path::new("/sys/module"),
         modules.as_deref(),
         &configured,
+    ));
+    out.push(table_queue_finding(
+        loaded.as_ref().map_or(true, |c| c.firewall),
+        std::fs::read_to_string("/proc/version")
+            .ok()
+            .as_deref()
+            .and_then(quirks::running_version),
+        config,
+        nft_queue_module_present(),
     ));
 
     let mut sock = match Socket::open() {
@@ -385,6 +465,35 @@ pub fn run() -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_needs_nft_queue_and_linux_5_16() {
+        let v = |major, minor| {
+            Some(quirks::Version {
+                major,
+                minor,
+                patch: 3,
+            })
+        };
+        let m = Some("CONFIG_NFT_QUEUE=m\n");
+        let unset = Some("# CONFIG_NFT_QUEUE is not set\n");
+        assert!(table_queue_finding(true, v(6, 1), m, false).ok);
+        assert!(table_queue_finding(true, v(6, 6), None, true).ok);
+        assert!(table_queue_finding(true, None, m, false).ok);
+        let old = table_queue_finding(true, v(5, 15), m, true);
+        assert!(!old.ok);
+        assert!(old.detail.contains("Linux 5.15.3") && old.detail.contains("firewall '0'"));
+        let missing = table_queue_finding(true, v(6, 12), unset, false);
+        assert!(!missing.ok);
+        assert!(
+            missing.detail.contains("kmod-nft-queue"),
+            "{}",
+            missing.detail
+        );
+        assert!(!table_queue_finding(true, v(6, 12), None, false).ok);
+        // No table, no queue rules: nothing needed.
+        assert!(table_queue_finding(false, v(5, 10), unset, false).ok);
+    }
 
     fn sys_module_with(modules: &[&str]) -> std::path::PathBuf {
         use std::sync::atomic::{AtomicU32, Ordering};
