@@ -360,20 +360,22 @@ workload() {
     else
         R[$k.own]="packets $((o1[0] - o0[0])), expectations $((o1[1] - o0[1]))"
     fi
-    # the kernel helper queues nothing: its helped packets are the forwarded ones
-    local helped=${R[$k.queued]} cpu="($c1 - $c0) / $HZ" secs
-    [ "$name" = kernel ] && helped=${R[$k.fwd]}
+    # helped packets: the forwarded packets of the helped connections, whoever looked
+    # at them (the kernel helper queues nothing; cthelperd's table queues only those
+    # with payload, conntrackd's helper hook all of them)
+    local helped=${R[$k.fwd]} cpu="($c1 - $c0) / $HZ" secs
     secs=$(num0 "${R[$k.secs]}")
     [ "$secs" != 0 ] || secs=1
     # one awk for all (forks are slow under TCG)
     derive "$k" "cpu_s=$cpu" "pps=$helped / $secs" \
         "us_per_pkt=$cpu * 1e6 / (${R[$k.queued]} > 0 ? ${R[$k.queued]} : 1)" \
-        "cap=$cpu > 0 ? ${R[$k.queued]} / ($cpu) : 0" "eps=${R[$k.exp]} / $secs" \
+        "cap=$cpu > 0 ? $helped / ($cpu) : 0" \
+        "qcap=$cpu > 0 ? ${R[$k.queued]} / ($cpu) : 0" "eps=${R[$k.exp]} / $secs" \
         "us_per_exp=$cpu * 1e6 / (${R[$k.exp]} > 0 ? ${R[$k.exp]} : 1)"
     say "$name $kind: $out (rc $rc); queued ${R[$k.queued]} (forwarded ${R[$k.fwd]}, queue drops ${R[$k.drops]}), $(fmt "${R[$k.pps]}" %.0f) pkt/s; daemon CPU ${R[$k.cpu_s]} s = $(fmt "${R[$k.us_per_pkt]}" %.1f) us/pkt; expect_create ${R[$k.exp]} ($(fmt "${R[$k.eps]}" %.0f)/s), expect_new ${R[$k.exp_new]}; daemon's own counters: ${R[$k.own]}"
     [ "$rc" = 0 ] || { say "$name $kind: the client did not complete its round trips"; BAD=1; }
-    [ "$name" = kernel ] || [ "${R[$k.fwd]}" = "${R[$k.queued]}" ] ||
-        say "$name $kind: WARNING forwarded ${R[$k.fwd]} != queued ${R[$k.queued]} (packets bypassed the queue, or other traffic was queued)"
+    [ "$name" = kernel ] || [ "${R[$k.fwd]}" -ge "${R[$k.queued]}" ] ||
+        say "$name $kind: WARNING queued ${R[$k.queued]} > forwarded ${R[$k.fwd]} (other traffic was queued)"
 }
 
 # idle_rss NAME N: RSS with N open (idle, helped) control connections
@@ -792,8 +794,9 @@ table() {
     row "metric" "cthelperd" "conntrackd" "kernel nf_conntrack_ftp" "cthelperd / conntrackd" "cthelperd / kernel"
     row "---" "---:" "---:" "---:" "---:" "---:"
     row "helped packets/s achieved (NOOP load)" "$(num "${R[$a.NOOP.pps]:-}" %.0f)" "$(num "${R[$b.NOOP.pps]:-}" %.0f)" "$(num "${R[$k.NOOP.pps]:-}" %.0f)" "$(ratio "${R[$a.NOOP.pps]:-}" "${R[$b.NOOP.pps]:-}")" "$(ratio "${R[$a.NOOP.pps]:-}" "${R[$k.NOOP.pps]:-}")"
-    row "daemon CPU per helped packet (µs)" "$(num "${R[$a.NOOP.us_per_pkt]:-}" %.1f)" "$(num "${R[$b.NOOP.us_per_pkt]:-}" %.1f)" "—" "$(ratio "${R[$a.NOOP.us_per_pkt]:-}" "${R[$b.NOOP.us_per_pkt]:-}")" ""
+    row "daemon CPU per queued packet (µs)" "$(num "${R[$a.NOOP.us_per_pkt]:-}" %.1f)" "$(num "${R[$b.NOOP.us_per_pkt]:-}" %.1f)" "—" "$(ratio "${R[$a.NOOP.us_per_pkt]:-}" "${R[$b.NOOP.us_per_pkt]:-}")" ""
     row "capacity: helped packets per daemon CPU-second" "$(num "${R[$a.NOOP.cap]:-}" %.0f)" "$(num "${R[$b.NOOP.cap]:-}" %.0f)" "—" "$(ratio "${R[$a.NOOP.cap]:-}" "${R[$b.NOOP.cap]:-}")" ""
+    row "queued packets per daemon CPU-second (helped packets queued: ${R[$a.NOOP.queued]:-?} of ${R[$a.NOOP.fwd]:-?} / ${R[$b.NOOP.queued]:-?} of ${R[$b.NOOP.fwd]:-?})" "$(num "${R[$a.NOOP.qcap]:-}" %.0f)" "$(num "${R[$b.NOOP.qcap]:-}" %.0f)" "—" "$(ratio "${R[$a.NOOP.qcap]:-}" "${R[$b.NOOP.qcap]:-}")" ""
     row "expectations/s achieved (PASV load)" "$(num "${R[$a.PASV.eps]:-}" %.0f)" "$(num "${R[$b.PASV.eps]:-}" %.0f)" "$(num "${R[$k.PASV.eps]:-}" %.0f)" "$(ratio "${R[$a.PASV.eps]:-}" "${R[$b.PASV.eps]:-}")" "$(ratio "${R[$a.PASV.eps]:-}" "${R[$k.PASV.eps]:-}")"
     row "daemon CPU per expectation incl. its packets (µs)" "$(num "${R[$a.PASV.us_per_exp]:-}" %.1f)" "$(num "${R[$b.PASV.us_per_exp]:-}" %.1f)" "—" "$(ratio "${R[$a.PASV.us_per_exp]:-}" "${R[$b.PASV.us_per_exp]:-}")" ""
     row "bulk: MB/s, one connection client -> server, best of $BULK_REPS (no helper: $(num "${R[$base_bulk.bulk.mbps]:-}" %.1f))" "$(num "${R[$a.bulk.mbps]:-}" %.2f)" "$(num "${R[$b.bulk.mbps]:-}" %.2f)" "$(num "${R[$k.bulk.mbps]:-}" %.2f)" "**$(ratio "${R[$a.bulk.mbps]:-}" "${R[$b.bulk.mbps]:-}")**" "$(ratio "${R[$a.bulk.mbps]:-}" "${R[$k.bulk.mbps]:-}")"

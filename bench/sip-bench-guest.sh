@@ -209,7 +209,7 @@ write_conf() {
 
 # start_cthelperd LOG: the daemon in the router namespace (ip netns exec execs
 # it, so $! is the daemon); waits for "helpers registered" (logged after its
-# firewall table is loaded) and sip enabled for both families and protocols
+# firewall table is loaded) and sip serving both families and protocols
 start_cthelperd() {
     local log=$1 i
     kmod_loaded nf_conntrack_sip && { say "nf_conntrack_sip is loaded: not starting cthelperd"; return 1; }
@@ -223,7 +223,7 @@ start_cthelperd() {
         nap 0.1
     done
     grep -q 'helpers registered' "$log" || { say "cthelperd not ready after 30 s"; indent <"$log"; return 1; }
-    [ "$(helpers_enabled sip)" = 4 ] || { say "sip not enabled 4 times: $(nfct_helpers | tr '\n' ';')"; return 1; }
+    [ "$(helpers_serving sip)" = 4 ] || { say "sip not serving 4 times: $(nfct_helpers | tr '\n' ';')"; return 1; }
     say "cthelperd pid $DAEMON_PID ready: $(grep -m1 'helpers registered' "$log")"
 }
 

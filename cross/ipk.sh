@@ -73,7 +73,7 @@ for t in "${TARGETS[@]}"; do
     cat > "$work/control/control" <<CONTROL
 Package: cthelperd
 Version: $PKG_VERSION
-Depends: libc, kmod-nfnetlink-cthelper, kmod-nfnetlink-queue, kmod-nf-conntrack-netlink, kmod-nft-core, nftables
+Depends: libc, kmod-nfnetlink-cthelper, kmod-nfnetlink-queue, kmod-nf-conntrack-netlink, kmod-nft-core, kmod-nft-queue, nftables
 Conflicts: kmod-nf-nathelper, kmod-nf-nathelper-extra, kmod-nf-nathelper-tftp
 Source: cthelperd
 SourceName: cthelperd

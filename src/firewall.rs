@@ -73,11 +73,16 @@ fn fingerprint(text: &str) -> u64 {
 fn ruleset_body(cfg: &Config) -> String {
     use core::fmt::Write;
     let mut s = format!("table {TABLE}\ndelete table {TABLE}\n");
-    let helpers: Vec<_> = if cfg.enabled && cfg.firewall {
-        cfg.helpers.iter().filter(|h| h.enabled).collect()
+    // With their queue numbers (the index in the configuration counts disabled ones).
+    let numbered: Vec<_> = if cfg.enabled && cfg.firewall {
+        (cfg.helpers.iter().enumerate())
+            .filter(|(_, h)| h.enabled)
+            .map(|(i, h)| (h, cfg.queue_of(i)))
+            .collect()
     } else {
         Vec::new()
     };
+    let helpers: Vec<_> = numbered.iter().map(|&(h, _)| h).collect();
     if helpers.is_empty() {
         return s;
     }
@@ -113,20 +118,10 @@ fn ruleset_body(cfg: &Config) -> String {
             "\t\ttype filter hook {hook} priority mangle; policy accept;"
         );
         for h in &helpers {
-            if h.ports.is_empty() {
+            let Some(ports) = port_match(&h.ports) else {
                 continue;
-            }
-            let family = match h.families {
-                Families::Any => "",
-                Families::Ipv4 => "meta nfproto ipv4 ",
-                Families::Ipv6 => "meta nfproto ipv6 ",
             };
-            let ports = if h.ports.len() == 1 {
-                h.ports[0].to_string()
-            } else {
-                let list: Vec<String> = h.ports.iter().map(|p| p.to_string()).collect();
-                format!("{{ {} }}", list.join(", "))
-            };
+            let family = family_match(h.families);
             for proto in h.protos.iter() {
                 let _ = writeln!(
                     s,
@@ -145,11 +140,7 @@ fn ruleset_body(cfg: &Config) -> String {
             if !h.protos.iter().any(|p| p == proto) {
                 continue;
             }
-            let family = match h.families {
-                Families::Any => "",
-                Families::Ipv4 => "meta nfproto ipv4 ",
-                Families::Ipv6 => "meta nfproto ipv6 ",
-            };
+            let family = family_match(h.families);
             let _ = writeln!(
                 s,
                 "\t\t{family}ct status expected meta l4proto {} {first_packet} ct helper set \"{}\"",
@@ -159,9 +150,100 @@ fn ruleset_body(cfg: &Config) -> String {
         }
         let _ = writeln!(s, "\t}}");
     }
+    queue_chains(&mut s, &numbered);
     let _ = writeln!(s, "}}");
     s
 }
+
+/// The chains that queue a helped connection's packets that carry payload; the
+/// helpers are registered disabled (reload::QueuedBy::Ruleset), so the kernel's helper
+/// hook, which would queue every packet (SYNs, FINs and pure ACKs too), lets them
+/// through. A helper reads payload only, and a packet with none tells it nothing.
+///
+/// - postrouting and input are where that hook runs, and the priority is just before it
+///   ([`QUEUE_PRIORITY`]): after source NAT, so the helper sees the packet with its final
+///   addresses, as from the hook, and before conntrack confirms the connection.
+/// - Which connections: those the prerouting and output chains gave the helper. nft's
+///   `ct helper` names the helper of a connection's *master*, so a connection's own
+///   helper is found as the rules that assigned it: `ct original proto-dst` (the port
+///   before DNAT, as the assigning rule saw it) with IPS_HELPER set (an explicitly
+///   assigned helper) and IPS_EXPECTED clear; for a helper with an expected rule,
+///   IPS_EXPECTED and IPS_HELPER set and a master with this helper. Expected
+///   connections the helper never assigned (FTP data, RTP) are not queued, even on
+///   kernels that let them inherit their master's helper (DESIGN.md 7).
+/// - `@ih,0,8 >= 0` is true for any first payload byte and fails to load when there is
+///   none (nft_payload's inner-header base, Linux 5.16). An ICMP error about a helped
+///   connection has no TCP or UDP payload either, which the hook skipped too.
+/// - `bypass`: while no daemon has bound the queue the packet passes unparsed, and its
+///   connection is still confirmed (the hook's bypass skips the confirmation).
+fn queue_chains(s: &mut String, helpers: &[(&crate::config::HelperConfig, u16)]) {
+    use core::fmt::Write;
+    for hook in ["postrouting", "input"] {
+        let _ = writeln!(s, "\tchain queue_{hook} {{");
+        let _ = writeln!(
+            s,
+            "\t\ttype filter hook {hook} priority {QUEUE_PRIORITY}; policy accept;"
+        );
+        // Most packets through a router are of no helped connection: one test each.
+        let _ = writeln!(s, "\t\tct status & {IPS_HELPER:#x} == 0 accept");
+        for &(h, queue) in helpers {
+            let family = family_match(h.families);
+            let then = format!("@ih,0,8 >= 0 queue num {queue} bypass");
+            if let Some(ports) = port_match(&h.ports) {
+                for proto in h.protos.iter() {
+                    let _ = writeln!(
+                        s,
+                        "\t\t{family}meta l4proto {} ct original proto-dst {ports} ct status & {ASSIGNED_BITS:#x} == {IPS_HELPER:#x} {then}",
+                        proto_name(proto)
+                    );
+                }
+            }
+            if let Some((proto, _)) = h.builtin.expected_rule
+                && h.protos.iter().any(|p| p == proto)
+            {
+                let _ = writeln!(
+                    s,
+                    "\t\t{family}meta l4proto {} ct status & {ASSIGNED_BITS:#x} == {ASSIGNED_BITS:#x} ct helper \"{}\" {then}",
+                    proto_name(proto),
+                    h.name()
+                );
+            }
+        }
+        let _ = writeln!(s, "\t}}");
+    }
+}
+
+/// Conntrack status bits (include/uapi/linux/netfilter/nf_conntrack_common.h):
+/// IPS_EXPECTED, and IPS_HELPER, which nft's `ct helper set` sets.
+const IPS_EXPECTED: u32 = 1 << 0;
+const IPS_HELPER: u32 = 1 << 13;
+const ASSIGNED_BITS: u32 = IPS_EXPECTED | IPS_HELPER;
+
+/// The port, or set of ports, of a rule (None for none).
+fn port_match(ports: &[u16]) -> Option<String> {
+    match ports {
+        [] => None,
+        [one] => Some(one.to_string()),
+        many => {
+            let list: Vec<String> = many.iter().map(|p| p.to_string()).collect();
+            Some(format!("{{ {} }}", list.join(", ")))
+        }
+    }
+}
+
+/// The match restricting a rule to the helper's families (nothing for both).
+fn family_match(families: Families) -> &'static str {
+    match families {
+        Families::Any => "",
+        Families::Ipv4 => "meta nfproto ipv4 ",
+        Families::Ipv6 => "meta nfproto ipv6 ",
+    }
+}
+
+/// Priority of the queueing chains (see [`queue_chains`]): just before conntrack's
+/// confirmation (NF_IP_PRI_CONNTRACK_CONFIRM, INT_MAX), where the helper hook queues,
+/// so that the verdict that skips the rest of the hook (queue::PASS) skips only that.
+const QUEUE_PRIORITY: i32 = i32::MAX - 1;
 
 /// Feed `script` to `nft -f -` and wait for it. The error names nft and carries its
 /// message.
@@ -201,7 +283,9 @@ impl Pending {
             .filter(|l| !l.is_empty())
             .collect();
         Err(format!(
-            "{nft} -f refused the table ({}): {}",
+            "{nft} -f refused the table ({}): {}; the table needs nft_ct and nft_queue \
+             (OpenWrt: kmod-nft-core, kmod-nft-queue) and Linux 5.16 or later, or set \
+             option firewall '0' and assign the helpers in your own rules",
             out.status,
             msg.join(" | ")
         ))
@@ -341,6 +425,24 @@ table inet cthelperd {
 \t\tudp dport 5060 ct helper set \"sip-udp\"
 \t\tct status expected meta l4proto udp @th,64,48 0x494e56495445 ct helper set \"sip-udp\"
 \t}
+\tchain queue_postrouting {
+\t\ttype filter hook postrouting priority 2147483646; policy accept;
+\t\tct status & 0x2000 == 0 accept
+\t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
+\t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
+\t\tmeta l4proto tcp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct status & 0x2001 == 0x2001 ct helper \"sip\" @ih,0,8 >= 0 queue num 48002 bypass
+\t}
+\tchain queue_input {
+\t\ttype filter hook input priority 2147483646; policy accept;
+\t\tct status & 0x2000 == 0 accept
+\t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
+\t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
+\t\tmeta l4proto tcp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct status & 0x2001 == 0x2001 ct helper \"sip\" @ih,0,8 >= 0 queue num 48002 bypass
+\t}
 }
 "
         );
@@ -364,8 +466,18 @@ table inet cthelperd {
             text.contains("\t\tmeta nfproto ipv6 udp dport 69 ct helper set \"tftp\"\n"),
             "{text}"
         );
+        assert!(
+            text.contains("\t\tmeta nfproto ipv4 meta l4proto tcp ct original proto-dst { 21, 2121 } ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass\n"),
+            "{text}"
+        );
         c.helpers[1].enabled = false;
-        assert!(!ruleset(&c).contains("tftp"));
+        let text = ruleset(&c);
+        assert!(!text.contains("tftp"));
+        // A disabled helper keeps its queue number: the next one still takes base + 2.
+        assert!(
+            text.contains("ct helper \"sip\" @ih,0,8 >= 0 queue num 48002 bypass"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -413,6 +525,22 @@ table inet cthelperd {
 \t\tudp dport 69 ct helper set \"tftp\"
 \t\ttcp dport { 5060, 5061 } ct helper set \"sipmock-tcp\"
 \t\tudp dport { 5060, 5061 } ct helper set \"sipmock-udp\"
+\t}
+\tchain queue_postrouting {
+\t\ttype filter hook postrouting priority 2147483646; policy accept;
+\t\tct status & 0x2000 == 0 accept
+\t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
+\t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
+\t\tmeta l4proto tcp ct original proto-dst { 5060, 5061 } ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct original proto-dst { 5060, 5061 } ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
+\t}
+\tchain queue_input {
+\t\ttype filter hook input priority 2147483646; policy accept;
+\t\tct status & 0x2000 == 0 accept
+\t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
+\t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
+\t\tmeta l4proto tcp ct original proto-dst { 5060, 5061 } ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct original proto-dst { 5060, 5061 } ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
 \t}
 }
 "

@@ -21,6 +21,31 @@ pub struct Settings {
     pub queue: u16,
     /// The limits of each expectation class, one policy each.
     pub classes: ClassLimits,
+    /// Who sends the helper's packets to its queue.
+    pub queued_by: QueuedBy,
+}
+
+/// Who sends a helped connection's packets to the helper's queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueuedBy {
+    /// The kernel's helper hook, which queues every packet of a helped connection (pure
+    /// ACKs, SYNs and FINs too): the helper is registered enabled. For `firewall '0'`,
+    /// where the owner's own rules assign the helpers.
+    HelperHook,
+    /// `table inet cthelperd`, which queues only the packets that carry payload: the
+    /// helper is registered disabled, so that its hook lets every packet through, and
+    /// stays attached to the connections for expectations and private data.
+    Ruleset,
+}
+
+impl QueuedBy {
+    pub fn of(cfg: &Config) -> Self {
+        if cfg.firewall {
+            QueuedBy::Ruleset
+        } else {
+            QueuedBy::HelperHook
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +104,7 @@ fn settings(cfg: &Config, index: usize, h: &HelperConfig) -> Settings {
     Settings {
         queue: cfg.queue_of(index),
         classes: h.classes,
+        queued_by: QueuedBy::of(cfg),
     }
 }
 
@@ -91,8 +117,9 @@ pub fn queues(cfg: &Config) -> Vec<u16> {
 }
 
 /// Actions taking the kernel from `old` (running) to `new`, in execution order:
-/// new queues first (a helper must never point at an unbound queue), then
-/// registrations, the firewall table (which may name just-registered helpers),
+/// new queues first (a helper must never point at an unbound queue), then the removal
+/// of a table that goes, registrations, the firewall table (which may name
+/// just-registered helpers),
 /// disabling, and unbinding queues nothing points at any more. Unchanged helpers
 /// get no action, so their packets keep flowing untouched.
 pub fn plan(old: &Config, new: &Config, cli_log_level: bool) -> Vec<Action> {
@@ -112,6 +139,12 @@ pub fn plan(old: &Config, new: &Config, cli_log_level: bool) -> Vec<Action> {
             actions.push(Action::QueueParams(*q));
         }
     }
+    let firewall_goes = !(new.enabled && new.firewall) && old.enabled && old.firewall;
+    if firewall_goes {
+        // Before the registrations: a helper switched back to queueing from its hook
+        // while the table still queues would see each packet twice.
+        actions.push(Action::RemoveFirewall);
+    }
     for (k, s) in &new_regs {
         if !old_regs.contains(&(*k, *s)) {
             actions.push(Action::Register(*k, *s));
@@ -120,8 +153,6 @@ pub fn plan(old: &Config, new: &Config, cli_log_level: bool) -> Vec<Action> {
     if new.enabled && new.firewall {
         // Always: cheap, atomic, and it repairs a table someone deleted by hand.
         actions.push(Action::Firewall);
-    } else if old.enabled && old.firewall {
-        actions.push(Action::RemoveFirewall);
     }
     for (k, _) in &old_regs {
         if !new_regs.iter().any(|(n, _)| n == k) {
@@ -179,7 +210,11 @@ mod tests {
             expect_max,
             expect_timeout,
         };
-        Settings { queue, classes }
+        Settings {
+            queue,
+            classes,
+            queued_by: QueuedBy::Ruleset,
+        }
     }
 
     #[test]
@@ -240,6 +275,7 @@ mod tests {
         Settings {
             queue: Q + 2,
             classes,
+            queued_by: QueuedBy::Ruleset,
         }
     }
     const SIP_KEYS: [(Family, u8); 4] = [
@@ -374,15 +410,24 @@ mod tests {
         new.queue_maxlen = 4096;
         new.log_level = log::LevelFilter::Debug;
         new.firewall = false;
+        let p = plan(&old, &new, false);
         assert_eq!(
-            plan(&old, &new, false),
-            vec![
+            &p[..4],
+            &[
                 Action::LogLevel(log::LevelFilter::Debug),
                 Action::QueueParams(Q),
                 Action::QueueParams(Q + 1),
                 Action::RemoveFirewall,
             ]
         );
+        // Without the table, the helpers' hooks queue again.
+        assert_eq!(p.len(), 8);
+        for a in &p[4..] {
+            assert!(
+                matches!(a, Action::Register(_, s) if s.queued_by == QueuedBy::HelperHook),
+                "{a:?}"
+            );
+        }
         // a log level given on the command line wins over the file
         assert!(!plan(&old, &new, true).contains(&Action::LogLevel(log::LevelFilter::Debug)));
         let mut off = old.clone();
@@ -401,5 +446,36 @@ mod tests {
                 Action::UnbindQueue(Q + 1)
             ]
         );
+    }
+    /// With the table, the table queues and the helpers are registered disabled;
+    /// switching the table off removes it before the helpers' hooks queue again (never
+    /// both at once, or each packet would be queued twice), and switching it on
+    /// registers them disabled before the table queues (a moment with neither).
+    #[test]
+    fn the_table_or_the_helper_hook_queues_never_both() {
+        let on = ftp_tftp();
+        assert!(
+            registrations(&on)
+                .iter()
+                .all(|(_, s)| s.queued_by == QueuedBy::Ruleset)
+        );
+        let mut off = on.clone();
+        off.firewall = false;
+        assert!(
+            registrations(&off)
+                .iter()
+                .all(|(_, s)| s.queued_by == QueuedBy::HelperHook)
+        );
+        let p = plan(&on, &off, false);
+        assert_eq!(p[0], Action::RemoveFirewall);
+        assert_eq!(p.len(), 5, "{p:?}");
+        let p = plan(&off, &on, false);
+        assert_eq!(p.len(), 5, "{p:?}");
+        assert!(
+            p[..4]
+                .iter()
+                .all(|a| matches!(a, Action::Register(_, s) if s.queued_by == QueuedBy::Ruleset))
+        );
+        assert_eq!(p[4], Action::Firewall);
     }
 }

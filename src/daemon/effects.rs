@@ -70,7 +70,7 @@ pub(super) fn answer(
 ) -> Answer {
     let applied = apply(slot, ex, ctl);
     let mut a = Answer {
-        verdict: queue::NF_ACCEPT,
+        verdict: queue::PASS,
         help: ex.plan.private_changed,
         private_written: false,
         attached: applied.attached,

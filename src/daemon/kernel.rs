@@ -80,7 +80,7 @@ impl<'a> Verdicts<'a> {
 
     /// Add the verdict of the next packet received.
     pub(super) fn push(&mut self, v: &queue::Verdict<'_>) -> Result<(), IoError> {
-        if v.is_plain_accept() {
+        if v.is_plain_pass() {
             match &mut self.run {
                 Some(run) if run.queue == v.queue => {
                     run.last_id = v.id;
@@ -117,13 +117,13 @@ impl<'a> Verdicts<'a> {
             return Ok(());
         };
         if run.count == 1 {
-            let v = queue::Verdict::plain(run.queue, run.last_id, queue::NF_ACCEPT);
+            let v = queue::Verdict::plain(run.queue, run.last_id, queue::PASS);
             self.len = push_verdict(self.link, self.tx, self.len, &v)?;
             return Ok(());
         }
         let write = |tx: &mut [u8]| {
             let mut w = Writer::new(tx);
-            queue::write_verdict_batch(&mut w, 0, run.queue, run.last_id, queue::NF_ACCEPT)
+            queue::write_verdict_batch(&mut w, 0, run.queue, run.last_id, queue::PASS)
                 .map(|()| w.len())
         };
         if let Ok(n) = write(&mut self.tx[self.len..]) {
@@ -147,13 +147,9 @@ pub(super) fn accept_stray(link: &dyn Link, msg: &crate::netlink::msg::Message<'
     };
     let mut buf = [0u8; STRAY_VERDICT_BUF];
     let mut w = Writer::new(&mut buf);
-    let sent = queue::write_verdict(
-        &mut w,
-        0,
-        &queue::Verdict::plain(queue, id, queue::NF_ACCEPT),
-    )
-    .map_err(IoError::from)
-    .and_then(|()| link.send(w.as_slice()));
+    let sent = queue::write_verdict(&mut w, 0, &queue::Verdict::plain(queue, id, queue::PASS))
+        .map_err(IoError::from)
+        .and_then(|()| link.send(w.as_slice()));
     if let Err(e) = sent {
         warn!("cannot answer packet {id} queued during a queue configuration: {e}");
     }
@@ -430,8 +426,8 @@ mod tests {
         let v = Messages::new(&sent[1]).next().unwrap().unwrap();
         assert_eq!(v.header.nf_msg(), queue::NFQNL_MSG_VERDICT);
         let t: [Option<crate::netlink::attr::Attr>; 4] = v.nfnl().unwrap().1.table().unwrap();
-        // verdict ACCEPT, id 9 (the fixture's packet id)
-        assert_eq!(t[2].unwrap().payload, &[0, 0, 0, 1, 0, 0, 0, 9]);
+        // verdict PASS (NF_STOP), id 9 (the fixture's packet id)
+        assert_eq!(t[2].unwrap().payload, &[0, 0, 0, 5, 0, 0, 0, 9]);
     }
 
     /// (message type, queue, verdict, id) of each message of `datagram`.
@@ -450,11 +446,11 @@ mod tests {
 
     #[test]
     fn runs_of_plain_accepts_go_out_as_one_batch_verdict_each_in_order() {
-        use queue::{NF_ACCEPT, NF_DROP, NFQNL_MSG_VERDICT as ONE, NFQNL_MSG_VERDICT_BATCH as RUN};
+        use queue::{NF_DROP, NFQNL_MSG_VERDICT as ONE, NFQNL_MSG_VERDICT_BATCH as RUN, PASS};
         let kernel = FakeKernel::acking();
         let mut tx = vec![0u8; TX_BUF];
         let mut v = Verdicts::new(&kernel, &mut tx);
-        let plain = |q, id| queue::Verdict::plain(q, id, NF_ACCEPT);
+        let plain = |q, id| queue::Verdict::plain(q, id, PASS);
         for id in 1..=3 {
             v.push(&plain(7, id)).unwrap();
         }
@@ -488,12 +484,12 @@ mod tests {
         assert_eq!(
             verdicts_in(&sent[0]),
             [
-                (RUN, 7, NF_ACCEPT, 3),
-                (ONE, 7, NF_ACCEPT, 4),
-                (ONE, 7, NF_ACCEPT, 5),
-                (RUN, 8, NF_ACCEPT, 7),
+                (RUN, 7, PASS, 3),
+                (ONE, 7, PASS, 4),
+                (ONE, 7, PASS, 5),
+                (RUN, 8, PASS, 7),
                 (ONE, 8, NF_DROP, 8),
-                (ONE, 7, NF_ACCEPT, 9),
+                (ONE, 7, PASS, 9),
             ]
         );
     }
@@ -507,14 +503,12 @@ mod tests {
         let packet = vec![0x45u8; MANGLE_BUF];
         let big = queue::Verdict {
             payload: Some(&packet),
-            ..queue::Verdict::plain(3, 1, queue::NF_ACCEPT)
+            ..queue::Verdict::plain(3, 1, queue::PASS)
         };
         let mut v = Verdicts::new(&kernel, &mut tx);
         v.push(&big).unwrap();
-        v.push(&queue::Verdict::plain(3, 2, queue::NF_ACCEPT))
-            .unwrap();
-        v.push(&queue::Verdict::plain(3, 3, queue::NF_ACCEPT))
-            .unwrap();
+        v.push(&queue::Verdict::plain(3, 2, queue::PASS)).unwrap();
+        v.push(&queue::Verdict::plain(3, 3, queue::PASS)).unwrap();
         v.send().unwrap();
         let sent = kernel.sent.borrow();
         let all: Vec<_> = sent.iter().flat_map(|d| verdicts_in(d)).collect();

@@ -88,7 +88,9 @@ pub(super) fn register_with(
         queue,
         policies: &policies,
         private_len,
-        enabled: true,
+        // Disabled, the kernel's helper hook lets every packet through (the table
+        // queues those with payload) but the helper stays the connections' helper.
+        enabled: settings.queued_by == reload::QueuedBy::HelperHook,
     };
     let mut result = ctl.request(|w, seq| cthelper::write_new(w, seq, &reg), |_| {});
     if result.as_ref().err().and_then(|e| e.errno()) == Some(Errno::EBUSY) {
@@ -118,8 +120,12 @@ pub(super) fn register_with(
         cause: Some(Box::new(cause)),
     })?;
     debug!(
-        "registered helper {name} {} proto {proto} queue {queue} private {private_len} bytes, {} policies",
+        "registered helper {name} {} proto {proto} queue {queue} ({}) private {private_len} bytes, {} policies",
         family_name(family),
+        match settings.queued_by {
+            reload::QueuedBy::HelperHook => "queued by its hook",
+            reload::QueuedBy::Ruleset => "queued by the table",
+        },
         policies.len()
     );
     Ok(())
@@ -399,6 +405,7 @@ impl Daemon {
         let settings = reload::Settings {
             queue: s.queue,
             classes: s.classes,
+            queued_by: reload::QueuedBy::of(&self.cfg),
         };
         for family in families.iter() {
             for proto in protos.iter() {
@@ -623,20 +630,22 @@ impl Daemon {
         }
     }
 
-    /// Clean stop: disable the helpers so the kernel stops queueing, answer what is
-    /// already queued, then let the queue go with the socket.
+    /// Clean stop: disable the helpers and remove the table so the kernel stops
+    /// queueing, answer what is already queued, then let the queue go with the socket
+    /// (a packet still queued then would be dropped).
     pub(super) fn stop(&mut self) {
         self.settle_firewall();
         self.disable_helpers();
-        self.drain();
         // After disabling (the kernel skips the helpers, so nothing depends on the
-        // table any more). A failure is logged; the stop is still clean.
+        // table any more); before draining, as the table queues too. A failure is
+        // logged; the stop is still clean.
         if self.cfg.enabled && self.cfg.firewall {
             match firewall::remove(&self.opts.nft) {
                 Ok(()) => info!("firewall: table {} removed", firewall::TABLE),
                 Err(e) => error!("cannot remove table {}: {e}", firewall::TABLE),
             }
         }
+        self.drain();
         // Removes the socket file.
         self.control = None;
         self.log_stats();
@@ -771,7 +780,7 @@ mod tests {
                 let info = cthelper::parse_helper(&msg).unwrap();
                 assert_eq!(info.name, test_entry::NAME);
                 assert_eq!((info.queue, info.private_len), (48000, 0));
-                assert!(info.enabled);
+                assert!(!info.enabled, "the table queues: its hook must not");
                 assert_eq!(info.policy_count, 4);
                 assert_eq!(
                     info.policies.as_slice(),
@@ -806,6 +815,27 @@ mod tests {
             ],
             "one NEW per family and protocol"
         );
+    }
+
+    /// With `firewall '0'` the owner's rules assign the helpers and no table queues:
+    /// the helpers are registered enabled, so their hook queues.
+    #[test]
+    fn without_the_table_the_helpers_queue_from_their_hook() {
+        for (firewall, enabled) in [(true, false), (false, true)] {
+            let cfg = Config {
+                firewall,
+                ..Config::default()
+            };
+            let mut kernel = FakeKernel::acking();
+            register_all(&mut kernel, &cfg).unwrap();
+            let sent = kernel.sent.borrow();
+            assert_eq!(sent.len(), 8);
+            for d in sent.iter() {
+                let msg = Messages::new(d).next().unwrap().unwrap();
+                let info = cthelper::parse_helper(&msg).unwrap();
+                assert_eq!(info.enabled, enabled, "firewall {firewall}: {}", info.name);
+            }
+        }
     }
 
     #[test]

@@ -305,7 +305,7 @@ impl Server<'_> {
                         if let Some((queue, id)) = queue::packet_ref(&msg) {
                             handled += 1;
                             *self.unhandled += 1;
-                            verdicts.push(&queue::Verdict::plain(queue, id, queue::NF_ACCEPT))?;
+                            verdicts.push(&queue::Verdict::plain(queue, id, queue::PASS))?;
                         }
                         continue;
                     }
@@ -366,7 +366,7 @@ impl Server<'_> {
                         seq_adjust: a.seq_adjust,
                         timeout: a.master_timeout,
                     },
-                    None => queue::Verdict::plain(pkt.queue, pkt.id, queue::NF_ACCEPT),
+                    None => queue::Verdict::plain(pkt.queue, pkt.id, queue::PASS),
                 };
                 verdicts.push(&v)?;
                 let Some((a, ex)) = answer else {

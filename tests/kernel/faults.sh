@@ -18,7 +18,7 @@
 #      the goal on hardware being 1 s), the transfer under way completes, the
 #      session answers; after the restart the table its predecessor loaded
 #      kept (its comment names the configuration: no nft run), one table inet cthelperd, 8 helpers
-#      each once and enabled, the 3 queues bound once by one socket, one daemon
+#      each once and serving, the 3 queues bound once by one socket, one daemon
 #      process; the session transfers again
 #   F  queue full (queue_maxlen 8): the daemon stopped (SIGSTOP) with 8 packets
 #      in its queue; new control connections, a NOOP on an established session,
@@ -260,7 +260,7 @@ restart() {
 }
 
 # leftovers: 0 iff one table inet cthelperd, the 8 helpers (ftp, tftp: IPv4 +
-# IPv6; sip: both families on TCP and UDP) each once and enabled, the 3 queues
+# IPv6; sip: both families on TCP and UDP) each once and serving, the 3 queues
 # each bound once and by one socket, one daemon process. LEFT says what was found.
 LEFT=
 leftovers() {
@@ -269,13 +269,13 @@ leftovers() {
     helpers=$(nfct_helpers)
     nh=$(grep -c . <<<"$helpers")
     dup=$(awk '{ print $1, $2, $3 }' <<<"$helpers" | sort | uniq -d | grep -c .)
-    off=$(awk '$5 != "enabled"' <<<"$helpers" | grep -c .)
+    off=$((nh - $(helpers_serving ftp) - $(helpers_serving tftp) - $(helpers_serving sip)))
     q=$(rx cat /proc/net/netfilter/nfnetlink_queue)
     nq=$(grep -c . <<<"$q")
     uq=$(awk '{ print $1 }' <<<"$q" | sort -u | grep -c .)
     np=$(awk '{ print $2 }' <<<"$q" | sort -u | grep -c .)
     procs=$(pgrep -x cthelperd | grep -c .)
-    LEFT="tables $tables, helpers $nh ($dup twice, $off not enabled), queue lines $nq ($uq queues, $np sockets), daemon processes $procs"
+    LEFT="tables $tables, helpers $nh ($dup twice, $off not serving), queue lines $nq ($uq queues, $np sockets), daemon processes $procs"
     [ "$tables" = 1 ] && [ "$nh" = 8 ] && [ "$dup" = 0 ] && [ "$off" = 0 ] &&
         [ "$nq" = 3 ] && [ "$uq" = 3 ] && [ "$np" = 1 ] && [ "$procs" = 1 ]
 }

@@ -250,13 +250,34 @@ nfct_helpers() {
         /\.status =/     { s=$3; gsub(/[,;]/, "", n); gsub(/[,;]/, "", l3); gsub(/[,;]/, "", l4)
                            gsub(/[,;]/, "", q); gsub(/[,;]/, "", s); print n, l3, l4, q, s }'
 }
-# helpers_enabled NAME: how many families have helper NAME enabled
-helpers_enabled() { nfct_helpers | awk -v n="$1" '$1 == n && $5 == "enabled"' | wc -l; }
+# helpers_serving NAME: how many registrations (family, protocol) of helper NAME get
+# packets: registered enabled (the helper hook queues: conntrackd, or cthelperd with
+# firewall '0'), or registered disabled with a rule of table inet cthelperd that queues
+# that protocol and family to its queue (cthelperd's table queues the packets with
+# payload).
+helpers_serving() {
+    local rules
+    rules=$(rx nft list chain inet cthelperd queue_postrouting 2>/dev/null |
+        grep " queue .*to [0-9]" | tr '\n' '|')
+    nfct_helpers | awk -v n="$1" -v rules="$rules" '
+        $1 != n { next }
+        $5 == "enabled" { c++; next }
+        {
+            k = split(rules, r, "|")
+            for (i = 1; i <= k; i++) {
+                if (r[i] !~ (" to " $4 "$")) continue
+                fam = r[i] ~ /nfproto ipv4/ ? 2 : (r[i] ~ /nfproto ipv6/ ? 10 : $2)
+                l4 = r[i] ~ /l4proto tcp/ ? 6 : (r[i] ~ /l4proto udp/ ? 17 : 0)
+                if (fam == $2 && l4 == $3) { c++; break }
+            }
+        }
+        END { print c + 0 }'
+}
 
 # ---------------------------------------------------------------- daemon control
 # start_daemon [LOGFILE]: starts $CTHELPERD -v (or the reference daemon) in the
-# router namespace, in the background; sets DAEMON_PID. Waits until the "ftp"
-# helper is enabled for IPv4 and IPv6 (or the daemon logs "helpers registered").
+# router namespace, in the background; sets DAEMON_PID. Waits until the daemon logs
+# that it is ready, then checks that the "ftp" helper serves IPv4 and IPv6.
 # Returns non-zero if it died or did not get ready within DAEMON_WAIT seconds.
 DAEMON_PID=
 DAEMON_LOG=
@@ -294,7 +315,7 @@ start_daemon() {
             local d=$(( ${EPOCHREALTIME/./} - t0 ))
             DAEMON_READY_S=$(printf '%d.%02d' $((d / 1000000)) $(( (d / 10000) % 100 )))
             say "daemon pid $DAEMON_PID ($(cat /proc/$DAEMON_PID/comm 2>/dev/null)) ready after ${DAEMON_READY_S}s; helpers: $(nfct_helpers | tr '\n' ';')"
-            [ "$(helpers_enabled ftp)" -ge 2 ] || { say "ftp helper not enabled for both families"; return 1; }
+            [ "$(helpers_serving ftp)" -ge 2 ] || { say "ftp helper not serving both families"; return 1; }
             return 0
         fi
         sleep 0.1

@@ -267,7 +267,7 @@ check "B daemon starts and registers ftp (IPv4 + IPv6)" pass $rc
 if [ $rc != 0 ]; then
     say "cannot continue without a daemon"; summary; exit
 fi
-[ "$(helpers_enabled tftp)" -ge 2 ]; check "B tftp helper enabled for IPv4 and IPv6" pass $?
+[ "$(helpers_serving tftp)" -ge 2 ]; check "B tftp helper serving IPv4 and IPv6" pass $?
 nfct_helpers | indent
 rx nft list table inet cthelperd >/dev/null 2>&1 && say "note: the daemon installed table inet cthelperd despite firewall '0'"
 

@@ -19,7 +19,7 @@
 #     table inet cthelperd untouched
 #   SIGHUP expect_timeout 300 -> 120: kernel policy updated, transfer works
 #   SIGHUP broken file: refused (logged with file:line), still serving
-#   SIGHUP tftp enabled '0': tftp disabled in the kernel, gone from the table
+#   SIGHUP tftp enabled '0': tftp serves no more (disabled in the kernel, no rule in the table)
 #   status: counters with packets > 0 and the kernel's queue line
 #   SIGTERM: exit 0, table inet cthelperd gone, socket removed
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
@@ -191,8 +191,8 @@ log_wait "reload refused"; rc=$?
 grep "reload refused" "$DAEMON_LOG" | indent
 [ $rc = 0 ] && grep -q "reload refused: $CONF:$badline: queue_maxlen: " "$DAEMON_LOG"
 check "broken file refused with file:line: option" pass $?
-kill -0 "$DAEMON_PID" 2>/dev/null && [ "$(helpers_enabled ftp)" = 2 ] && [ "$(helpers_enabled tftp)" = 2 ]
-check "daemon still running with its helpers enabled" pass $?
+kill -0 "$DAEMON_PID" 2>/dev/null && [ "$(helpers_serving ftp)" = 2 ] && [ "$(helpers_serving tftp)" = 2 ]
+check "daemon still running with its helpers serving" pass $?
 xfer PASV4-after-bad 4 --disable-epsv; check "PASV transfer after the refused reload" pass $?
 
 say "=== SIGHUP: tftp enabled '0'"
@@ -204,12 +204,12 @@ for ((i = 0; i < 100; i++)); do
 done
 grep -E "reload: (helper|queue|table)" "$DAEMON_LOG" | tail -n 4 | indent
 say "helpers: $(nfct_helpers | tr '\n' ';')"
-[ "$(helpers_enabled tftp)" = 0 ] && [ "$(nfct_helpers | awk '$1 == "tftp"' | wc -l)" = 2 ]
+[ "$(helpers_serving tftp)" = 0 ] && [ "$(nfct_helpers | awk '$1 == "tftp"' | wc -l)" = 2 ]
 check "tftp disabled in the kernel (still registered, status disabled)" pass $?
 rx nft list table inet cthelperd >"$RESULTS/nft-cthelperd-3.txt" 2>&1
 ! grep -q tftp "$RESULTS/nft-cthelperd-3.txt" && grep -q 'ct helper set "ftp"' "$RESULTS/nft-cthelperd-3.txt"
 check "tftp gone from table inet cthelperd, ftp still there" pass $?
-[ "$(helpers_enabled ftp)" = 2 ]; check "ftp still enabled" pass $?
+[ "$(helpers_serving ftp)" = 2 ]; check "ftp still serving" pass $?
 xfer PASV4-after-tftp-off 4 --disable-epsv; check "PASV transfer after disabling tftp" pass $?
 
 # ---------------------------------------------------------------- status

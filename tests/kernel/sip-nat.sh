@@ -328,8 +328,8 @@ cp "$REPO/init.d/cthelperd.config" "$CONF"
 start_daemon "$RESULTS/daemon.log"; rc=$?
 check "B daemon starts" pass $rc
 if [ $rc != 0 ]; then summary; exit; fi
-[ "$(nfct_helpers | awk '$1 == "sip" && $5 == "enabled"' | wc -l)" = 4 ]
-check "B sip registered and enabled for IPv4 + IPv6, UDP + TCP" pass $?
+[ "$(helpers_serving sip)" = 4 ]
+check "B sip registered and serving IPv4 + IPv6, UDP + TCP" pass $?
 ip netns exec router conntrack -E expect -o timestamp >"$RESULTS/expect-events.txt" 2>&1 &
 EV_PID=$!
 

@@ -278,8 +278,8 @@ start_daemon "$RESULTS/daemon.log"; rc=$?
 check "B daemon starts with helper sip" pass $rc
 if [ $rc != 0 ]; then summary; exit; fi
 nfct_helpers | indent
-[ "$(nfct_helpers | awk '$1 == "sip" && $5 == "enabled"' | wc -l)" = 4 ]
-check "B sip registered and enabled for IPv4 + IPv6, UDP + TCP" pass $?
+[ "$(helpers_serving sip)" = 4 ]
+check "B sip registered and serving IPv4 + IPv6, UDP + TCP" pass $?
 rx nft list table inet cthelperd >"$RESULTS/nft-cthelperd.txt" 2>&1
 grep -q 'udp dport 5060 ct helper set "sip-udp"' "$RESULTS/nft-cthelperd.txt" &&
     grep -q 'tcp dport 5060 ct helper set "sip-tcp"' "$RESULTS/nft-cthelperd.txt"

@@ -150,7 +150,7 @@ if [ $rc != 0 ]; then
     say "cannot continue without a daemon"; indent <"$RESULTS/daemon.log"
     summary; exit
 fi
-[ "$(helpers_enabled tftp)" -ge 2 ]; check "B tftp helper enabled for IPv4 and IPv6" pass $?
+[ "$(helpers_serving tftp)" -ge 2 ]; check "B tftp helper serving IPv4 and IPv6" pass $?
 nfct_helpers | indent
 rx nft delete table inet tftphelpers 2>/dev/null
 if ! rx nft -f - <<'EOF'

@@ -121,7 +121,7 @@ grep -q "GNU GENERAL PUBLIC LICENSE" LICENSE 2>/dev/null && grep -q "Version 2, 
 check "PKG_BUILD_DEPENDS" "$(field build_depends)" "rust/host"
 check "section/category" "$(field section)" "net category=Network"
 check "DEPENDS" "$(field depends)" \
-    "@(aarch64||arm||mips||mipsel||x86_64) +kmod-nfnetlink-cthelper +kmod-nfnetlink-queue +kmod-nf-conntrack-netlink +kmod-nft-core +nftables"
+    "@(aarch64||arm||mips||mipsel||x86_64) +kmod-nfnetlink-cthelper +kmod-nfnetlink-queue +kmod-nf-conntrack-netlink +kmod-nft-core +kmod-nft-queue +nftables"
 check "CONFLICTS: the packages that autoload nf_conntrack_ftp / _tftp / _sip" "$(field conflicts)" \
     "kmod-nf-nathelper kmod-nf-nathelper-extra kmod-nf-nathelper-tftp kmod-nf-nathelper-sip"
 check "conffiles" "$(field conffiles)" "/etc/config/cthelperd"

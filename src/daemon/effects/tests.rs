@@ -177,7 +177,7 @@ fn a_nat_rewrite_that_changes_the_length_makes_the_verdict_carry_nfqa_ct() {
         &payload,
         &mut mangle,
     );
-    assert_eq!(a.verdict, queue::NF_ACCEPT);
+    assert_eq!(a.verdict, queue::PASS);
     assert_eq!(a.rewritten_len, Some(payload.len() - 3));
     assert!(!a.help && a.seq_adjust);
     let v = queue::Verdict {
@@ -258,7 +258,7 @@ fn a_rewrite_that_fails_passes_the_packet_when_the_plan_says_so() {
     let mut tiny = [0u8; 40];
     let slot = &mut slots[ex.slot];
     let a = answer_with(&mut kernel, slot, &ex, &payload, &mut tiny);
-    assert_eq!(a.verdict, queue::NF_ACCEPT);
+    assert_eq!(a.verdict, queue::PASS);
     assert_eq!(a.rewritten_len, None);
     let deleted: Vec<u16> = requests(&kernel)
         .into_iter()
@@ -323,7 +323,7 @@ fn our_own_pending_expectation_is_refreshed_with_its_timeout() {
     let slot = &mut slots[ex.slot];
     slot.classes[0].expect_timeout = 77;
     let a = answer_with(&mut kernel, slot, &ex, &payload, &mut mangle);
-    assert_eq!(a.verdict, queue::NF_ACCEPT);
+    assert_eq!(a.verdict, queue::PASS);
     let sent = kernel.sent.borrow();
     assert_eq!(sent.len(), 3, "NEW (exclusive), GET, NEW (refresh)");
     let refresh = Messages::new(&sent[2]).next().unwrap().unwrap();
