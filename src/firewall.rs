@@ -167,10 +167,15 @@ fn ruleset_body(cfg: &Config) -> String {
 ///   `ct helper` names the helper of a connection's *master*, so a connection's own
 ///   helper is found as the rules that assigned it: `ct original proto-dst` (the port
 ///   before DNAT, as the assigning rule saw it) with IPS_HELPER set (an explicitly
-///   assigned helper) and IPS_EXPECTED clear; for a helper with an expected rule,
-///   IPS_EXPECTED and IPS_HELPER set and a master with this helper. Expected
-///   connections the helper never assigned (FTP data, RTP) are not queued, even on
-///   kernels that let them inherit their master's helper (DESIGN.md 7).
+///   assigned helper) and IPS_EXPECTED clear. Expected connections (FTP data, RTP)
+///   are not queued, even on kernels that let them inherit their master's helper
+///   (DESIGN.md 7).
+/// - For a helper with an expected rule (SIP: the incoming call to a registered
+///   phone), expected connections whose master has this helper and whose payload
+///   starts with a capital letter, as every SIP message does (a method or
+///   "SIP/2.0"), while RTP and RTCP start with 0x80-0xbf (version 2). Not IPS_HELPER:
+///   where the connection inherited the helper from its expectation (DESIGN.md 7) the
+///   expected rule's `ct helper set` finds a helper in place and sets nothing.
 /// - `@ih,0,8 >= 0` is true for any first payload byte and fails to load when there is
 ///   none (nft_payload's inner-header base, Linux 5.16). An ICMP error about a helped
 ///   connection has no TCP or UDP payload either, which the hook skipped too.
@@ -184,8 +189,10 @@ fn queue_chains(s: &mut String, helpers: &[(&crate::config::HelperConfig, u16)])
             s,
             "\t\ttype filter hook {hook} priority {QUEUE_PRIORITY}; policy accept;"
         );
-        // Most packets through a router are of no helped connection: one test each.
-        let _ = writeln!(s, "\t\tct status & {IPS_HELPER:#x} == 0 accept");
+        // Most packets through a router are of no helped or expected connection: one
+        // test each. (Not IPS_HELPER alone: an expected SIP connection that inherited
+        // its helper has none, see below.)
+        let _ = writeln!(s, "\t\tct status & {ASSIGNED_BITS:#x} == 0 accept");
         for &(h, queue) in helpers {
             let family = family_match(h.families);
             let then = format!("@ih,0,8 >= 0 queue num {queue} bypass");
@@ -203,7 +210,7 @@ fn queue_chains(s: &mut String, helpers: &[(&crate::config::HelperConfig, u16)])
             {
                 let _ = writeln!(
                     s,
-                    "\t\t{family}meta l4proto {} ct status & {ASSIGNED_BITS:#x} == {ASSIGNED_BITS:#x} ct helper \"{}\" {then}",
+                    "\t\t{family}meta l4proto {} ct status & {IPS_EXPECTED:#x} == {IPS_EXPECTED:#x} ct helper \"{}\" @ih,0,8 0x41-0x5a queue num {queue} bypass",
                     proto_name(proto),
                     h.name()
                 );
@@ -427,21 +434,21 @@ table inet cthelperd {
 \t}
 \tchain queue_postrouting {
 \t\ttype filter hook postrouting priority 2147483646; policy accept;
-\t\tct status & 0x2000 == 0 accept
+\t\tct status & 0x2001 == 0 accept
 \t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
 \t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
 \t\tmeta l4proto tcp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
 \t\tmeta l4proto udp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
-\t\tmeta l4proto udp ct status & 0x2001 == 0x2001 ct helper \"sip\" @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct status & 0x1 == 0x1 ct helper \"sip\" @ih,0,8 0x41-0x5a queue num 48002 bypass
 \t}
 \tchain queue_input {
 \t\ttype filter hook input priority 2147483646; policy accept;
-\t\tct status & 0x2000 == 0 accept
+\t\tct status & 0x2001 == 0 accept
 \t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
 \t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
 \t\tmeta l4proto tcp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
 \t\tmeta l4proto udp ct original proto-dst 5060 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
-\t\tmeta l4proto udp ct status & 0x2001 == 0x2001 ct helper \"sip\" @ih,0,8 >= 0 queue num 48002 bypass
+\t\tmeta l4proto udp ct status & 0x1 == 0x1 ct helper \"sip\" @ih,0,8 0x41-0x5a queue num 48002 bypass
 \t}
 }
 "
@@ -475,7 +482,7 @@ table inet cthelperd {
         assert!(!text.contains("tftp"));
         // A disabled helper keeps its queue number: the next one still takes base + 2.
         assert!(
-            text.contains("ct helper \"sip\" @ih,0,8 >= 0 queue num 48002 bypass"),
+            text.contains("ct helper \"sip\" @ih,0,8 0x41-0x5a queue num 48002 bypass"),
             "{text}"
         );
     }
@@ -528,7 +535,7 @@ table inet cthelperd {
 \t}
 \tchain queue_postrouting {
 \t\ttype filter hook postrouting priority 2147483646; policy accept;
-\t\tct status & 0x2000 == 0 accept
+\t\tct status & 0x2001 == 0 accept
 \t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
 \t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
 \t\tmeta l4proto tcp ct original proto-dst { 5060, 5061 } ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
@@ -536,7 +543,7 @@ table inet cthelperd {
 \t}
 \tchain queue_input {
 \t\ttype filter hook input priority 2147483646; policy accept;
-\t\tct status & 0x2000 == 0 accept
+\t\tct status & 0x2001 == 0 accept
 \t\tmeta l4proto tcp ct original proto-dst 21 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48000 bypass
 \t\tmeta l4proto udp ct original proto-dst 69 ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48001 bypass
 \t\tmeta l4proto tcp ct original proto-dst { 5060, 5061 } ct status & 0x2001 == 0x2000 @ih,0,8 >= 0 queue num 48002 bypass
