@@ -63,12 +63,21 @@
 #         (or 2222), none from a multi-line reply's body line, a 227 naming
 #         port 22 refused and counted, and the session's genuine PASV works
 #   Stop  no seqadj warning in the kernel log; SIGTERM: exit status 0
+#
+# NAT_WIRING=table (the nat-table scenario, tests/kernel/nat-table.sh): the same
+# phases with the daemon's own table instead of these rules, as shipped
+# (firewall '1', ftp also on port 2121 for phase E): the table assigns the
+# helpers and queues only the packets with payload, just before conntrack's
+# confirmation, and the verdicts must leave the sequence adjustment of the
+# length-changing rewrites to the kernel once. The informational priority-filter
+# round at the end is about rules of one's own and is left out.
 # Prints one line per check and finally "N passed, M failed"; exit 0 iff M = 0.
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
-scenario_begin nat "$@"
+WIRING=${NAT_WIRING:-rules}
+if [ "$WIRING" = table ]; then scenario_begin nat-table "$@"; else scenario_begin nat "$@"; fi
 if [ -n "$REFERENCE" ]; then
     say "the nat scenario is not wired up for a reference daemon"; echo "0 passed, 1 failed"; exit 1
 fi
@@ -259,8 +268,13 @@ rx conntrack -F >/dev/null 2>&1
 # ================================================================ phase B
 say "=== phase B: daemon running, masquerade"
 # the shipped configuration (ftp + tftp, IPv4 + IPv6) without its own firewall table
+# (table wiring: with it, and ftp on port 2121 too)
 CONF=/tmp/nat-cthelperd.conf
-sed "s/option firewall '1'/option firewall '0'/" "$REPO/init.d/cthelperd.config" >"$CONF"
+if [ "$WIRING" = table ]; then
+    sed "s/\tlist port '21'/\tlist port '21'\n\tlist port '2121'/" "$REPO/init.d/cthelperd.config" >"$CONF"
+else
+    sed "s/option firewall '1'/option firewall '0'/" "$REPO/init.d/cthelperd.config" >"$CONF"
+fi
 CTHELPERD_ARGS="--config $CONF --control-socket /tmp/nat-cthelperd.sock"
 start_daemon "$RESULTS/daemon.log"; rc=$?
 check "B daemon starts and registers ftp (IPv4 + IPv6)" pass $rc
@@ -269,9 +283,16 @@ if [ $rc != 0 ]; then
 fi
 [ "$(helpers_serving tftp)" -ge 2 ]; check "B tftp helper serving IPv4 and IPv6" pass $?
 nfct_helpers | indent
-rx nft list table inet cthelperd >/dev/null 2>&1 && say "note: the daemon installed table inet cthelperd despite firewall '0'"
+[ "$WIRING" = table ] ||
+    { rx nft list table inet cthelperd >/dev/null 2>&1 && say "note: the daemon installed table inet cthelperd despite firewall '0'"; }
 
 load_nat_helpers() { # load_nat_helpers PRIORITY
+    if [ "$WIRING" = table ]; then
+        # the daemon's table: assignment at priority mangle, queueing before confirmation
+        rx nft list table inet cthelperd | grep -q "tcp dport { 21, 2121 } ct helper set \"ftp\"" &&
+            rx nft list chain inet cthelperd queue_postrouting | grep -q "queue .*to 48000"
+        return
+    fi
     rx nft delete table inet nathelpers 2>/dev/null
     rx nft -f - <<EOF
 table inet nathelpers {
@@ -291,8 +312,9 @@ table inet nathelpers {
 }
 EOF
 }
-load_nat_helpers mangle; check "B nft ct helper rules (ftp, tftp; prerouting priority mangle) accepted" pass $?
+load_nat_helpers mangle; check "B nft ct helper rules (ftp, tftp; prerouting priority mangle) $WIRING: in place" pass $?
 rx nft list table inet nathelpers >"$RESULTS/nft-helpers.txt" 2>&1
+[ "$WIRING" = table ] && rx nft list table inet cthelperd >"$RESULTS/nft-helpers.txt" 2>&1
 ip netns exec router conntrack -E expect -o timestamp >"$RESULTS/expect-events.txt" 2>&1 &
 EV_PID=$!
 sleep 0.3
@@ -530,7 +552,7 @@ ip -n server addr add $E4/24 dev s0
 sx $PY "$HERE/ftp-echo.py" server $E4 >"$RESULTS/echo-server.log" 2>&1 &
 ECHO_PID=$!
 rx nft add rule inet nat prerouting iifname "r0" ip daddr $R4C tcp dport 2121 dnat ip to $E4:21 &&
-    rx nft add rule inet nathelpers pre tcp dport 2121 ct helper set '"ftp-std"'
+    { [ "$WIRING" = table ] || rx nft add rule inet nathelpers pre tcp dport 2121 ct helper set '"ftp-std"'; }
 check "E forward 192.0.2.1:2121 to the echoing server $E4:21, ftp helper on it" pass $?
 for ((i = 0; i < 100; i++)); do
     [ "$(sx ss -Hltn "src $E4" | wc -l)" -ge 3 ] && break
@@ -580,19 +602,21 @@ dmesg >"$RESULTS/dmesg-all.txt"
 ! grep -q 'nfct_seqadj_ext_add' "$RESULTS/dmesg-all.txt"
 check "Stop no 'Missing nfct_seqadj_ext_add() setup call' warning in the kernel log" pass $?
 
-# Informational: the helper attached after DNAT (priority filter, as a rule in
+# Informational (own rules only): the helper attached after DNAT (priority filter, as a rule in
 # a filter chain usually is). With the nft_ct seqadj fix (6.1.167+) this works
 # like priority mangle; without it the forwarded connection has no seqadj
 # extension: a kernel warning, and the session breaks after the -3 byte rewrite.
-load_nat_helpers filter
-rx conntrack -F >/dev/null 2>&1
-sess_open D-late $R4C; info="login: $SESS_REPLY"
-sess_cmd D-late hold-passive; info="$info | hold-passive: $SESS_REPLY"
-sess_cmd D-late retr; info="$info | retr: $SESS_REPLY"
-sess_cmd D-late noop; info="$info | noop: $SESS_REPLY"
-sess_close D-late
-say "informational, helper attached at priority filter (after dstnat): $info"
-say "informational: kernel log: $(dmesg | grep -m1 -o 'Missing nfct_seqadj_ext_add() setup call' || echo 'no seqadj warning')"
+if [ "$WIRING" != table ]; then
+    load_nat_helpers filter
+    rx conntrack -F >/dev/null 2>&1
+    sess_open D-late $R4C; info="login: $SESS_REPLY"
+    sess_cmd D-late hold-passive; info="$info | hold-passive: $SESS_REPLY"
+    sess_cmd D-late retr; info="$info | retr: $SESS_REPLY"
+    sess_cmd D-late noop; info="$info | noop: $SESS_REPLY"
+    sess_close D-late
+    say "informational, helper attached at priority filter (after dstnat): $info"
+    say "informational: kernel log: $(dmesg | grep -m1 -o 'Missing nfct_seqadj_ext_add() setup call' || echo 'no seqadj warning')"
+fi
 
 stop_daemon TERM; check "Stop daemon exits with status 0 on SIGTERM" pass $?
 rx nft list ruleset >"$RESULTS/nft-ruleset.txt" 2>&1

@@ -29,7 +29,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-SCENARIOS=(ftp tftp openwrt nat sip sip-nat faults)
+SCENARIOS=(ftp tftp openwrt nat nat-table sip sip-nat faults)
 REFERENCE=${REFERENCE:-}
 # the kernel config symbols printed for each kernel (=y, =m, or "unset")
 KCONFIG_SYMS=(NF_CONNTRACK NF_CT_NETLINK NF_CT_NETLINK_HELPER NETFILTER_NETLINK_QUEUE
