@@ -119,9 +119,8 @@ pub fn queues(cfg: &Config) -> Vec<u16> {
 /// Actions taking the kernel from `old` (running) to `new`, in execution order:
 /// new queues first (a helper must never point at an unbound queue), then the removal
 /// of a table that goes, registrations, the firewall table (which may name
-/// just-registered helpers),
-/// disabling, and unbinding queues nothing points at any more. Unchanged helpers
-/// get no action, so their packets keep flowing untouched.
+/// just-registered helpers), disabling, and unbinding queues nothing points at any
+/// more. Unchanged helpers get no action, so their packets keep flowing untouched.
 pub fn plan(old: &Config, new: &Config, cli_log_level: bool) -> Vec<Action> {
     let mut actions = Vec::new();
     if !cli_log_level && old.log_level != new.log_level {

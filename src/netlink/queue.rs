@@ -37,18 +37,18 @@ pub const NFQA_CFG_F_GSO: u32 = 4;
 
 pub const NF_DROP: u32 = 0;
 pub const NF_ACCEPT: u32 = 1;
-/// "Deprecated, kept for user-space queues" in the kernel's headers, and the verdict
-/// that makes a packet leave its hook at once.
+/// A packet leaves its hook at once (the kernel keeps this verdict for user-space
+/// queues only).
 pub const NF_STOP: u32 = 5;
 
 /// The verdict that lets a packet go on. Not NF_ACCEPT: on reinjection the kernel
-/// applies a user-space helper's connection the TCP sequence adjustment and confirms
-/// it (nf_conntrack_update); NF_ACCEPT then runs the rest of the hook, whose
-/// conntrack confirmation (nf_confirm) adjusts the sequence numbers a second time when
-/// the table queued the packet before it. NF_STOP skips that rest: the packet leaves as
-/// from the helper hook, which queues from within nf_confirm, after which nothing
-/// runs. The table's queue chains sit just before nf_confirm (firewall.rs), so NF_STOP
-/// skips nothing else there.
+/// adjusts the TCP sequence numbers of a connection with a user-space helper and
+/// confirms it (nf_conntrack_update); NF_ACCEPT then runs the rest of the hook, whose
+/// conntrack confirmation (nf_confirm) adjusts them a second time when the table queued
+/// the packet before it. NF_STOP skips that rest: the packet leaves as one from the
+/// helper hook does, which queues from within nf_confirm, after which nothing runs. The
+/// table's queue chains sit just before nf_confirm (firewall.rs), so NF_STOP skips
+/// nothing else there.
 pub const PASS: u32 = NF_STOP;
 
 /// Largest packet we ask the kernel to copy (the copy range is 16 bits).
@@ -703,20 +703,20 @@ mod tests {
     }
 
     #[test]
-    fn only_a_bare_accept_is_plain() {
+    fn only_a_bare_pass_is_plain() {
         assert!(Verdict::plain(1, 2, PASS).is_plain_pass());
         assert!(!Verdict::plain(1, 2, NF_ACCEPT).is_plain_pass());
         assert!(!Verdict::plain(1, 2, NF_DROP).is_plain_pass());
-        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        let mut v = Verdict::plain(1, 2, PASS);
         v.seq_adjust = true;
         assert!(!v.is_plain_pass());
-        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        let mut v = Verdict::plain(1, 2, PASS);
         v.payload = Some(&[0x45]);
         assert!(!v.is_plain_pass());
-        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        let mut v = Verdict::plain(1, 2, PASS);
         v.timeout = Some(30);
         assert!(!v.is_plain_pass());
-        let mut v = Verdict::plain(1, 2, NF_ACCEPT);
+        let mut v = Verdict::plain(1, 2, PASS);
         v.help = Some(HelpUpdate {
             helper_name: "ftp",
             info: &[],
