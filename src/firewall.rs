@@ -195,12 +195,12 @@ fn queue_chains(s: &mut String, helpers: &[(&crate::config::HelperConfig, u16)])
         let _ = writeln!(s, "\t\tct status & {ASSIGNED_BITS:#x} == 0 accept");
         for &(h, queue) in helpers {
             let family = family_match(h.families);
-            let then = format!("@ih,0,8 >= 0 queue num {queue} bypass");
+            let to_queue = format!("queue num {queue} bypass");
             if let Some(ports) = port_match(&h.ports) {
                 for proto in h.protos.iter() {
                     let _ = writeln!(
                         s,
-                        "\t\t{family}meta l4proto {} ct original proto-dst {ports} ct status & {ASSIGNED_BITS:#x} == {IPS_HELPER:#x} {then}",
+                        "\t\t{family}meta l4proto {} ct original proto-dst {ports} ct status & {ASSIGNED_BITS:#x} == {IPS_HELPER:#x} @ih,0,8 >= 0 {to_queue}",
                         proto_name(proto)
                     );
                 }
@@ -210,7 +210,7 @@ fn queue_chains(s: &mut String, helpers: &[(&crate::config::HelperConfig, u16)])
             {
                 let _ = writeln!(
                     s,
-                    "\t\t{family}meta l4proto {} ct status & {IPS_EXPECTED:#x} == {IPS_EXPECTED:#x} ct helper \"{}\" @ih,0,8 0x41-0x5a queue num {queue} bypass",
+                    "\t\t{family}meta l4proto {} ct status & {IPS_EXPECTED:#x} == {IPS_EXPECTED:#x} ct helper \"{}\" @ih,0,8 0x41-0x5a {to_queue}",
                     proto_name(proto),
                     h.name()
                 );
